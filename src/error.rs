@@ -1,0 +1,91 @@
+//! The library's one error type. Every variant names the file, key or value it is about.
+
+use std::path::PathBuf;
+
+/// Errors of the toonsmith library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file is not a weights file of a format toonsmith reads.
+    #[error("{path}: not a weights file toonsmith can read ({reason})")]
+    NotWeights {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A weights file lacks a tensor the network needs.
+    #[error("{path}: missing tensor `{key}` (the file has {found} tensors{hint})")]
+    MissingKey {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name the network expects.
+        key: String,
+        /// How many tensors the file holds.
+        found: usize,
+        /// Extra help, e.g. the keys that look closest.
+        hint: String,
+    },
+    /// A tensor in a weights file has the wrong shape.
+    #[error("{path}: tensor `{key}` has shape {found:?}, expected {expected:?}")]
+    WrongShape {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        key: String,
+        /// The shape the network needs.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor in a weights file has a data type toonsmith cannot convert.
+    #[error("{path}: tensor `{key}` has unsupported dtype {dtype}")]
+    WrongDtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        key: String,
+        /// The dtype found.
+        dtype: String,
+    },
+    /// A configuration value is outside its allowed range.
+    #[error("invalid {field} {value} (expected {expected})")]
+    InvalidConfig {
+        /// The configuration field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// The allowed range, in words.
+        expected: String,
+    },
+    /// A tensor given to a function has a shape it cannot handle.
+    #[error("invalid input shape {shape:?} for {what} (expected {expected})")]
+    InvalidShape {
+        /// The function or network.
+        what: &'static str,
+        /// The shape received.
+        shape: Vec<usize>,
+        /// The accepted shapes, in words.
+        expected: String,
+    },
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps an I/O error with the path it is about.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! toonsmith: photo-to-cartoon translation with the texture-saliency-adaptive GAN of
+//! Gao, Zhang and Tian, "Learning to Incorporate Texture Saliency Adaptive Attention to Image
+//! Cartoonization" (ICML 2022), on burn.
+//!
+//! - [`model`]: the generator G, the discriminators D_img and D_patch, VGG for the content loss
+//!   (Fig. 10, Eq. 7).
+//! - [`ctss`]: the cartoon-texture-saliency-sampler (Section III-B, Eqs. 1-6).
+//! - [`losses`]: the objective (Eqs. 7-17) and the style losses of Table IV.
+//! - [`weights`]: safetensors I/O of every network and import of pretrained VGG files.
+//! - [`config`]: serde configuration whose defaults are the paper's.
+//! - [`device`]: the backend, chosen once by cargo features.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod ctss;
+pub mod device;
+pub mod error;
+pub mod losses;
+pub mod model;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,335 @@
+//! Building blocks of Fig. 10: convolution (with optional spectral normalisation), the
+//! layer normalisation "LN", leaky ReLU and x2 upsampling.
+
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::activation::leaky_relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::{ConvOptions, PadMode};
+use burn::tensor::{Distribution, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Slope of every leaky ReLU in Fig. 10 ("lRelu: leaky Relu with alpha = 0.2").
+pub const LEAKY_SLOPE: f64 = 0.2;
+
+/// How a convolution pads its input. The paper does not say.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// Zeros, `k/2` on every side, as PyTorch ports do (default).
+    #[default]
+    Zeros,
+    /// Reflection, as the official code: TF "SAME" amounts, i.e. `k - stride` in total with the
+    /// odd pixel at the bottom/right (a stride-2 3x3 pads only bottom and right).
+    Reflect,
+}
+
+/// Weight initialisation (the paper is silent).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// He normal, std = sqrt(2 / fan_in): the official code's generator init.
+    He,
+    /// N(0, 0.02): the official code's (and DCGAN's) discriminator init.
+    Normal002,
+}
+
+/// Settings of one [`Conv`].
+#[derive(Clone, Copy, Debug)]
+pub struct ConvSpec {
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Square kernel side.
+    pub kernel: usize,
+    /// Stride (1 or 2 in Fig. 10).
+    pub stride: usize,
+    /// Groups; `c_in` for the depthwise convolution of the ResBlock.
+    pub groups: usize,
+    /// Whether the convolution has a bias.
+    pub bias: bool,
+    /// Padding rule.
+    pub padding: Padding,
+    /// Spectral normalisation of the weight (one power iteration per forward).
+    pub spectral_norm: bool,
+    /// Initialisation of the weight (the bias starts at zero).
+    pub init: Init,
+}
+
+impl ConvSpec {
+    /// A dense convolution with bias, zero padding, He init.
+    pub fn new(c_in: usize, c_out: usize, kernel: usize, stride: usize) -> Self {
+        Self {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            groups: 1,
+            bias: true,
+            padding: Padding::Zeros,
+            spectral_norm: false,
+            init: Init::He,
+        }
+    }
+
+    /// Builds the convolution on `device`.
+    pub fn init<B: Backend>(self, device: &B::Device) -> Conv<B> {
+        let fan_in = self.c_in / self.groups * self.kernel * self.kernel;
+        let std = match self.init {
+            Init::He => (2.0 / fan_in as f64).sqrt(),
+            Init::Normal002 => 0.02,
+        };
+        let shape = [
+            self.c_out,
+            self.c_in / self.groups,
+            self.kernel,
+            self.kernel,
+        ];
+        let weight = Tensor::random(shape, Distribution::Normal(0.0, std), device);
+        let u = self.spectral_norm.then(|| {
+            let u = Tensor::<B, 1>::random([self.c_out], Distribution::Normal(0.0, 1.0), device);
+            RunningState::new(l2_normalize(u))
+        });
+        Conv {
+            weight: Param::from_tensor(weight),
+            bias: self
+                .bias
+                .then(|| Param::from_tensor(Tensor::zeros([self.c_out], device))),
+            u,
+            stride: self.stride,
+            groups: self.groups,
+            padding: self.padding,
+        }
+    }
+}
+
+/// A 2-D convolution. Weight names follow PyTorch: `weight` `[C_out, C_in/groups, k, k]`,
+/// `bias` `[C_out]`, and with spectral normalisation the persistent power-iteration vector `u`
+/// `[C_out]` (PyTorch calls it `weight_u`).
+#[derive(Module, Debug)]
+pub struct Conv<B: Backend> {
+    /// Kernel, `[C_out, C_in/groups, k, k]`.
+    pub weight: Param<Tensor<B, 4>>,
+    /// Bias, `[C_out]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Left singular vector estimate of spectral normalisation, `[C_out]`.
+    pub u: Option<RunningState<Tensor<B, 1>>>,
+    #[module(skip)]
+    stride: usize,
+    #[module(skip)]
+    groups: usize,
+    #[module(skip)]
+    padding: Padding,
+}
+
+impl<B: Backend> Conv<B> {
+    /// # Shapes
+    /// `[N, C_in, H, W]` -> `[N, C_out, H / stride, W / stride]` (H, W multiples of the stride).
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let weight = match &self.u {
+            Some(u) => spectral_normalize(self.weight.val(), u),
+            None => self.weight.val(),
+        };
+        let k = weight.dims()[2];
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let (x, pad) = match self.padding {
+            Padding::Zeros => (x, k / 2),
+            Padding::Reflect => {
+                let total = k.saturating_sub(self.stride);
+                let (before, after) = (total / 2, total - total / 2);
+                (
+                    x.pad([(before, after), (before, after)], PadMode::Reflect),
+                    0,
+                )
+            }
+        };
+        let options = ConvOptions::new([self.stride; 2], [pad; 2], [1, 1], self.groups);
+        conv2d(x, weight, bias, options)
+    }
+}
+
+/// Spectral normalisation (Miyato et al. 2018) with one power iteration, as PyTorch's
+/// `spectral_norm` in training mode: `v = normalize(W^T u)`, `u = normalize(W v)` without
+/// gradient, then `W / (u^T W v)` with gradient through `W`. The new `u` is stored.
+fn spectral_normalize<B: Backend>(
+    weight: Tensor<B, 4>,
+    u_state: &RunningState<Tensor<B, 1>>,
+) -> Tensor<B, 4> {
+    let [c_out, c_in, kh, kw] = weight.dims();
+    let w = weight.clone().reshape([c_out, c_in * kh * kw]);
+    let w_const = w.clone().detach();
+    let u = u_state.value().detach().reshape([1, c_out]);
+    let v = l2_normalize(u.matmul(w_const.clone()).reshape([c_in * kh * kw]));
+    let u = l2_normalize(
+        w_const
+            .matmul(v.clone().reshape([c_in * kh * kw, 1]))
+            .reshape([c_out]),
+    );
+    u_state.update(u.clone());
+    let wv = w.matmul(v.reshape([c_in * kh * kw, 1])).reshape([c_out]);
+    let sigma = (u * wv).sum();
+    weight / sigma.reshape([1, 1, 1, 1])
+}
+
+/// `x / max(||x||, 1e-12)`, as `torch.nn.functional.normalize`.
+fn l2_normalize<B: Backend>(x: Tensor<B, 1>) -> Tensor<B, 1> {
+    let norm = x.clone().powi_scalar(2).sum().sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+/// "LN" of Fig. 10: normalisation over (C, H, W) of each sample, then a per-channel scale and
+/// shift. This is PyTorch's `GroupNorm(1, C)`, hence the names `weight` and `bias`.
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    /// Per-channel scale gamma, `[C]`, initialised to 1.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Per-channel shift beta, `[C]`, initialised to 0.
+    pub bias: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    epsilon: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    /// A layer norm over `channels` channels; `epsilon` is 1e-5 in PyTorch's GroupNorm and
+    /// 1e-12 in the official code.
+    pub fn new(channels: usize, epsilon: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            epsilon,
+        }
+    }
+
+    /// # Shapes
+    /// `[N, C, H, W]` -> `[N, C, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [n, c, h, w] = x.dims();
+        let flat = x.reshape([n, c * h * w]);
+        let (var, mean) = flat.clone().var_mean_bias(1);
+        let normed = (flat - mean) / (var + self.epsilon).sqrt();
+        let scale = self.weight.val().reshape([1, c, 1, 1]);
+        let shift = self.bias.val().reshape([1, c, 1, 1]);
+        normed.reshape([n, c, h, w]) * scale + shift
+    }
+}
+
+/// `Conv -> LN -> lRelu` (the last two optional), the unit of Fig. 10.
+#[derive(Module, Debug)]
+pub struct ConvNormAct<B: Backend> {
+    /// The convolution.
+    pub conv: Conv<B>,
+    /// The layer norm, absent where Fig. 10 has none.
+    pub norm: Option<LayerNorm<B>>,
+    #[module(skip)]
+    act: bool,
+}
+
+impl<B: Backend> ConvNormAct<B> {
+    /// Builds `conv`, LN (if `norm`) with `ln_epsilon`, and lRelu (if `act`).
+    pub fn new(spec: ConvSpec, norm: bool, act: bool, ln_epsilon: f64, device: &B::Device) -> Self {
+        Self {
+            norm: norm.then(|| LayerNorm::new(spec.c_out, ln_epsilon, device)),
+            conv: spec.init(device),
+            act,
+        }
+    }
+
+    /// # Shapes
+    /// As [`Conv::forward`].
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut x = self.conv.forward(x);
+        if let Some(norm) = &self.norm {
+            x = norm.forward(x);
+        }
+        if self.act {
+            x = leaky_relu(x, LEAKY_SLOPE);
+        }
+        x
+    }
+}
+
+/// Nearest-neighbour x2 upsampling (Fig. 10, "Upsample_n").
+///
+/// # Shapes
+/// `[N, C, H, W]` -> `[N, C, 2H, 2W]`.
+pub fn upsample_nearest2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h, 1, w, 1])
+        .expand([n, c, h, 2, w, 2])
+        .reshape([n, c, 2 * h, 2 * w])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{CpuBackend, CPU};
+    use burn::tensor::{TensorData, Tolerance};
+
+    #[test]
+    fn layer_norm_has_zero_mean_unit_variance_per_sample() {
+        let x = Tensor::<CpuBackend, 4>::random([2, 3, 4, 5], Distribution::Normal(3.0, 2.0), &CPU);
+        let y = LayerNorm::new(3, 1e-5, &CPU).forward(x);
+        let flat = y.reshape([2, 60]);
+        let (var, mean) = flat.var_mean_bias(1);
+        mean.into_data()
+            .assert_approx_eq::<f32>(&TensorData::from([[0.0], [0.0]]), Tolerance::absolute(1e-5));
+        var.into_data()
+            .assert_approx_eq::<f32>(&TensorData::from([[1.0], [1.0]]), Tolerance::absolute(1e-3));
+    }
+
+    #[test]
+    fn upsample_repeats_each_pixel() {
+        let x = Tensor::<CpuBackend, 4>::from_data([[[[1.0, 2.0], [3.0, 4.0]]]], &CPU);
+        let y = upsample_nearest2(x);
+        let expected = TensorData::from([[[
+            [1.0, 1.0, 2.0, 2.0],
+            [1.0, 1.0, 2.0, 2.0],
+            [3.0, 3.0, 4.0, 4.0],
+            [3.0, 3.0, 4.0, 4.0],
+        ]]]);
+        y.into_data().assert_eq(&expected, false);
+    }
+
+    #[test]
+    fn reflect_stride2_pads_bottom_right_only() {
+        // A 3x3 kernel picking the bottom-right tap: output (i, j) = padded[2i+2, 2j+2].
+        let mut spec = ConvSpec::new(1, 1, 3, 2);
+        spec.padding = Padding::Reflect;
+        spec.bias = false;
+        let mut conv = spec.init::<CpuBackend>(&CPU);
+        let mut k = [[[[0.0f32; 3]; 3]; 1]; 1];
+        k[0][0][2][2] = 1.0;
+        conv.weight = Param::from_tensor(Tensor::from_data(k, &CPU));
+        let x = Tensor::<CpuBackend, 4>::from_data([[[[1.0, 2.0], [3.0, 4.0]]]], &CPU);
+        // Padded (bottom/right, reflect): [[1,2,1],[3,4,3],[1,2,1]] -> tap (2,2) = 1.
+        conv.forward(x)
+            .into_data()
+            .assert_eq(&TensorData::from([[[[1.0f32]]]]), false);
+    }
+
+    #[test]
+    fn spectral_norm_makes_largest_singular_value_one() {
+        let mut spec = ConvSpec::new(4, 6, 3, 1);
+        spec.spectral_norm = true;
+        let conv = spec.init::<CpuBackend>(&CPU);
+        // Power iteration converges: after many forwards sigma(W / sigma_est) -> 1.
+        let x = Tensor::<CpuBackend, 4>::zeros([1, 4, 3, 3], &CPU);
+        for _ in 0..50 {
+            let _ = conv.forward(x.clone());
+        }
+        let w = spectral_normalize(conv.weight.val(), conv.u.as_ref().unwrap()).reshape([6, 36]);
+        // Largest singular value by power iteration on W W^T in f32 from a fresh start.
+        let wwt = w.clone().matmul(w.transpose());
+        let mut v = Tensor::<CpuBackend, 2>::ones([6, 1], &CPU);
+        for _ in 0..200 {
+            let next = wwt.clone().matmul(v);
+            v = next.clone() / next.powi_scalar(2).sum().sqrt().reshape([1, 1]);
+        }
+        let lambda = (v.clone().transpose().matmul(wwt.matmul(v))).into_scalar();
+        assert!(
+            (lambda.sqrt() - 1.0).abs() < 1e-3,
+            "sigma = {}",
+            lambda.sqrt()
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! The networks of Fig. 10 and the VGG feature extractor of Eq. (7).
+
+pub mod discriminator;
+pub mod generator;
+pub mod layers;
+pub mod vgg;
+
+pub use discriminator::{Discriminator, DiscriminatorConfig};
+pub use generator::{Generator, GeneratorConfig};
+pub use vgg::{Vgg, VggConfig, VggInput, VggLayout};
