@@ -158,7 +158,7 @@ fn spectral_normalize<B: Backend>(
     let [c_out, c_in, kh, kw] = weight.dims();
     let w = weight.clone().reshape([c_out, c_in * kh * kw]);
     let w_const = w.clone().detach();
-    let u = u_state.value().detach().reshape([1, c_out]);
+    let u = u_state.value_sync().detach().reshape([1, c_out]);
     let v = l2_normalize(u.matmul(w_const.clone()).reshape([c_in * kh * kw]));
     let u = l2_normalize(
         w_const

@@ -1,1 +1,86 @@
-fn main() {}
+//! The `toonsmith` command: parse, dispatch, print the error chain, exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use burn::module::Module;
+use clap::{Parser, Subcommand};
+use toonsmith::device::{self, Selected};
+use toonsmith::model::{DiscriminatorConfig, GeneratorConfig, VggConfig};
+use toonsmith::weights::TensorFile;
+
+/// Photo-to-cartoon translation with the texture-saliency-adaptive GAN (Gao et al. 2022).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the networks of Fig. 10 on the selected backend and print their sizes.
+    Info,
+    /// List the tensors and metadata of a weights file (safetensors or PyTorch .pth).
+    Inspect {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Info => info(),
+        Command::Inspect { file } => inspect(&file),
+    }
+}
+
+fn info() -> anyhow::Result<()> {
+    let device = device::default_device();
+    let g = GeneratorConfig::default().init::<Selected>(&device);
+    let d_img = DiscriminatorConfig::image().init::<Selected>(&device);
+    let d_patch = DiscriminatorConfig::patch().init::<Selected>(&device);
+    let vgg = VggConfig::default().init::<Selected>(&device);
+    println!(
+        "toonsmith {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        device::NAME
+    );
+    println!("  generator G        {:>10} parameters", g.num_params());
+    println!("  D_img              {:>10} parameters", d_img.num_params());
+    println!(
+        "  D_patch            {:>10} parameters",
+        d_patch.num_params()
+    );
+    println!(
+        "  VGG19 to conv4_4   {:>10} parameters (frozen)",
+        vgg.num_params()
+    );
+    Ok(())
+}
+
+fn inspect(path: &std::path::Path) -> anyhow::Result<()> {
+    let file =
+        TensorFile::read(path).with_context(|| format!("cannot inspect {}", path.display()))?;
+    let mut total = 0usize;
+    for (name, data) in &file.tensors {
+        total += data.num_elements();
+        println!("{name:<48} {:?}", data.shape.to_vec());
+    }
+    for (key, value) in &file.metadata {
+        println!("metadata {key} = {value}");
+    }
+    println!("{} tensors, {total} values", file.tensors.len());
+    Ok(())
+}
