@@ -73,15 +73,23 @@ def load_formula(module, names):
 
 # ---------------------------------------------------------------- networks (Fig. 10)
 class ConvNormAct(nn.Module):
-    def __init__(s, i, o, k, stride=1, groups=1, norm=True, act=True, sn=False):
+    """Conv, GroupNorm(1, C), leaky ReLU. `official`: TF-SAME reflect padding (a stride-2 3x3
+    pads bottom/right only), no bias, epsilon 1e-12."""
+
+    def __init__(s, i, o, k, stride=1, groups=1, norm=True, act=True, sn=False, official=False):
         super().__init__()
-        s.conv = nn.Conv2d(i, o, k, stride, padding=k // 2, groups=groups)
+        s.conv = nn.Conv2d(i, o, k, stride, padding=0 if official else k // 2, groups=groups,
+                           bias=not official)
         if sn:
             s.conv = nn.utils.spectral_norm(s.conv)
-        s.norm = nn.GroupNorm(1, o, eps=1e-5) if norm else None
+        s.norm = nn.GroupNorm(1, o, eps=1e-12 if official else 1e-5) if norm else None
         s.act = act
+        total = k - stride
+        s.pad = (total // 2, total - total // 2) * 2 if official else None
 
     def forward(s, x):
+        if s.pad is not None:
+            x = F.pad(x, s.pad, mode="reflect")
         x = s.conv(x)
         if s.norm is not None:
             x = s.norm(x)
@@ -126,6 +134,58 @@ class Generator(nn.Module):
         x = s.up2(F.interpolate(x, scale_factor=2, mode="nearest"))
         x = s.head(s.up2_conv2(s.up2_conv1(x)))
         return torch.tanh(s.to_rgb(x))
+
+
+def tf1_upsample(x):
+    """TF1 legacy bilinear x2: source coordinate dst / 2, neighbours clamped at the edge."""
+    for dim in (2, 3):
+        size = x.shape[dim]
+        src = torch.arange(2 * size, dtype=torch.float32) / 2
+        lo = src.floor().long()
+        hi = (lo + 1).clamp(max=size - 1)
+        shape = [1, 1, 1, 1]
+        shape[dim] = 2 * size
+        frac = (src - lo).view(shape)
+        a, b = x.index_select(dim, lo), x.index_select(dim, hi)
+        x = a + (b - a) * frac
+    return x
+
+
+class InvertedResBlock(nn.Module):
+    def __init__(s, c_in):
+        super().__init__()
+        s.expand = ConvNormAct(c_in, 2 * c_in, 1, official=True)
+        s.depthwise = ConvNormAct(2 * c_in, 2 * c_in, 3, groups=2 * c_in, official=True)
+        s.project = ConvNormAct(2 * c_in, 256, 1, act=False, official=True)
+
+    def forward(s, x):
+        y = s.project(s.depthwise(s.expand(x)))
+        return x + y if x.shape[1] == y.shape[1] else y
+
+
+class OfficialGenerator(nn.Module):
+    def __init__(s):
+        super().__init__()
+        c = lambda i, o, k, st=1: ConvNormAct(i, o, k, st, official=True)
+        s.stem, s.down1, s.down1_conv = c(3, 32, 7), c(32, 64, 3, 2), c(64, 64, 3)
+        s.down2, s.down2_conv, s.pre_blocks = c(64, 128, 3, 2), c(128, 128, 3), c(128, 128, 3)
+        s.blocks = nn.ModuleList([InvertedResBlock(128 if i == 0 else 256) for i in range(4)])
+        s.post_blocks = c(256, 128, 3)
+        s.up1, s.up1_conv = c(128, 128, 3), c(192, 128, 3)
+        s.up2, s.up2_conv = c(128, 64, 3), c(96, 64, 3)
+        s.head = c(64, 32, 7)
+        s.to_rgb = nn.Conv2d(32, 3, 1, bias=False)
+
+    def forward(s, x):
+        full = s.stem(x)
+        half = s.down1_conv(s.down1(full))
+        x = s.pre_blocks(s.down2_conv(s.down2(half)))
+        for b in s.blocks:
+            x = b(x)
+        x = s.up1(tf1_upsample(s.post_blocks(x)))
+        x = s.up2(tf1_upsample(s.up1_conv(torch.cat([x, half], 1))))
+        x = s.up2_conv(torch.cat([x, full], 1))
+        return torch.tanh(s.to_rgb(s.head(x)))
 
 
 class Discriminator(nn.Module):
@@ -300,6 +360,9 @@ def main():
     load_formula(g, lambda k: k)
     x = torch.tensor(rng.uniform(-1, 1, (2, 3, 32, 40)).astype(np.float32))
     out["generator.input"], out["generator.output"] = x, g(x)
+    g_official = OfficialGenerator().eval()
+    load_formula(g_official, lambda k: k)
+    out["generator_official.output"] = g_official(x)
 
     d_img = Discriminator(3, [32, 64, 128, 256], sn=True).train()
     load_formula(d_img, sn_names)

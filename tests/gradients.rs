@@ -15,8 +15,18 @@ type B = burn::backend::Autodiff<CpuBackend>;
 
 #[test]
 fn generator_keeps_any_multiple_of_four_and_stays_in_range() {
-    let g = GeneratorConfig::default().init::<CpuBackend>(&CPU);
-    for (h, w) in [(4, 8), (12, 20), (36, 28)] {
+    let paper = GeneratorConfig::default().init::<CpuBackend>(&CPU);
+    let official = GeneratorConfig::official().init::<CpuBackend>(&CPU);
+    check_sizes(&paper, &[(4, 8), (12, 20), (36, 28)]);
+    check_sizes(&official, &[(8, 12), (12, 20), (36, 28)]);
+    assert!(paper.check_input([1, 3, 30, 32]).is_err());
+    assert!(paper.check_input([1, 3, 4, 32]).is_ok());
+    assert!(official.check_input([1, 3, 4, 32]).is_err());
+    assert!(official.check_input([1, 3, 32, 32]).is_ok());
+}
+
+fn check_sizes(g: &Generator<CpuBackend>, sizes: &[(usize, usize)]) {
+    for &(h, w) in sizes {
         let x =
             Tensor::<CpuBackend, 4>::random([2, 3, h, w], Distribution::Uniform(-1.0, 1.0), &CPU);
         let y = g.forward(x);
@@ -27,8 +37,6 @@ fn generator_keeps_any_multiple_of_four_and_stays_in_range() {
             "{lo} {hi}"
         );
     }
-    assert!(Generator::<CpuBackend>::check_input([1, 3, 30, 32]).is_err());
-    assert!(Generator::<CpuBackend>::check_input([1, 3, 32, 32]).is_ok());
 }
 
 /// Counts the trainable parameters of a module that got no (or an all-zero) gradient.

@@ -178,3 +178,17 @@ fn losses_match_reference() {
         assert_close(name, value, tensor(&r, &format!("loss.value.{name}")), 1e-5);
     }
 }
+
+#[test]
+fn official_generator_matches_reference() {
+    let r = reference();
+    let mut g = GeneratorConfig::official().init::<CpuBackend>(&CPU);
+    load_formula(&mut g);
+    let out = g.forward(tensor(&r, "generator.input"));
+    assert_close(
+        "official G",
+        out,
+        tensor(&r, "generator_official.output"),
+        1e-4,
+    );
+}

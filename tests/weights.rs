@@ -169,3 +169,18 @@ fn not_a_weights_file_is_an_error_not_a_panic() {
     let err = weights::load(&mut d, &dir.path().join("absent.safetensors")).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
+
+/// Loads a real converted VGG16 (see scripts/convert_hed_vgg16.py) when
+/// `TOONSMITH_VGG16=path` is set: `cargo test --test weights -- --ignored`.
+#[test]
+#[ignore = "needs a converted VGG16 file in TOONSMITH_VGG16"]
+fn converted_hed_vgg16_loads() {
+    let path = PathBuf::from(std::env::var("TOONSMITH_VGG16").expect("TOONSMITH_VGG16"));
+    let config = VggConfig { layout: VggLayout::Vgg16, input: toonsmith::model::VggInput::Caffe };
+    let mut vgg = config.init::<CpuBackend>(&CPU);
+    weights::load_vgg(&mut vgg, &path).unwrap();
+    let x = Tensor::<CpuBackend, 4>::random([1, 3, 32, 32], Distribution::Uniform(-1.0, 1.0), &CPU);
+    let y = vgg.forward(x);
+    assert_eq!(y.dims(), [1, 512, 4, 4]);
+    assert!(y.abs().mean().into_scalar().is_finite());
+}

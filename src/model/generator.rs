@@ -1,39 +1,45 @@
-//! The generator G of Fig. 10: an encoder (two stride-2 stages), four depthwise-separable
-//! ResBlocks at 1/4 resolution, a decoder with two nearest x2 upsampling stages, and a tanh.
+//! The generator G: its configuration and the two variants, the paper's Fig. 10
+//! ([`PaperGenerator`]) and the released code's ([`OfficialGenerator`]).
 //!
-//! Tensor names (safetensors keys) follow the fields: `stem.conv.weight`, `stem.norm.weight`,
-//! `res_blocks.0.expand.conv.weight`, ..., `to_rgb.weight`. Convolution weights are PyTorch's
-//! `[C_out, C_in/groups, k, k]`, LN parameters those of `nn.GroupNorm(1, C)`, so the network can
-//! be rebuilt in a few lines of PyTorch (see `scripts/reference.py`).
+//! Safetensors keys are the variant's field names (no variant prefix), see each variant's docs.
 
 use burn::module::Module;
-use burn::tensor::activation::tanh;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{upsample_nearest2, Conv, ConvNormAct, ConvSpec, Padding};
+pub use super::generator_official::{InvertedResBlock, OfficialGenerator};
+pub use super::generator_paper::{PaperGenerator, ResBlock};
+use super::layers::{ConvNormAct, ConvSpec, Padding};
+use crate::config::Preset;
 use crate::error::{Error, Result};
 
 /// Settings of the generator.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
+    /// Architecture: `paper` (Fig. 10) or `official` (inverted-residual blocks, U-Net
+    /// concatenations, TF1 bilinear upsampling). Default: paper.
+    pub variant: Preset,
     /// Padding of every convolution. Default: zeros (the paper is silent; PyTorch ports pad with
-    /// zeros, the official code reflects).
+    /// zeros). Official: reflect.
     pub padding: Padding,
-    /// Epsilon of LN. Default: 1e-5 (PyTorch's GroupNorm; the official code uses 1e-12).
+    /// Epsilon of LN. Default: 1e-5 (PyTorch's GroupNorm). Official: 1e-12.
     pub ln_epsilon: f64,
-    /// Number of ResBlocks. Default: 4 (Fig. 10).
+    /// Number of residual blocks at 1/4 resolution. Default: 4 (Fig. 10).
     pub res_blocks: usize,
+    /// Whether convolutions have a bias. Default: true. Official: false.
+    pub bias: bool,
 }
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
         Self {
+            variant: Preset::Paper,
             padding: Padding::Zeros,
             ln_epsilon: 1e-5,
             res_blocks: 4,
+            bias: true,
         }
     }
 }
@@ -42,37 +48,35 @@ impl Default for GeneratorConfig {
 pub const SIZE_MULTIPLE: usize = 4;
 
 impl GeneratorConfig {
-    /// Builds G with He-initialised convolutions.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Generator<B> {
-        let block = |c_in, c_out, k, s| self.unit(c_in, c_out, k, s, true, device);
-        Generator {
-            stem: block(3, 32, 7, 1),
-            down1: block(32, 64, 3, 2),
-            down1_conv: block(64, 64, 3, 1),
-            down2: block(64, 128, 3, 2),
-            down2_conv: block(128, 256, 3, 1),
-            res_blocks: (0..self.res_blocks)
-                .map(|_| self.res_block(device))
-                .collect(),
-            neck: block(256, 128, 3, 1),
-            up1: block(128, 128, 3, 1),
-            up1_conv: block(128, 128, 3, 1),
-            up2: block(128, 64, 3, 1),
-            up2_conv1: block(64, 64, 3, 1),
-            up2_conv2: block(64, 64, 3, 1),
-            head: block(64, 32, 7, 1),
-            to_rgb: self.spec(32, 3, 1, 1).init(device),
+    /// The released code's generator settings.
+    pub fn official() -> Self {
+        Self {
+            variant: Preset::Official,
+            padding: Padding::Reflect,
+            ln_epsilon: 1e-12,
+            res_blocks: 4,
+            bias: false,
         }
     }
 
-    fn spec(&self, c_in: usize, c_out: usize, kernel: usize, stride: usize) -> ConvSpec {
+    /// Builds G with He-initialised convolutions.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Generator<B> {
+        match self.variant {
+            Preset::Paper => Generator::Paper(super::generator_paper::init(self, device)),
+            Preset::Official => Generator::Official(super::generator_official::init(self, device)),
+        }
+    }
+
+    pub(super) fn spec(&self, c_in: usize, c_out: usize, kernel: usize, stride: usize) -> ConvSpec {
         ConvSpec {
             padding: self.padding,
+            bias: self.bias,
             ..ConvSpec::new(c_in, c_out, kernel, stride)
         }
     }
 
-    fn unit<B: Backend>(
+    /// `Conv, LN` and, if `act`, lRelu.
+    pub(super) fn unit<B: Backend>(
         &self,
         c_in: usize,
         c_out: usize,
@@ -85,72 +89,27 @@ impl GeneratorConfig {
         ConvNormAct::new(spec, true, act, self.ln_epsilon, device)
     }
 
-    fn res_block<B: Backend>(&self, device: &B::Device) -> ResBlock<B> {
-        let depthwise = ConvSpec {
-            groups: 128,
-            ..self.spec(128, 128, 3, 1)
+    /// Depthwise 3x3 on `channels`, LN, lRelu.
+    pub(super) fn depthwise<B: Backend>(
+        &self,
+        channels: usize,
+        device: &B::Device,
+    ) -> ConvNormAct<B> {
+        let spec = ConvSpec {
+            groups: channels,
+            ..self.spec(channels, channels, 3, 1)
         };
-        ResBlock {
-            expand: self.unit(256, 128, 1, 1, true, device),
-            depthwise: ConvNormAct::new(depthwise, true, true, self.ln_epsilon, device),
-            project: self.unit(128, 256, 1, 1, false, device),
-        }
+        ConvNormAct::new(spec, true, true, self.ln_epsilon, device)
     }
 }
 
-/// The ResBlock of Fig. 10: `Conv 1x1/128, LN, lRelu -> DConv 3x3/128, LN, lRelu ->
-/// Conv 1x1/256, LN`, plus the input.
+/// The generator G, either variant.
 #[derive(Module, Debug)]
-pub struct ResBlock<B: Backend> {
-    /// 1x1 convolution 256 -> 128.
-    pub expand: ConvNormAct<B>,
-    /// Depthwise 3x3 convolution on 128 channels.
-    pub depthwise: ConvNormAct<B>,
-    /// 1x1 convolution 128 -> 256, LN, no activation.
-    pub project: ConvNormAct<B>,
-}
-
-impl<B: Backend> ResBlock<B> {
-    /// # Shapes
-    /// `[N, 256, H, W]` -> `[N, 256, H, W]`.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = self.expand.forward(x.clone());
-        let y = self.depthwise.forward(y);
-        x + self.project.forward(y)
-    }
-}
-
-/// The generator G (Fig. 10).
-#[derive(Module, Debug)]
-pub struct Generator<B: Backend> {
-    /// Conv 7x7/32.
-    pub stem: ConvNormAct<B>,
-    /// Conv 3x3/64, stride 2.
-    pub down1: ConvNormAct<B>,
-    /// Conv 3x3/64.
-    pub down1_conv: ConvNormAct<B>,
-    /// Conv 3x3/128, stride 2.
-    pub down2: ConvNormAct<B>,
-    /// Conv 3x3/256.
-    pub down2_conv: ConvNormAct<B>,
-    /// Four ResBlocks at 256 channels.
-    pub res_blocks: Vec<ResBlock<B>>,
-    /// Conv 3x3/128 before the first upsampling.
-    pub neck: ConvNormAct<B>,
-    /// Upsample_n(128): nearest x2, then this Conv 3x3/128.
-    pub up1: ConvNormAct<B>,
-    /// Conv 3x3/128.
-    pub up1_conv: ConvNormAct<B>,
-    /// Upsample_n(64): nearest x2, then this Conv 3x3/64.
-    pub up2: ConvNormAct<B>,
-    /// Conv 3x3/64.
-    pub up2_conv1: ConvNormAct<B>,
-    /// Conv 3x3/64.
-    pub up2_conv2: ConvNormAct<B>,
-    /// Conv 7x7/32.
-    pub head: ConvNormAct<B>,
-    /// Conv 1x1/3, followed by tanh.
-    pub to_rgb: Conv<B>,
+pub enum Generator<B: Backend> {
+    /// Fig. 10 of the paper.
+    Paper(PaperGenerator<B>),
+    /// The released code's generator.
+    Official(OfficialGenerator<B>),
 }
 
 impl<B: Backend> Generator<B> {
@@ -160,34 +119,41 @@ impl<B: Backend> Generator<B> {
     /// `[N, 3, H, W]` in `[-1, 1]` -> `[N, 3, H, W]` in `[-1, 1]`; H and W multiples of
     /// [`SIZE_MULTIPLE`] (see [`Generator::check_input`]).
     pub fn forward(&self, photo: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.stem.forward(photo);
-        let x = self.down1_conv.forward(self.down1.forward(x));
-        let mut x = self.down2_conv.forward(self.down2.forward(x));
-        for block in &self.res_blocks {
-            x = block.forward(x);
+        match self {
+            Generator::Paper(g) => g.forward(photo),
+            Generator::Official(g) => g.forward(photo),
         }
-        let x = self.neck.forward(x);
-        let x = self
-            .up1_conv
-            .forward(self.up1.forward(upsample_nearest2(x)));
-        let x = self.up2.forward(upsample_nearest2(x));
-        let x = self.up2_conv2.forward(self.up2_conv1.forward(x));
-        tanh(self.to_rgb.forward(self.head.forward(x)))
     }
 
-    /// Checks that `dims` is a batch G accepts: `[N >= 1, 3, H, W]`, H and W positive multiples
-    /// of [`SIZE_MULTIPLE`].
-    pub fn check_input(dims: [usize; 4]) -> Result<()> {
+    /// The smallest side this variant accepts: 4 for the paper's G; 8 for the official one,
+    /// whose reflect padding needs two pixels at 1/4 resolution.
+    pub fn min_side(&self) -> usize {
+        match self {
+            Generator::Paper(_) => SIZE_MULTIPLE,
+            Generator::Official(_) => 2 * SIZE_MULTIPLE,
+        }
+    }
+
+    /// Checks that `dims` is a batch this G accepts: `[N >= 1, 3, H, W]`, H and W multiples of
+    /// [`SIZE_MULTIPLE`] and at least [`Generator::min_side`].
+    pub fn check_input(&self, dims: [usize; 4]) -> Result<()> {
         let [n, c, h, w] = dims;
-        let ok =
-            n >= 1 && c == 3 && h > 0 && w > 0 && h % SIZE_MULTIPLE == 0 && w % SIZE_MULTIPLE == 0;
+        let min = self.min_side();
+        let ok = n >= 1
+            && c == 3
+            && h >= min
+            && w >= min
+            && h % SIZE_MULTIPLE == 0
+            && w % SIZE_MULTIPLE == 0;
         if ok {
             return Ok(());
         }
         Err(Error::InvalidShape {
             what: "the generator",
             shape: dims.to_vec(),
-            expected: format!("[N, 3, H, W] with H and W positive multiples of {SIZE_MULTIPLE}"),
+            expected: format!(
+                "[N, 3, H, W] with H and W multiples of {SIZE_MULTIPLE}, at least {min}"
+            ),
         })
     }
 }

@@ -259,6 +259,35 @@ pub fn upsample_nearest2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
         .reshape([n, c, 2 * h, 2 * w])
 }
 
+/// TF1's legacy bilinear x2 resize (`tf.image.resize_images`, no corner alignment, no half-pixel
+/// centres), used by the official code: along each axis `out[2i] = in[i]` and
+/// `out[2i+1] = (in[i] + in[min(i+1, n-1)]) / 2`.
+///
+/// # Shapes
+/// `[N, C, H, W]` -> `[N, C, 2H, 2W]`.
+pub fn upsample_tf1_bilinear2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let x = interleave_midpoints(x, 2);
+    interleave_midpoints(x, 3)
+}
+
+/// Doubles axis `dim` (2 or 3) of `x`, inserting the mean of each element and its successor (the
+/// last element repeated at the border).
+fn interleave_midpoints<B: Backend>(x: Tensor<B, 4>, dim: usize) -> Tensor<B, 4> {
+    let dims = x.dims();
+    let n = dims[dim];
+    let next = if n > 1 {
+        let tail = x.clone().narrow(dim, 1, n - 1);
+        let last = x.clone().narrow(dim, n - 1, 1);
+        Tensor::cat(vec![tail, last], dim)
+    } else {
+        x.clone()
+    };
+    let mid = (x.clone() + next) / 2.0;
+    let mut out_dims = dims;
+    out_dims[dim] = 2 * n;
+    Tensor::stack::<5>(vec![x, mid], dim + 1).reshape(out_dims)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +317,20 @@ mod tests {
             [3.0, 3.0, 4.0, 4.0],
         ]]]);
         y.into_data().assert_eq(&expected, false);
+    }
+
+    #[test]
+    fn tf1_bilinear_interleaves_midpoints_and_clamps_the_edge() {
+        let x = Tensor::<CpuBackend, 4>::from_data([[[[0.0, 2.0], [4.0, 8.0]]]], &CPU);
+        let expected = TensorData::from([[[
+            [0.0, 1.0, 2.0, 2.0],
+            [2.0, 3.5, 5.0, 5.0],
+            [4.0, 6.0, 8.0, 8.0],
+            [4.0, 6.0, 8.0, 8.0],
+        ]]]);
+        upsample_tf1_bilinear2(x)
+            .into_data()
+            .assert_eq(&expected, false);
     }
 
     #[test]

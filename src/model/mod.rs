@@ -2,9 +2,11 @@
 
 pub mod discriminator;
 pub mod generator;
+mod generator_official;
+mod generator_paper;
 pub mod layers;
 pub mod vgg;
 
 pub use discriminator::{Discriminator, DiscriminatorConfig};
-pub use generator::{Generator, GeneratorConfig};
+pub use generator::{Generator, GeneratorConfig, OfficialGenerator, PaperGenerator};
 pub use vgg::{Vgg, VggConfig, VggInput, VggLayout};
