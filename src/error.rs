@@ -75,6 +75,54 @@ pub enum Error {
         /// The accepted shapes, in words.
         expected: String,
     },
+    /// An image file could not be decoded.
+    #[error("{path}: cannot read image ({reason})")]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A folder holds fewer usable images than needed.
+    #[error("{path}: {found} images found, at least {needed} needed ({what})")]
+    TooFewImages {
+        /// The folder.
+        path: PathBuf,
+        /// Images found.
+        found: usize,
+        /// Images needed.
+        needed: usize,
+        /// Why that many are needed.
+        what: String,
+    },
+    /// A configuration file could not be used.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
+    /// A checkpoint or run folder could not be used.
+    #[error("{path}: {reason}")]
+    Checkpoint {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A loss became NaN or infinite.
+    #[error("{name} loss is {value} at step {step}{last}")]
+    NonFinite {
+        /// The loss.
+        name: String,
+        /// Its value.
+        value: f32,
+        /// The training step.
+        step: usize,
+        /// The last good checkpoint, if any, in words.
+        last: String,
+    },
 }
 
 /// Result with the library's [`Error`].

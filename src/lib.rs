@@ -7,16 +7,20 @@
 //! - [`ctss`]: the cartoon-texture-saliency-sampler (Section III-B, Eqs. 1-6).
 //! - [`losses`]: the objective (Eqs. 7-17) and the style losses of Table IV.
 //! - [`weights`]: safetensors I/O of every network and import of pretrained VGG files.
+//! - [`data`]: unpaired image folders to mini-batches.
+//! - [`train`]: the two-phase training loop, checkpoints and run folders.
 //! - [`config`]: serde configuration whose defaults are the paper's.
 //! - [`device`]: the backend, chosen once by cargo features.
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod ctss;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod losses;
 pub mod model;
+pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -40,6 +40,51 @@ pub fn edge_promoting_d<B: Backend>(
     lsgan_d(real_scores, fake_scores) + smoothed_scores.powi_scalar(2).mean()
 }
 
+/// CartoonGAN's edge-smoothed cartoons (the negatives of [`edge_promoting_d`]): edges are
+/// found (the paper's edge map, min-max normalised, above 0.2), dilated by 2 pixels, and a 5x5
+/// Gaussian (sigma 1) replaces the pixels inside. CartoonGAN prepares this set once with Canny;
+/// it is a function of the image, so toonsmith computes it per batch, without gradient.
+///
+/// # Shapes
+/// `[N, 3, H, W]` in `[-1, 1]` -> the same.
+pub fn edge_smooth<B: Backend>(cartoon: Tensor<B, 4>) -> Tensor<B, 4> {
+    use crate::config::Preset;
+    use crate::ctss::edge::{edge_magnitude, min_max};
+    use burn::tensor::module::{conv2d, max_pool2d};
+    use burn::tensor::ops::{ConvOptions, PadMode};
+
+    let x = cartoon.detach();
+    let device = x.device();
+    let edges = min_max(edge_magnitude(x.clone(), Preset::Paper), Preset::Paper);
+    let mask = max_pool2d(
+        edges.greater_elem(0.2).float(),
+        [5, 5],
+        [1, 1],
+        [2, 2],
+        [1, 1],
+        false,
+    );
+    let g1: Vec<f32> = (-2..=2)
+        .map(|i: i32| (-(i * i) as f32 / 2.0).exp())
+        .collect();
+    let sum: f32 = g1.iter().sum();
+    let kernel: Vec<f32> = g1
+        .iter()
+        .flat_map(|a| g1.iter().map(move |b| a * b / (sum * sum)))
+        .collect();
+    let kernel = Tensor::<B, 1>::from_floats(kernel.as_slice(), &device)
+        .reshape([1, 1, 5, 5])
+        .expand([3, 1, 5, 5]);
+    let padded = x.clone().pad([(2, 2), (2, 2)], PadMode::Edge);
+    let blurred = conv2d(
+        padded,
+        kernel,
+        None,
+        ConvOptions::new([1, 1], [0, 0], [1, 1], 3),
+    );
+    blurred * mask.clone() + x * (mask.neg() + 1.0)
+}
+
 /// RGB in `[-1, 1]` to Y, U, V as in AnimeGAN (Eq. 14's reference [7]):
 /// `Y = 0.299 R + 0.587 G + 0.114 B`, `U = 0.492 (B - Y)`, `V = 0.877 (R - Y)` on `[0, 1]` RGB.
 ///
@@ -204,6 +249,29 @@ mod tests {
         let b = Tensor::<CpuBackend, 1>::zeros([2], &CPU);
         // (0.125 + 2.5) / 2
         assert!((scalar(huber(a, b)) - 1.3125).abs() < 1e-7);
+    }
+
+    #[test]
+    fn edge_smoothing_blurs_edges_and_keeps_flat_areas() {
+        // Left half -1, right half +1: a vertical edge at column 8.
+        let mut v = vec![-1.0f32; 3 * 16 * 16];
+        for (i, x) in v.iter_mut().enumerate() {
+            if i % 16 >= 8 {
+                *x = 1.0;
+            }
+        }
+        let x = Tensor::<CpuBackend, 4>::from_data(
+            burn::tensor::TensorData::new(v, [1, 3, 16, 16]),
+            &CPU,
+        );
+        let y = edge_smooth(x.clone()).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(y[16 * 4], -1.0); // far left untouched
+        assert_eq!(y[16 * 4 + 15], 1.0); // far right untouched
+        assert!(
+            y[16 * 4 + 7] > -0.9 && y[16 * 4 + 8] < 0.9,
+            "{:?}",
+            &y[64..80]
+        ); // edge blurred
     }
 
     #[test]

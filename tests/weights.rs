@@ -176,7 +176,10 @@ fn not_a_weights_file_is_an_error_not_a_panic() {
 #[ignore = "needs a converted VGG16 file in TOONSMITH_VGG16"]
 fn converted_hed_vgg16_loads() {
     let path = PathBuf::from(std::env::var("TOONSMITH_VGG16").expect("TOONSMITH_VGG16"));
-    let config = VggConfig { layout: VggLayout::Vgg16, input: toonsmith::model::VggInput::Caffe };
+    let config = VggConfig {
+        layout: VggLayout::Vgg16,
+        input: toonsmith::model::VggInput::Caffe,
+    };
     let mut vgg = config.init::<CpuBackend>(&CPU);
     weights::load_vgg(&mut vgg, &path).unwrap();
     let x = Tensor::<CpuBackend, 4>::random([1, 3, 32, 32], Distribution::Uniform(-1.0, 1.0), &CPU);

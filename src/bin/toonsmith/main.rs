@@ -1,5 +1,7 @@
 //! The `toonsmith` command: parse, dispatch, print the error chain, exit code.
 
+mod train;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,6 +24,8 @@ struct Cli {
 enum Command {
     /// Build the networks of Fig. 10 on the selected backend and print their sizes.
     Info,
+    /// Train on a folder of photos and a folder of cartoons (unpaired).
+    Train(Box<train::TrainArgs>),
     /// List the tensors and metadata of a weights file (safetensors or PyTorch .pth).
     Inspect {
         /// The file.
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => info(),
+        Command::Train(args) => train::run(*args),
         Command::Inspect { file } => inspect(&file),
     }
 }

@@ -1,0 +1,236 @@
+//! One training iteration, as Section III-C describes it: phase 1 pre-trains G on `L_con`;
+//! phase 2 takes a D step (Eq. 17) then a G step (Eq. 16) on the same mini-batch.
+
+use std::collections::BTreeMap;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+
+use super::config::{AblationConfig, ScheduleConfig};
+use crate::config::{CtssConfig, LossWeights};
+use crate::ctss;
+use crate::error::Result;
+use crate::losses::{self, GeneratorTerms};
+use crate::model::{Discriminator, Generator, Vgg};
+
+/// Both discriminators; Eq. (17) optimises them jointly with one Adam. Saved as `image.*` and
+/// `patch.*`.
+#[derive(Module, Debug)]
+pub struct Discriminators<B: Backend> {
+    /// D_img.
+    pub image: Discriminator<B>,
+    /// D_patch.
+    pub patch: Discriminator<B>,
+}
+
+/// The Adam optimiser of a module.
+pub type AdamOf<M, B> = OptimizerAdaptor<Adam, M, B>;
+
+/// Adam with the paper's betas and TensorFlow's/PyTorch's epsilon 1e-8.
+pub fn adam<B: AutodiffBackend, M: AutodiffModule<B>>(schedule: &ScheduleConfig) -> AdamOf<M, B> {
+    AdamConfig::new()
+        .with_beta_1(schedule.beta1)
+        .with_beta_2(schedule.beta2)
+        .with_epsilon(1e-8)
+        .init()
+}
+
+/// Everything that changes during training.
+pub struct Nets<B: AutodiffBackend> {
+    /// G.
+    pub g: Generator<B>,
+    /// D_img and D_patch.
+    pub d: Discriminators<B>,
+    /// Adam of G in phase 1 (its own state, as in the AnimeGAN code the official code builds on).
+    pub opt_init: AdamOf<Generator<B>, B>,
+    /// Adam of G in phase 2.
+    pub opt_g: AdamOf<Generator<B>, B>,
+    /// Adam of both discriminators.
+    pub opt_d: AdamOf<Discriminators<B>, B>,
+}
+
+/// The fixed parts of a step.
+pub struct StepContext<B: AutodiffBackend> {
+    /// The frozen content network.
+    pub vgg: Vgg<B>,
+    /// CTSS settings.
+    pub ctss: CtssConfig,
+    /// Loss weights.
+    pub weights: LossWeights,
+    /// Which branches and losses are on.
+    pub ablation: AblationConfig,
+    /// Learning rates and pre-training scale.
+    pub schedule: ScheduleConfig,
+}
+
+/// Scalar losses of one step, by name, for logs.
+pub type LossValues = BTreeMap<&'static str, f32>;
+
+fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f32 {
+    t.clone().into_scalar().elem::<f32>()
+}
+
+use burn::tensor::ElementConversion;
+
+impl<B: AutodiffBackend> StepContext<B> {
+    /// Phase 1: minimise `init_loss_scale * L_con` (Eq. 7) with lr_init.
+    pub fn pretrain(&self, nets: &mut Nets<B>, photo: Tensor<B, 4>) -> LossValues {
+        let fake = nets.g.forward(photo.clone());
+        let content = losses::content(&self.vgg, photo, fake);
+        let total = content.clone() * self.schedule.init_loss_scale;
+        let grads = GradientsParams::from_grads(total.backward(), &nets.g);
+        nets.g = nets
+            .opt_init
+            .step(self.schedule.lr_init, nets.g.clone(), grads);
+        LossValues::from([("content", scalar(&content))])
+    }
+
+    /// Phase 2: a D step (Eq. 17) on detached fakes, then a G step (Eq. 16). `strides` are the
+    /// CTSS strides of this iteration for `(cartoons, generated)`.
+    pub fn adversarial(
+        &self,
+        nets: &mut Nets<B>,
+        photo: Tensor<B, 4>,
+        cartoon: Tensor<B, 4>,
+        strides: (usize, usize),
+    ) -> Result<LossValues> {
+        let mut log = LossValues::new();
+        let fake = nets.g.forward(photo.clone());
+        let l_dis = self.discriminator_loss(
+            &nets.d,
+            cartoon.clone(),
+            fake.clone().detach(),
+            strides,
+            &mut log,
+        )?;
+        log.insert("d_total", scalar(&l_dis));
+        let grads = GradientsParams::from_grads(l_dis.backward(), &nets.d);
+        nets.d = nets.opt_d.step(self.schedule.lr_d, nets.d.clone(), grads);
+
+        let terms = self.generator_terms(&nets.d, photo, cartoon, fake, strides.1)?;
+        let l_gen = terms.total(&self.weights);
+        record_terms(&terms, &mut log);
+        log.insert("g_total", scalar(&l_gen));
+        let grads = GradientsParams::from_grads(l_gen.backward(), &nets.g);
+        nets.g = nets.opt_g.step(self.schedule.lr_g, nets.g.clone(), grads);
+        Ok(log)
+    }
+
+    fn patches(&self, images: Tensor<B, 4>, stride: usize) -> Result<Tensor<B, 4>> {
+        let config = if self.ablation.ctss {
+            self.ctss.clone()
+        } else {
+            CtssConfig {
+                k: usize::MAX,
+                ..self.ctss.clone()
+            }
+        };
+        Ok(ctss::sample(images, &config, stride)?.patches)
+    }
+
+    /// Eq. (17), with the edge-promoting term when enabled.
+    fn discriminator_loss(
+        &self,
+        d: &Discriminators<B>,
+        cartoon: Tensor<B, 4>,
+        fake: Tensor<B, 4>,
+        strides: (usize, usize),
+        log: &mut LossValues,
+    ) -> Result<Tensor<B, 1>> {
+        let global = self.ablation.image_branch.then(|| {
+            let (real, fake_s) = (
+                d.image.forward(cartoon.clone()),
+                d.image.forward(fake.clone()),
+            );
+            if self.ablation.edge_promoting {
+                let smoothed = d.image.forward(losses::edge_smooth(cartoon.clone()));
+                losses::edge_promoting_d(real, smoothed, fake_s)
+            } else {
+                losses::lsgan_d(real, fake_s)
+            }
+        });
+        let local = match self.ablation.patch_branch {
+            true => {
+                let real = d.patch.forward(self.patches(cartoon, strides.0)?);
+                let fake_p = d.patch.forward(self.patches(fake, strides.1)?);
+                Some(losses::lsgan_d(real, fake_p))
+            }
+            false => None,
+        };
+        if let Some(g) = &global {
+            log.insert("d_global", scalar(g));
+        }
+        if let Some(l) = &local {
+            log.insert("d_local", scalar(l));
+        }
+        let zero = || Tensor::zeros([1], &cartoon_device(&d.image));
+        let global = global.unwrap_or_else(zero);
+        Ok(losses::discriminator_total(&self.weights, global, local))
+    }
+
+    /// The terms of Eq. (16).
+    fn generator_terms(
+        &self,
+        d: &Discriminators<B>,
+        photo: Tensor<B, 4>,
+        cartoon: Tensor<B, 4>,
+        fake: Tensor<B, 4>,
+        stride: usize,
+    ) -> Result<GeneratorTerms<B>> {
+        let device = fake.device();
+        let adv_global = match self.ablation.image_branch {
+            true => losses::lsgan_g(d.image.forward(fake.clone())),
+            false => Tensor::zeros([1], &device),
+        };
+        let adv_local = match self.ablation.patch_branch {
+            true => Some(losses::lsgan_g(
+                d.patch.forward(self.patches(fake.clone(), stride)?),
+            )),
+            false => None,
+        };
+        let w = &self.weights;
+        let style = w.lambda_gram > 0.0 || w.lambda_mean_std > 0.0;
+        let (gram, mean_std) = if style {
+            let (f_fake, f_cart) = (self.vgg.forward(fake.clone()), self.vgg.forward(cartoon));
+            (
+                (w.lambda_gram > 0.0).then(|| losses::gram_loss(f_fake.clone(), f_cart.clone())),
+                (w.lambda_mean_std > 0.0).then(|| losses::mean_std_loss(f_fake, f_cart)),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(GeneratorTerms {
+            adv_global,
+            adv_local,
+            content: losses::content(&self.vgg, photo.clone(), fake.clone()),
+            color: losses::color(photo, fake.clone()),
+            tv: losses::total_variation(fake),
+            gram,
+            mean_std,
+        })
+    }
+}
+
+fn cartoon_device<B: Backend>(d: &Discriminator<B>) -> B::Device {
+    d.out.weight.val().device()
+}
+
+fn record_terms<B: Backend>(terms: &GeneratorTerms<B>, log: &mut LossValues) {
+    log.insert("g_global", scalar(&terms.adv_global));
+    log.insert("content", scalar(&terms.content));
+    log.insert("color", scalar(&terms.color));
+    log.insert("tv", scalar(&terms.tv));
+    let optional = [
+        ("g_local", &terms.adv_local),
+        ("gram", &terms.gram),
+        ("mean_std", &terms.mean_std),
+    ];
+    for (name, term) in optional {
+        if let Some(t) = term {
+            log.insert(name, scalar(t));
+        }
+    }
+}
