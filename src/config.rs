@@ -55,15 +55,15 @@ pub struct CtssConfig {
     /// Patch stride s (Eq. 4). Default: uniform 48..=72.
     pub stride: Stride,
     /// Threshold d of the high-pass filter (Eq. 3). Default: 0.2.
-    pub d: f32,
+    pub d: f64,
     /// Sharpness n of the high-pass filter (Eq. 3). Default: 2.
-    pub n: f32,
+    pub n: f64,
     /// Radius r of the self-guided filter (Eq. 1). The paper is silent; default 1 as in the
     /// PyTorch port users run (official code: 5).
     pub radius: usize,
     /// Regulariser epsilon of the self-guided filter (Eq. 1), for images in [-1, 1]. The paper is
     /// silent; default 1e-2 as in the PyTorch port (official code: 0.2).
-    pub epsilon: f32,
+    pub epsilon: f64,
 }
 
 impl Default for CtssConfig {
@@ -131,19 +131,19 @@ impl CtssConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LossWeights {
     /// lambda_global of Eqs. (16)-(17). Default: 300.
-    pub lambda_global: f32,
+    pub lambda_global: f64,
     /// lambda_local of Eqs. (16)-(17). Default: 300.
-    pub lambda_local: f32,
+    pub lambda_local: f64,
     /// lambda_con of Eq. (16). Default: 1.5.
-    pub lambda_con: f32,
+    pub lambda_con: f64,
     /// lambda_col of Eq. (16). Default: 15.
-    pub lambda_col: f32,
+    pub lambda_col: f64,
     /// lambda_tv of Eq. (16). Default: 1.
-    pub lambda_tv: f32,
+    pub lambda_tv: f64,
     /// Weight of the Gram style loss (Table IV, ablation only). Default: 0 (off).
-    pub lambda_gram: f32,
+    pub lambda_gram: f64,
     /// Weight of the mean-std style loss (Table IV, ablation only). Default: 0 (off).
-    pub lambda_mean_std: f32,
+    pub lambda_mean_std: f64,
 }
 
 impl Default for LossWeights {

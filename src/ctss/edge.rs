@@ -92,7 +92,7 @@ pub fn min_max<B: Backend>(e: Tensor<B, 4>, preset: Preset) -> Tensor<B, 4> {
 }
 
 /// Eq. (3): `h(e) = 1 - 1 / (1 + (e / d)^n)`, a soft high-pass that keeps strong edges.
-pub fn high_pass<B: Backend>(e: Tensor<B, 4>, d: f32, n: f32) -> Tensor<B, 4> {
+pub fn high_pass<B: Backend>(e: Tensor<B, 4>, d: f64, n: f64) -> Tensor<B, 4> {
     let ratio = (e / d).powf_scalar(n);
     (ratio.clone() / (ratio + 1.0)).clamp(0.0, 1.0)
 }

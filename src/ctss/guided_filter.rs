@@ -19,7 +19,7 @@ pub fn box_mean<B: Backend>(x: Tensor<B, 4>, radius: usize) -> Tensor<B, 4> {
 ///
 /// # Shapes
 /// `[N, C, H, W]` -> `[N, C, H, W]`, any value range (`epsilon` is relative to it).
-pub fn guided_filter<B: Backend>(x: Tensor<B, 4>, radius: usize, epsilon: f32) -> Tensor<B, 4> {
+pub fn guided_filter<B: Backend>(x: Tensor<B, 4>, radius: usize, epsilon: f64) -> Tensor<B, 4> {
     let mean = box_mean(x.clone(), radius);
     let var = box_mean(x.clone() * x.clone(), radius) - mean.clone() * mean.clone();
     let a = var.clone() / (var + epsilon);

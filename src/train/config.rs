@@ -116,12 +116,12 @@ pub struct ScheduleConfig {
     /// Learning rate of both discriminators in phase 2. Default: 2e-5 (official: 1e-5).
     pub lr_d: f64,
     /// Adam beta1. Default: 0.5.
-    pub beta1: f32,
+    pub beta1: f64,
     /// Adam beta2. Default: 0.999.
-    pub beta2: f32,
+    pub beta2: f64,
     /// Pre-training minimises `init_loss_scale * L_con`. Default: 1 (paper: L_con); the official
     /// code uses 5 x lambda_con.
-    pub init_loss_scale: f32,
+    pub init_loss_scale: f64,
 }
 
 impl Default for ScheduleConfig {

@@ -32,8 +32,8 @@ pub type AdamOf<M, B> = OptimizerAdaptor<Adam, M, B>;
 /// Adam with the paper's betas and TensorFlow's/PyTorch's epsilon 1e-8.
 pub fn adam<B: AutodiffBackend, M: AutodiffModule<B>>(schedule: &ScheduleConfig) -> AdamOf<M, B> {
     AdamConfig::new()
-        .with_beta_1(schedule.beta1)
-        .with_beta_2(schedule.beta2)
+        .with_beta_1(schedule.beta1 as f32)
+        .with_beta_2(schedule.beta2 as f32)
         .with_epsilon(1e-8)
         .init()
 }
