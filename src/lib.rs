@@ -9,6 +9,7 @@
 //! - [`weights`]: safetensors I/O of every network and import of pretrained VGG files.
 //! - [`data`]: unpaired image folders to mini-batches.
 //! - [`train`]: the two-phase training loop, checkpoints and run folders.
+//! - [`infer`]: model files to cartoons of any size, and the colour post-processing.
 //! - [`config`]: serde configuration whose defaults are the paper's.
 //! - [`device`]: the backend, chosen once by cargo features.
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod ctss;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod infer;
 pub mod losses;
 pub mod model;
 pub mod train;

@@ -41,6 +41,12 @@ impl TensorFile {
         read_safetensors(path, &bytes)
     }
 
+    /// Parses safetensors `bytes` (e.g. a model embedded in the binary); `name` stands for the
+    /// path in errors.
+    pub fn from_safetensors_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        read_safetensors(Path::new(name), bytes)
+    }
+
     fn not_found(&self, key: &str) -> Error {
         let stem = key.rsplit('.').next().unwrap_or(key);
         let mut near: Vec<&str> = self

@@ -1,5 +1,6 @@
 //! The `toonsmith` command: parse, dispatch, print the error chain, exit code.
 
+mod cartoonize;
 mod train;
 
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Build the networks of Fig. 10 on the selected backend and print their sizes.
     Info,
+    /// Cartoonize photos (files, folders, globs) at their original size.
+    Cartoonize(Box<cartoonize::CartoonizeArgs>),
     /// Train on a folder of photos and a folder of cartoons (unpaired).
     Train(Box<train::TrainArgs>),
     /// List the tensors and metadata of a weights file (safetensors or PyTorch .pth).
@@ -47,6 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => info(),
         Command::Train(args) => train::run(*args),
+        Command::Cartoonize(args) => cartoonize::run(*args),
         Command::Inspect { file } => inspect(&file),
     }
 }

@@ -1,0 +1,156 @@
+//! `toonsmith cartoonize INPUT... [-o OUT]`: files, folders (recursive) and globs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use toonsmith::data::image_io::{is_image_path, scan_images};
+use toonsmith::device::{self, Selected};
+use toonsmith::infer::{self, Cartoonizer, PostConfig};
+use toonsmith::weights::TensorFile;
+
+/// The model `cartoonize` uses when `--model` is not given (see README: how it was trained).
+const BUNDLED_MODEL: &[u8] = include_bytes!("../../../models/default.safetensors");
+
+/// Cartoonize photos at their original size.
+#[derive(Args)]
+pub struct CartoonizeArgs {
+    /// Image files, folders (recursive) or glob patterns.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Output folder (or output file for a single input file). Default: ./cartoonized
+    #[arg(short, long, default_value = "cartoonized")]
+    out: PathBuf,
+    /// Model: a .safetensors model file, a checkpoint folder or a run folder. Default: the
+    /// bundled model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Blend of photo (0) and cartoon (1).
+    #[arg(long, default_value_t = 1.0)]
+    strength: f32,
+    /// Natural-saturation increase applied to the cartoon (Section IV-C: 0.4).
+    #[arg(long, default_value_t = 0.4)]
+    vibrance: f32,
+    /// No post-processing (same as --vibrance 0).
+    #[arg(long)]
+    no_post: bool,
+    /// Downscale images whose longer side exceeds this many pixels.
+    #[arg(long)]
+    max_side: Option<u32>,
+}
+
+pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.strength) {
+        bail!("invalid --strength {} (expected 0 to 1)", args.strength);
+    }
+    let device = device::default_device();
+    let file = match &args.model {
+        Some(path) => {
+            let file = infer::model_file(path)?;
+            TensorFile::read(&file)?
+        }
+        None => TensorFile::from_safetensors_bytes("<bundled model>", BUNDLED_MODEL)?,
+    };
+    let g = infer::load_model::<Selected>(&file, &device).context("cannot load the model")?;
+    let post = PostConfig {
+        vibrance: if args.no_post { 0.0 } else { args.vibrance },
+        strength: args.strength,
+    };
+    let mut cartoonizer = Cartoonizer::new(g, device, post);
+    cartoonizer.max_side = args.max_side;
+    let jobs = jobs(&args.inputs, &args.out)?;
+    let bar = ProgressBar::new(jobs.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("cartoonize [{bar:30}] {pos}/{len} ETA {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut failed = 0;
+    for (input, output) in &jobs {
+        bar.set_message(input.display().to_string());
+        if let Err(err) = convert(&cartoonizer, input, output) {
+            failed += 1;
+            bar.suspend(|| eprintln!("error: {err:#}"));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "{} of {} images cartoonized into {}",
+        jobs.len() - failed,
+        jobs.len(),
+        args.out.display()
+    );
+    if failed > 0 {
+        bail!("{failed} images failed");
+    }
+    Ok(())
+}
+
+fn convert(cartoonizer: &Cartoonizer<Selected>, input: &Path, output: &Path) -> anyhow::Result<()> {
+    let image = toonsmith::data::load_dynamic(input)?;
+    let cartoon = cartoonizer.cartoonize(&image)?;
+    let output = keep_alpha_format(output, cartoon.color().has_alpha());
+    if let Some(parent) = output.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    cartoon
+        .save(&output)
+        .with_context(|| format!("{}: cannot write {}", input.display(), output.display()))?;
+    Ok(())
+}
+
+/// JPEG cannot hold alpha: such images are written as PNG.
+fn keep_alpha_format(output: &Path, alpha: bool) -> PathBuf {
+    let ext = output
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if alpha && (ext == "jpg" || ext == "jpeg") {
+        output.with_extension("png")
+    } else {
+        output.to_path_buf()
+    }
+}
+
+/// (input, output) pairs: folder contents keep their path relative to the folder, under `out`.
+fn jobs(inputs: &[String], out: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut jobs = Vec::new();
+    let single_file_out =
+        inputs.len() == 1 && is_image_path(out) && Path::new(&inputs[0]).is_file();
+    for input in inputs {
+        let path = PathBuf::from(input);
+        if path.is_dir() {
+            for file in scan_images(&path)? {
+                let rel = file.strip_prefix(&path).unwrap_or(&file).to_path_buf();
+                jobs.push((file, out.join(rel)));
+            }
+        } else if path.exists() {
+            let target = if single_file_out {
+                out.to_path_buf()
+            } else {
+                out.join(path.file_name().unwrap_or_default())
+            };
+            jobs.push((path, target));
+        } else {
+            let matches: Vec<PathBuf> = glob::glob(input)
+                .with_context(|| format!("{input}: not a file, folder or valid glob"))?
+                .filter_map(|m| m.ok())
+                .filter(|p| p.is_file())
+                .collect();
+            if matches.is_empty() {
+                bail!("{input}: no such file or folder, and no file matches it as a pattern");
+            }
+            for file in matches {
+                let name = file.file_name().unwrap_or_default().to_owned();
+                jobs.push((file, out.join(name)));
+            }
+        }
+    }
+    if jobs.is_empty() {
+        bail!("no images found in {}", inputs.join(", "));
+    }
+    Ok(jobs)
+}

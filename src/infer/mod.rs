@@ -1,0 +1,163 @@
+//! `toonsmith cartoonize`: a model file to a generator, an image of any size to a cartoon of the
+//! same size, and the paper's colour post-processing.
+//!
+//! Sizes: the image is padded by reflection to the generator's multiple of 4 (edge replication
+//! where it is too small to reflect) and cropped back, so the output has the input's size. No
+//! downscaling happens unless `max_side` asks for it.
+
+pub mod postprocess;
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::PadMode;
+use burn::tensor::Tensor;
+use image::{DynamicImage, GrayImage, RgbImage};
+
+use crate::data::image_io::{images_to_data, tensor_to_images};
+use crate::error::{Error, Result};
+use crate::model::generator::SIZE_MULTIPLE;
+use crate::model::{Generator, GeneratorConfig};
+use crate::train::checkpoint::GENERATOR_CONFIG_KEY;
+use crate::weights::{self, TensorFile};
+pub use postprocess::PostConfig;
+
+/// Builds the generator a model file describes: safetensors weights whose metadata holds the
+/// generator config under `toonsmith.generator` (what `train` writes in each checkpoint).
+pub fn load_model<B: Backend>(file: &TensorFile, device: &B::Device) -> Result<Generator<B>> {
+    let json = file
+        .metadata
+        .get(GENERATOR_CONFIG_KEY)
+        .ok_or_else(|| Error::NotWeights {
+            path: file.path.clone(),
+            reason: format!("no `{GENERATOR_CONFIG_KEY}` metadata: not a toonsmith model file"),
+        })?;
+    let config: GeneratorConfig = serde_json::from_str(json).map_err(|e| Error::NotWeights {
+        path: file.path.clone(),
+        reason: format!("bad `{GENERATOR_CONFIG_KEY}` metadata: {e}"),
+    })?;
+    let mut g = config.init::<B>(device);
+    weights::apply(&mut g, file, |name| vec![name.to_string()])?;
+    Ok(g)
+}
+
+/// Resolves a `--model` argument: a model file, a checkpoint folder, or a run folder (its
+/// latest checkpoint).
+pub fn model_file(path: &Path) -> Result<std::path::PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let direct = path.join("generator.safetensors");
+    if direct.is_file() {
+        return Ok(direct);
+    }
+    crate::train::checkpoint::latest(&path.join("checkpoints"))
+        .map(|c| c.join("generator.safetensors"))
+        .ok_or_else(|| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: "no model here: expected a .safetensors model file, a checkpoint folder or a run folder".into(),
+        })
+}
+
+/// A generator ready to cartoonize photos.
+pub struct Cartoonizer<B: Backend> {
+    g: Generator<B>,
+    device: B::Device,
+    /// Post-processing settings.
+    pub post: PostConfig,
+    /// Downscale images whose longer side exceeds this (None: never).
+    pub max_side: Option<u32>,
+}
+
+impl<B: Backend> Cartoonizer<B> {
+    /// Wraps `g`.
+    pub fn new(g: Generator<B>, device: B::Device, post: PostConfig) -> Self {
+        Self {
+            g,
+            device,
+            post,
+            max_side: None,
+        }
+    }
+
+    /// Cartoonizes one image; alpha is kept, grayscale and 16-bit images come out as 8-bit RGB.
+    pub fn cartoonize(&self, image: &DynamicImage) -> Result<DynamicImage> {
+        let image = self.limit(image);
+        let alpha: Option<GrayImage> = image.color().has_alpha().then(|| alpha_of(&image));
+        let photo = image.to_rgb8();
+        let mut cartoon = self.generate(&photo);
+        postprocess::apply(&mut cartoon, &photo, &self.post);
+        Ok(match alpha {
+            Some(alpha) => {
+                let mut rgba = DynamicImage::ImageRgb8(cartoon).to_rgba8();
+                for (p, a) in rgba.pixels_mut().zip(alpha.pixels()) {
+                    p[3] = a[0];
+                }
+                DynamicImage::ImageRgba8(rgba)
+            }
+            None => DynamicImage::ImageRgb8(cartoon),
+        })
+    }
+
+    fn limit(&self, image: &DynamicImage) -> DynamicImage {
+        match self.max_side {
+            Some(max) if image.width().max(image.height()) > max => {
+                image.resize(max, max, image::imageops::FilterType::Lanczos3)
+            }
+            _ => image.clone(),
+        }
+    }
+
+    /// G on the whole image, padded to the generator's multiple and cropped back.
+    pub fn generate(&self, photo: &RgbImage) -> RgbImage {
+        let (w, h) = (photo.width() as usize, photo.height() as usize);
+        let x =
+            Tensor::<B, 4>::from_data(images_to_data(std::slice::from_ref(photo)), &self.device);
+        let min = self.g.min_side();
+        let (ph, pw) = (padded(h, min), padded(w, min));
+        let x = pad_to(x, ph, pw);
+        let y = self.g.forward(x).slice([0..1, 0..3, 0..h, 0..w]);
+        tensor_to_images(y).remove(0)
+    }
+}
+
+/// The smallest multiple of [`SIZE_MULTIPLE`] >= `n` and >= `min`.
+fn padded(n: usize, min: usize) -> usize {
+    n.max(min).div_ceil(SIZE_MULTIPLE) * SIZE_MULTIPLE
+}
+
+/// Pads bottom/right to `h` x `w` by reflection, or by edge replication where the image is too
+/// small to reflect.
+fn pad_to<B: Backend>(x: Tensor<B, 4>, h: usize, w: usize) -> Tensor<B, 4> {
+    let [_, _, ih, iw] = x.dims();
+    let (dh, dw) = (h - ih, w - iw);
+    if dh == 0 && dw == 0 {
+        return x;
+    }
+    let mode = if dh < ih && dw < iw {
+        PadMode::Reflect
+    } else {
+        PadMode::Edge
+    };
+    x.pad([(0, dh), (0, dw)], mode)
+}
+
+fn alpha_of(image: &DynamicImage) -> GrayImage {
+    let rgba = image.to_rgba8();
+    GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        image::Luma([rgba.get_pixel(x, y)[3]])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_sizes() {
+        assert_eq!(padded(257, 4), 260);
+        assert_eq!(padded(1, 4), 4);
+        assert_eq!(padded(3, 8), 8);
+        assert_eq!(padded(256, 8), 256);
+    }
+}

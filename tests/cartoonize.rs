@@ -1,0 +1,165 @@
+//! Cartoonizing images of any size and kind, with the library and with the binary.
+
+use std::collections::HashMap;
+
+use assert_cmd::Command;
+use image::{
+    DynamicImage, GenericImageView, GrayImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba, RgbaImage,
+};
+use toonsmith::device::{CpuBackend, CPU};
+use toonsmith::infer::{self, Cartoonizer, PostConfig};
+use toonsmith::model::GeneratorConfig;
+use toonsmith::train::checkpoint::save_model;
+use toonsmith::weights::TensorFile;
+
+fn cartoonizer() -> Cartoonizer<CpuBackend> {
+    let g = GeneratorConfig::default().init::<CpuBackend>(&CPU);
+    Cartoonizer::new(g, CPU, PostConfig::default())
+}
+
+fn gradient(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, 90])
+    })
+}
+
+#[test]
+fn output_has_the_input_size_for_odd_and_tiny_images() {
+    let c = cartoonizer();
+    for (w, h) in [(257, 131), (1, 1), (3, 2), (5, 7)] {
+        let out = c
+            .cartoonize(&DynamicImage::ImageRgb8(gradient(w, h)))
+            .unwrap();
+        assert_eq!(out.dimensions(), (w, h));
+    }
+    let official = GeneratorConfig::official().init::<CpuBackend>(&CPU);
+    let c = Cartoonizer::new(official, CPU, PostConfig::default());
+    assert_eq!(
+        c.cartoonize(&DynamicImage::ImageRgb8(gradient(6, 5)))
+            .unwrap()
+            .dimensions(),
+        (6, 5)
+    );
+}
+
+#[test]
+fn alpha_is_kept_and_grayscale_and_16bit_are_handled() {
+    let c = cartoonizer();
+    let rgba = RgbaImage::from_fn(9, 6, |x, y| {
+        Rgba([100, (x * 20) as u8, 50, (x * 25 + y) as u8])
+    });
+    let out = c
+        .cartoonize(&DynamicImage::ImageRgba8(rgba.clone()))
+        .unwrap()
+        .to_rgba8();
+    assert_eq!(out.dimensions(), (9, 6));
+    for (a, b) in out.pixels().zip(rgba.pixels()) {
+        assert_eq!(a[3], b[3]);
+    }
+    let gray = GrayImage::from_fn(8, 8, |x, _| Luma([(x * 30) as u8]));
+    assert_eq!(
+        c.cartoonize(&DynamicImage::ImageLuma8(gray))
+            .unwrap()
+            .dimensions(),
+        (8, 8)
+    );
+    let deep: ImageBuffer<Rgb<u16>, Vec<u16>> =
+        ImageBuffer::from_fn(8, 4, |x, _| Rgb([x as u16 * 8000, 30000, 65535]));
+    assert_eq!(
+        c.cartoonize(&DynamicImage::ImageRgb16(deep))
+            .unwrap()
+            .dimensions(),
+        (8, 4)
+    );
+}
+
+#[test]
+fn max_side_downscales_on_purpose_only() {
+    let mut c = cartoonizer();
+    c.max_side = Some(32);
+    assert_eq!(
+        c.cartoonize(&DynamicImage::ImageRgb8(gradient(64, 40)))
+            .unwrap()
+            .dimensions(),
+        (32, 20)
+    );
+    assert_eq!(
+        c.cartoonize(&DynamicImage::ImageRgb8(gradient(20, 10)))
+            .unwrap()
+            .dimensions(),
+        (20, 10)
+    );
+}
+
+#[test]
+fn model_files_round_trip_and_plain_weights_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GeneratorConfig::official();
+    let g = config.init::<CpuBackend>(&CPU);
+    let path = dir.path().join("model.safetensors");
+    save_model(&g, &config, &path).unwrap();
+    let loaded = infer::load_model::<CpuBackend>(&TensorFile::read(&path).unwrap(), &CPU).unwrap();
+    let x = burn::tensor::Tensor::<CpuBackend, 4>::ones([1, 3, 8, 8], &CPU);
+    let diff = (loaded.forward(x.clone()) - g.forward(x))
+        .abs()
+        .max()
+        .into_scalar();
+    assert_eq!(diff, 0.0);
+
+    let plain = dir.path().join("plain.safetensors");
+    toonsmith::weights::save(&g, &plain, &HashMap::new()).unwrap();
+    let err = infer::load_model::<CpuBackend>(&TensorFile::read(&plain).unwrap(), &CPU)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("not a toonsmith model file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cli_converts_a_folder_reports_a_corrupt_file_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    gradient(12, 9).save(input.join("a.png")).unwrap();
+    gradient(7, 5).save(input.join("sub/b.jpg")).unwrap();
+    std::fs::write(input.join("sub/broken.png"), b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let out = dir.path().join("out");
+    let result = Command::cargo_bin("toonsmith")
+        .unwrap()
+        .arg("cartoonize")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(err.contains("broken.png"), "{err}");
+    assert_eq!(
+        image::open(out.join("a.png")).unwrap().dimensions(),
+        (12, 9)
+    );
+    assert_eq!(
+        image::open(out.join("sub/b.jpg")).unwrap().dimensions(),
+        (7, 5)
+    );
+}
+
+#[test]
+fn cli_uses_the_bundled_model_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("photo.png");
+    gradient(10, 6).save(&photo).unwrap();
+    let target = dir.path().join("cartoon.png");
+    Command::cargo_bin("toonsmith")
+        .unwrap()
+        .arg("cartoonize")
+        .arg(&photo)
+        .arg("-o")
+        .arg(&target)
+        .assert()
+        .success();
+    assert_eq!(image::open(&target).unwrap().dimensions(), (10, 6));
+}
