@@ -154,4 +154,7 @@ fn the_example_config_resolves_to_the_defaults() {
     expected.data.photos = "photos/train".into();
     expected.data.cartoons = "cartoons/train".into();
     assert_eq!(config, expected);
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/bundled.toml");
+    let config = toonsmith::train::config::resolve(Some(&bundled), &flags).unwrap();
+    assert_eq!((config.data.size, config.ctss.patch_size), (128, 48));
 }

@@ -306,3 +306,28 @@ fn log_line(report: &StepReport<'_>, config: &TrainConfig) -> serde_json::Value 
         "images_per_s": report.images_per_s,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_loss_names_the_step_and_the_last_checkpoint() {
+        let losses = LossValues::from([("content", 0.5), ("d_total", f32::NAN)]);
+        let err = check_finite(
+            &losses,
+            42,
+            Some(Path::new("runs/001-tsa/checkpoints/step-00000040")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "d_total loss is NaN at step 42; last good checkpoint: runs/001-tsa/checkpoints/step-00000040");
+        let ok = LossValues::from([("content", 0.5)]);
+        assert!(check_finite(&ok, 1, None).is_ok());
+        let inf = LossValues::from([("g_total", f32::INFINITY)]);
+        assert!(check_finite(&inf, 3, None)
+            .unwrap_err()
+            .to_string()
+            .contains("no checkpoint was written yet"));
+    }
+}
