@@ -6,6 +6,7 @@
 //! downscaling happens unless `max_side` asks for it.
 
 pub mod postprocess;
+pub mod tiled;
 
 use std::path::Path;
 
@@ -21,6 +22,7 @@ use crate::model::{Generator, GeneratorConfig};
 use crate::train::checkpoint::GENERATOR_CONFIG_KEY;
 use crate::weights::{self, TensorFile};
 pub use postprocess::PostConfig;
+pub use tiled::Tiling;
 
 /// Builds the generator a model file describes: safetensors weights whose metadata holds the
 /// generator config under `toonsmith.generator` (what `train` writes in each checkpoint).
@@ -67,6 +69,11 @@ pub struct Cartoonizer<B: Backend> {
     pub post: PostConfig,
     /// Downscale images whose longer side exceeds this (None: never).
     pub max_side: Option<u32>,
+    /// Images with more pixels than this run in tiles (see [`tiled`]); `usize::MAX`: never.
+    /// Default: 2,100,000 (1920x1080 runs whole).
+    pub tile_above: usize,
+    /// Core side of the tiles. Default: 512.
+    pub tile_core: usize,
 }
 
 impl<B: Backend> Cartoonizer<B> {
@@ -77,6 +84,8 @@ impl<B: Backend> Cartoonizer<B> {
             device,
             post,
             max_side: None,
+            tile_above: 2_100_000,
+            tile_core: 512,
         }
     }
 
@@ -116,6 +125,14 @@ impl<B: Backend> Cartoonizer<B> {
         let min = self.g.min_side();
         let (ph, pw) = (padded(h, min), padded(w, min));
         let x = pad_to(x, ph, pw);
+        if ph * pw > self.tile_above {
+            let tiling = Tiling {
+                core: self.tile_core.div_ceil(SIZE_MULTIPLE).max(1) * SIZE_MULTIPLE,
+                halo: self.g.receptive_radius(),
+            };
+            let full = tiled::generate_tiled(&self.g, x, tiling);
+            return image::imageops::crop_imm(&full, 0, 0, w as u32, h as u32).to_image();
+        }
         let y = self.g.forward(x).slice([0..1, 0..3, 0..h, 0..w]);
         tensor_to_images(y).remove(0)
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::generator_official::{InvertedResBlock, OfficialGenerator};
 pub use super::generator_paper::{PaperGenerator, ResBlock};
-use super::layers::{ConvNormAct, ConvSpec, Padding};
+use super::layers::{ConvNormAct, ConvSpec, Normalizer, Padding};
 use crate::config::Preset;
 use crate::error::{Error, Result};
 
@@ -122,6 +122,27 @@ impl<B: Backend> Generator<B> {
         match self {
             Generator::Paper(g) => g.forward(photo),
             Generator::Official(g) => g.forward(photo),
+        }
+    }
+
+    /// The forward pass with LN statistics from `n` (tiled inference); `None` if `n` ended it.
+    pub fn forward_with(
+        &self,
+        photo: Tensor<B, 4>,
+        n: &mut impl Normalizer<B>,
+    ) -> Option<Tensor<B, 4>> {
+        match self {
+            Generator::Paper(g) => g.forward_with(photo, n),
+            Generator::Official(g) => g.forward_with(photo, n),
+        }
+    }
+
+    /// Radius, in input pixels, beyond which input pixels do not affect an output pixel once the
+    /// LN statistics are fixed (a multiple of 4, with margin): the halo of tiled inference.
+    pub fn receptive_radius(&self) -> usize {
+        match self {
+            Generator::Paper(_) => 56,
+            Generator::Official(_) => 72,
         }
     }
 

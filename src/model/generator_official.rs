@@ -21,7 +21,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::generator::GeneratorConfig;
-use super::layers::{upsample_tf1_bilinear2, Conv, ConvNormAct};
+use super::layers::{upsample_tf1_bilinear2, Conv, ConvNormAct, Normalizer, OwnStats};
 
 /// Builds the official G with He-initialised convolutions.
 pub(super) fn init<B: Backend>(
@@ -72,14 +72,23 @@ impl<B: Backend> InvertedResBlock<B> {
     /// # Shapes
     /// `[N, C, H, W]` -> `[N, 256, H, W]`; the input is added when C = 256.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self.forward_with(x, &mut OwnStats) {
+            Some(y) => y,
+            None => unreachable!("OwnStats never ends a pass"),
+        }
+    }
+
+    /// As [`InvertedResBlock::forward`], LN statistics from `n`.
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 4>,
+        n: &mut impl Normalizer<B>,
+    ) -> Option<Tensor<B, 4>> {
+        let y = self.expand.forward_with(x.clone(), n)?;
         let y = self
             .project
-            .forward(self.depthwise.forward(self.expand.forward(x.clone())));
-        if x.dims()[1] == y.dims()[1] {
-            x + y
-        } else {
-            y
-        }
+            .forward_with(self.depthwise.forward_with(y, n)?, n)?;
+        Some(if x.dims()[1] == y.dims()[1] { x + y } else { y })
     }
 }
 
@@ -120,22 +129,37 @@ impl<B: Backend> OfficialGenerator<B> {
     /// # Shapes
     /// `[N, 3, H, W]` in `[-1, 1]` -> `[N, 3, H, W]` in `[-1, 1]`; H and W multiples of 4.
     pub fn forward(&self, photo: Tensor<B, 4>) -> Tensor<B, 4> {
-        let skip_full = self.stem.forward(photo);
-        let skip_half = self
-            .down1_conv
-            .forward(self.down1.forward(skip_full.clone()));
+        match self.forward_with(photo, &mut OwnStats) {
+            Some(y) => y,
+            None => unreachable!("OwnStats never ends a pass"),
+        }
+    }
+
+    /// The forward pass with LN statistics from `n`; `None` if `n` ended it early.
+    pub fn forward_with(
+        &self,
+        photo: Tensor<B, 4>,
+        n: &mut impl Normalizer<B>,
+    ) -> Option<Tensor<B, 4>> {
+        let skip_full = self.stem.forward_with(photo, n)?;
+        let skip_half = self.down1.forward_with(skip_full.clone(), n)?;
+        let skip_half = self.down1_conv.forward_with(skip_half, n)?;
         let x = self
             .down2_conv
-            .forward(self.down2.forward(skip_half.clone()));
-        let mut x = self.pre_blocks.forward(x);
+            .forward_with(self.down2.forward_with(skip_half.clone(), n)?, n)?;
+        let mut x = self.pre_blocks.forward_with(x, n)?;
         for block in &self.blocks {
-            x = block.forward(x);
+            x = block.forward_with(x, n)?;
         }
-        let x = self.post_blocks.forward(x);
-        let x = self.up1.forward(upsample_tf1_bilinear2(x));
-        let x = self.up1_conv.forward(Tensor::cat(vec![x, skip_half], 1));
-        let x = self.up2.forward(upsample_tf1_bilinear2(x));
-        let x = self.up2_conv.forward(Tensor::cat(vec![x, skip_full], 1));
-        tanh(self.to_rgb.forward(self.head.forward(x)))
+        let x = self.post_blocks.forward_with(x, n)?;
+        let x = self.up1.forward_with(upsample_tf1_bilinear2(x), n)?;
+        let x = self
+            .up1_conv
+            .forward_with(Tensor::cat(vec![x, skip_half], 1), n)?;
+        let x = self.up2.forward_with(upsample_tf1_bilinear2(x), n)?;
+        let x = self
+            .up2_conv
+            .forward_with(Tensor::cat(vec![x, skip_full], 1), n)?;
+        Some(tanh(self.to_rgb.forward(self.head.forward_with(x, n)?)))
     }
 }

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::generator::GeneratorConfig;
-use super::layers::{upsample_nearest2, Conv, ConvNormAct};
+use super::layers::{upsample_nearest2, Conv, ConvNormAct, Normalizer, OwnStats};
 
 /// Builds the paper's G with He-initialised convolutions.
 pub(super) fn init<B: Backend>(config: &GeneratorConfig, device: &B::Device) -> PaperGenerator<B> {
@@ -62,6 +62,17 @@ impl<B: Backend> ResBlock<B> {
         let y = self.depthwise.forward(y);
         x + self.project.forward(y)
     }
+
+    /// As [`ResBlock::forward`], LN statistics from `n`.
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 4>,
+        n: &mut impl Normalizer<B>,
+    ) -> Option<Tensor<B, 4>> {
+        let y = self.expand.forward_with(x.clone(), n)?;
+        let y = self.depthwise.forward_with(y, n)?;
+        Some(x + self.project.forward_with(y, n)?)
+    }
 }
 
 /// The paper's generator G (Fig. 10).
@@ -101,18 +112,35 @@ impl<B: Backend> PaperGenerator<B> {
     /// # Shapes
     /// `[N, 3, H, W]` in `[-1, 1]` -> `[N, 3, H, W]` in `[-1, 1]`; H and W multiples of 4.
     pub fn forward(&self, photo: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.stem.forward(photo);
-        let x = self.down1_conv.forward(self.down1.forward(x));
-        let mut x = self.down2_conv.forward(self.down2.forward(x));
-        for block in &self.res_blocks {
-            x = block.forward(x);
+        match self.forward_with(photo, &mut OwnStats) {
+            Some(y) => y,
+            None => unreachable!("OwnStats never ends a pass"),
         }
-        let x = self.neck.forward(x);
+    }
+
+    /// The forward pass with LN statistics from `n`; `None` if `n` ended it early.
+    pub fn forward_with(
+        &self,
+        photo: Tensor<B, 4>,
+        n: &mut impl Normalizer<B>,
+    ) -> Option<Tensor<B, 4>> {
+        let x = self.stem.forward_with(photo, n)?;
         let x = self
-            .up1_conv
-            .forward(self.up1.forward(upsample_nearest2(x)));
-        let x = self.up2.forward(upsample_nearest2(x));
-        let x = self.up2_conv2.forward(self.up2_conv1.forward(x));
-        tanh(self.to_rgb.forward(self.head.forward(x)))
+            .down1_conv
+            .forward_with(self.down1.forward_with(x, n)?, n)?;
+        let mut x = self
+            .down2_conv
+            .forward_with(self.down2.forward_with(x, n)?, n)?;
+        for block in &self.res_blocks {
+            x = block.forward_with(x, n)?;
+        }
+        let x = self.neck.forward_with(x, n)?;
+        let x = self.up1.forward_with(upsample_nearest2(x), n)?;
+        let x = self.up1_conv.forward_with(x, n)?;
+        let x = self.up2.forward_with(upsample_nearest2(x), n)?;
+        let x = self
+            .up2_conv2
+            .forward_with(self.up2_conv1.forward_with(x, n)?, n)?;
+        Some(tanh(self.to_rgb.forward(self.head.forward_with(x, n)?)))
     }
 }

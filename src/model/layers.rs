@@ -177,6 +177,33 @@ fn l2_normalize<B: Backend>(x: Tensor<B, 1>) -> Tensor<B, 1> {
     x / norm
 }
 
+/// Statistics of one LN over a whole image: mean and (biased) variance of its input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NormStats {
+    /// Mean over (C, H, W).
+    pub mean: f64,
+    /// Variance over (C, H, W).
+    pub var: f64,
+}
+
+/// How the LN layers of a forward pass get their statistics. The generator's forward passes
+/// are written once against this trait: [`OwnStats`] normalises each sample by its own
+/// statistics (Fig. 10); tiled inference supplies statistics gathered over the whole image.
+pub trait Normalizer<B: Backend> {
+    /// Normalises `x`, the input of the next LN layer `ln` of the pass; `None` ends the pass
+    /// here.
+    fn norm(&mut self, ln: &LayerNorm<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>>;
+}
+
+/// Each LN uses the statistics of its own input: the network of the paper.
+pub struct OwnStats;
+
+impl<B: Backend> Normalizer<B> for OwnStats {
+    fn norm(&mut self, ln: &LayerNorm<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+        Some(ln.forward(x))
+    }
+}
+
 /// "LN" of Fig. 10: normalisation over (C, H, W) of each sample, then a per-channel scale and
 /// shift. This is PyTorch's `GroupNorm(1, C)`, hence the names `weight` and `bias`.
 #[derive(Module, Debug)]
@@ -210,6 +237,16 @@ impl<B: Backend> LayerNorm<B> {
         let scale = self.weight.val().reshape([1, c, 1, 1]);
         let shift = self.bias.val().reshape([1, c, 1, 1]);
         normed.reshape([n, c, h, w]) * scale + shift
+    }
+
+    /// LN with given statistics instead of those of `x` (exact when they are the statistics of
+    /// the whole image `x` is a tile of).
+    pub fn forward_with_stats(&self, x: Tensor<B, 4>, stats: NormStats) -> Tensor<B, 4> {
+        let c = x.dims()[1];
+        let inv_std = 1.0 / (stats.var + self.epsilon).sqrt();
+        let scale = self.weight.val().reshape([1, c, 1, 1]) * inv_std;
+        let shift = self.bias.val().reshape([1, c, 1, 1]);
+        (x - stats.mean) * scale + shift
     }
 }
 
@@ -245,6 +282,23 @@ impl<B: Backend> ConvNormAct<B> {
             x = leaky_relu(x, LEAKY_SLOPE);
         }
         x
+    }
+
+    /// As [`ConvNormAct::forward`], with LN statistics from `normalizer`; `None` if it ended
+    /// the pass.
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 4>,
+        normalizer: &mut impl Normalizer<B>,
+    ) -> Option<Tensor<B, 4>> {
+        let mut x = self.conv.forward(x);
+        if let Some(norm) = &self.norm {
+            x = normalizer.norm(norm, x)?;
+        }
+        if self.act {
+            x = leaky_relu(x, LEAKY_SLOPE);
+        }
+        Some(x)
     }
 }
 

@@ -38,6 +38,13 @@ pub struct CartoonizeArgs {
     /// Downscale images whose longer side exceeds this many pixels.
     #[arg(long)]
     max_side: Option<u32>,
+    /// Images above this many megapixels run in tiles with whole-image LN statistics (same
+    /// result, bounded memory, a few times slower).
+    #[arg(long, default_value_t = 2.1)]
+    tile_above: f64,
+    /// Core side of the tiles in pixels.
+    #[arg(long, default_value_t = 512)]
+    tile: usize,
 }
 
 pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
@@ -59,6 +66,8 @@ pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
     };
     let mut cartoonizer = Cartoonizer::new(g, device, post);
     cartoonizer.max_side = args.max_side;
+    cartoonizer.tile_above = (args.tile_above * 1e6) as usize;
+    cartoonizer.tile_core = args.tile.max(4);
     let jobs = jobs(&args.inputs, &args.out)?;
     let bar = ProgressBar::new(jobs.len() as u64);
     bar.set_style(
