@@ -204,3 +204,58 @@ fn unreadable_files_are_skipped_and_counted() {
     assert_eq!(outcome.steps, 3);
     assert_eq!(outcome.skipped_files, 1);
 }
+
+#[test]
+fn every_ablation_of_tables_three_and_four_runs() {
+    let fx = Fixture::new();
+    let cases: [(&str, fn(&mut TrainConfig), &[&str], &[&str]); 5] = [
+        (
+            "no_patch",
+            |c| c.ablation.patch_branch = false,
+            &["d_global"],
+            &["d_local", "g_local"],
+        ),
+        (
+            "no_image",
+            |c| c.ablation.image_branch = false,
+            &["d_local", "g_local"],
+            &["d_global"],
+        ),
+        (
+            "all_patches",
+            |c| c.ablation.ctss = false,
+            &["d_local"],
+            &[],
+        ),
+        (
+            "edge_promoting",
+            |c| c.ablation.edge_promoting = true,
+            &["d_global"],
+            &[],
+        ),
+        (
+            "style_losses",
+            |c| {
+                c.loss.lambda_gram = 1.0;
+                c.loss.lambda_mean_std = 1.0;
+            },
+            &["gram", "mean_std"],
+            &[],
+        ),
+    ];
+    for (name, change, present, absent) in cases {
+        let mut config = fx.config(name);
+        config.schedule.init_epochs = 0;
+        config.run.max_steps = Some(1);
+        change(&mut config);
+        let outcome = run(config);
+        let log = losses(&outcome.run_dir);
+        let step = &log[0].2;
+        for key in present {
+            assert!(step.get(*key).is_some(), "{name}: {key} missing in {step}");
+        }
+        for key in absent {
+            assert!(step.get(*key).is_none(), "{name}: {key} present in {step}");
+        }
+    }
+}
