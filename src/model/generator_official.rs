@@ -21,7 +21,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::generator::GeneratorConfig;
-use super::layers::{upsample_tf1_bilinear2, Conv, ConvNormAct, Normalizer, OwnStats};
+use super::layers::{
+    own_stats_pass, upsample_tf1_bilinear2, Conv, ConvNormAct, Normalizer, OwnStats,
+};
 
 /// Builds the official G with He-initialised convolutions.
 pub(super) fn init<B: Backend>(
@@ -72,10 +74,7 @@ impl<B: Backend> InvertedResBlock<B> {
     /// # Shapes
     /// `[N, C, H, W]` -> `[N, 256, H, W]`; the input is added when C = 256.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        match self.forward_with(x, &mut OwnStats) {
-            Some(y) => y,
-            None => unreachable!("OwnStats never ends a pass"),
-        }
+        own_stats_pass(self.forward_with(x, &mut OwnStats))
     }
 
     /// As [`InvertedResBlock::forward`], LN statistics from `n`.
@@ -129,10 +128,7 @@ impl<B: Backend> OfficialGenerator<B> {
     /// # Shapes
     /// `[N, 3, H, W]` in `[-1, 1]` -> `[N, 3, H, W]` in `[-1, 1]`; H and W multiples of 4.
     pub fn forward(&self, photo: Tensor<B, 4>) -> Tensor<B, 4> {
-        match self.forward_with(photo, &mut OwnStats) {
-            Some(y) => y,
-            None => unreachable!("OwnStats never ends a pass"),
-        }
+        own_stats_pass(self.forward_with(photo, &mut OwnStats))
     }
 
     /// The forward pass with LN statistics from `n`; `None` if `n` ended it early.

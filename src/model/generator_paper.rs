@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::generator::GeneratorConfig;
-use super::layers::{upsample_nearest2, Conv, ConvNormAct, Normalizer, OwnStats};
+use super::layers::{own_stats_pass, upsample_nearest2, Conv, ConvNormAct, Normalizer, OwnStats};
 
 /// Builds the paper's G with He-initialised convolutions.
 pub(super) fn init<B: Backend>(config: &GeneratorConfig, device: &B::Device) -> PaperGenerator<B> {
@@ -112,10 +112,7 @@ impl<B: Backend> PaperGenerator<B> {
     /// # Shapes
     /// `[N, 3, H, W]` in `[-1, 1]` -> `[N, 3, H, W]` in `[-1, 1]`; H and W multiples of 4.
     pub fn forward(&self, photo: Tensor<B, 4>) -> Tensor<B, 4> {
-        match self.forward_with(photo, &mut OwnStats) {
-            Some(y) => y,
-            None => unreachable!("OwnStats never ends a pass"),
-        }
+        own_stats_pass(self.forward_with(photo, &mut OwnStats))
     }
 
     /// The forward pass with LN statistics from `n`; `None` if `n` ended it early.
