@@ -208,7 +208,9 @@ fn unreadable_files_are_skipped_and_counted() {
 #[test]
 fn every_ablation_of_tables_three_and_four_runs() {
     let fx = Fixture::new();
-    let cases: [(&str, fn(&mut TrainConfig), &[&str], &[&str]); 5] = [
+    /// (name, change, loss terms logged, loss terms absent)
+    type Case = (&'static str, fn(&mut TrainConfig), &'static [&'static str], &'static [&'static str]);
+    let cases: [Case; 5] = [
         (
             "no_patch",
             |c| c.ablation.patch_branch = false,
