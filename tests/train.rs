@@ -209,7 +209,12 @@ fn unreadable_files_are_skipped_and_counted() {
 fn every_ablation_of_tables_three_and_four_runs() {
     let fx = Fixture::new();
     /// (name, change, loss terms logged, loss terms absent)
-    type Case = (&'static str, fn(&mut TrainConfig), &'static [&'static str], &'static [&'static str]);
+    type Case = (
+        &'static str,
+        fn(&mut TrainConfig),
+        &'static [&'static str],
+        &'static [&'static str],
+    );
     let cases: [Case; 5] = [
         (
             "no_patch",

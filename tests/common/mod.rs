@@ -64,7 +64,10 @@ pub fn formula_tensor(name: &str, shape: &[usize]) -> TensorData {
             if shape.len() == 4 {
                 let fan_in: usize = shape[1..].iter().product();
                 (u * (3.0 / fan_in as f64).sqrt()) as f32
-            } else if name.ends_with("norm.weight") {
+            } else if ["norm.weight", "bn.weight", "running_var"]
+                .iter()
+                .any(|s| name.ends_with(s))
+            {
                 (1.0 + 0.2 * u) as f32
             } else {
                 (u * 0.1) as f32
