@@ -1,6 +1,7 @@
 //! The `toonsmith` command: parse, dispatch, print the error chain, exit code.
 
 mod cartoonize;
+mod eval;
 mod train;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ enum Command {
     Info,
     /// Cartoonize photos (files, folders, globs) at their original size.
     Cartoonize(Box<cartoonize::CartoonizeArgs>),
+    /// FID and KID between folders, of a model, or of a run's checkpoints.
+    Eval(Box<eval::EvalArgs>),
     /// Train on a folder of photos and a folder of cartoons (unpaired).
     Train(Box<train::TrainArgs>),
     /// List the tensors and metadata of a weights file (safetensors or PyTorch .pth).
@@ -51,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info => info(),
         Command::Train(args) => train::run(*args),
         Command::Cartoonize(args) => cartoonize::run(*args),
+        Command::Eval(args) => eval::run(*args),
         Command::Inspect { file } => inspect(&file),
     }
 }

@@ -1,0 +1,106 @@
+//! Image folders to FID features: pytorch-fid's Inception on each image (RGB in [0, 1], resized
+//! to 299x299 inside the network), statistics cached per folder.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use image::RgbImage;
+
+use super::stats::{FeatureStats, Gaussian};
+use crate::data::image_io::images_to_data;
+use crate::data::{load_rgb, scan_images};
+use crate::error::{Error, Result};
+use crate::model::inception::{FidInception, FID_FEATURES};
+
+/// Features of a set of images, row-major `[n, 2048]`, and the files that could not be read.
+#[derive(Debug, Default)]
+pub struct FeatureSet {
+    /// The features.
+    pub features: Vec<f32>,
+    /// Unreadable files, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+impl FeatureSet {
+    /// Number of feature vectors.
+    pub fn len(&self) -> usize {
+        self.features.len() / FID_FEATURES
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty()
+    }
+
+    /// Mean and covariance.
+    pub fn gaussian(&self) -> Gaussian {
+        let mut stats = FeatureStats::new(FID_FEATURES);
+        stats.add(&self.features);
+        stats.gaussian()
+    }
+}
+
+/// Features of one RGB image.
+pub fn image_features<B: Backend>(
+    net: &FidInception<B>,
+    image: &RgbImage,
+    device: &B::Device,
+) -> Vec<f32> {
+    let x = Tensor::<B, 4>::from_data(images_to_data(std::slice::from_ref(image)), device);
+    let unit = (x + 1.0) / 2.0;
+    net.features(unit)
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// Features of every image file in `paths`; `progress` is called after each file.
+pub fn files_features<B: Backend>(
+    net: &FidInception<B>,
+    paths: &[PathBuf],
+    device: &B::Device,
+    mut progress: impl FnMut(&Path),
+) -> FeatureSet {
+    let mut set = FeatureSet::default();
+    for path in paths {
+        match load_rgb(path) {
+            Ok(image) => set.features.extend(image_features(net, &image, device)),
+            Err(err) => set.skipped.push((path.clone(), err.to_string())),
+        }
+        progress(path);
+    }
+    set
+}
+
+/// Images of `folder`, an error if none.
+pub fn folder_images(folder: &Path) -> Result<Vec<PathBuf>> {
+    let paths = scan_images(folder)?;
+    if paths.is_empty() {
+        return Err(Error::TooFewImages {
+            path: folder.to_path_buf(),
+            found: 0,
+            needed: 2,
+            what: "statistics need images".into(),
+        });
+    }
+    Ok(paths)
+}
+
+/// Key of a folder's cached statistics: its file list, their sizes and modification times, and
+/// a hash of the weights file.
+pub fn cache_key(paths: &[PathBuf], weights: &Path) -> Result<String> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in paths {
+        path.hash(&mut hasher);
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        meta.len().hash(&mut hasher);
+        meta.modified().ok().hash(&mut hasher);
+    }
+    let bytes = std::fs::read(weights).map_err(|e| Error::io(weights, e))?;
+    bytes.len().hash(&mut hasher);
+    bytes.iter().step_by(4096).for_each(|b| b.hash(&mut hasher));
+    Ok(format!("{:016x}", hasher.finish()))
+}

@@ -1,0 +1,110 @@
+//! `toonsmith eval fid` end to end with an Inception file made here (name-derived weights).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use assert_cmd::Command;
+use image::{Rgb, RgbImage};
+use toonsmith::device::{CpuBackend, CPU};
+use toonsmith::model::inception::FidInception;
+
+fn images(dir: &Path, seed: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..3u32 {
+        RgbImage::from_fn(40, 32, |x, y| {
+            Rgb([
+                ((x * (i + 3) + seed) % 256) as u8,
+                ((y * 9 + i * seed) % 256) as u8,
+                (seed * 50 % 256) as u8,
+            ])
+        })
+        .save(dir.join(format!("{i}.png")))
+        .unwrap();
+    }
+}
+
+fn eval(args: &[&str], root: &Path) -> (bool, String, String) {
+    let out = Command::cargo_bin("toonsmith")
+        .unwrap()
+        .arg("eval")
+        .args(args)
+        .env("XDG_CACHE_HOME", root.join("cache"))
+        .env_remove("TOONSMITH_INCEPTION")
+        .current_dir(root)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn fid_between_folders_and_saved_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    images(&root.join("a"), 1);
+    images(&root.join("b"), 7);
+    let mut net = FidInception::<CpuBackend>::new(&CPU);
+    common::load_formula(&mut net);
+    toonsmith::weights::save(&net, &root.join("inception.safetensors"), &HashMap::new()).unwrap();
+
+    let (ok, _, err) = eval(&["fid", "a", "b"], root);
+    assert!(!ok && err.contains("pt_inception-2015-12-05"), "{err}");
+
+    let w = ["--inception", "inception.safetensors"];
+    let (ok, out, err) = eval(
+        &[
+            &[
+                "fid",
+                "a",
+                "b",
+                "--json",
+                "ab.json",
+                "--save-stats",
+                "a.npz",
+            ][..],
+            &w,
+        ]
+        .concat(),
+        root,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("fewer than the 2049"), "{err}");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("ab.json")).unwrap()).unwrap();
+    let fid = result["fid"].as_f64().unwrap();
+    assert!(fid > 0.0 && result["kid"]["mean"].is_number(), "{out}");
+    assert!(
+        std::fs::read_dir(root.join("cache/toonsmith"))
+            .unwrap()
+            .count()
+            >= 2
+    );
+
+    // The same distance from the saved statistics of A.
+    let (ok, _, err) = eval(
+        &[&["fid", "a.npz", "b", "--json", "npz.json"][..], &w].concat(),
+        root,
+    );
+    assert!(ok, "{err}");
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("npz.json")).unwrap()).unwrap();
+    assert!((again["fid"].as_f64().unwrap() - fid).abs() < 1e-6 * fid.max(1.0));
+
+    // Identical folders: zero up to rounding.
+    let (ok, _, err) = eval(
+        &[&["fid", "a", "a", "--json", "aa.json"][..], &w].concat(),
+        root,
+    );
+    assert!(ok, "{err}");
+    let same: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("aa.json")).unwrap()).unwrap();
+    assert!(
+        same["fid"].as_f64().unwrap().abs() < 1e-6 * fid.max(1.0),
+        "{same}"
+    );
+}
