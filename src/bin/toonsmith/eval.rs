@@ -156,6 +156,7 @@ impl Evaluator {
     ) -> anyhow::Result<serde_json::Value> {
         let file = TensorFile::read(&infer::model_file(model)?)?;
         let g = infer::load_model::<Selected>(&file, &self.device)?;
+        #[allow(clippy::clone_on_copy)] // the device is Copy on the CPU backend only
         let cartoonizer = Cartoonizer::new(g, self.device.clone(), PostConfig::default());
         let paths = folder_images(photos)?;
         let progress = bar(
