@@ -95,6 +95,62 @@ fn fid_between_folders_and_saved_statistics() {
         serde_json::from_str(&std::fs::read_to_string(root.join("npz.json")).unwrap()).unwrap();
     assert!((again["fid"].as_f64().unwrap() - fid).abs() < 1e-6 * fid.max(1.0));
 
+    // A model against a folder of cartoons, and every checkpoint of a run.
+    let config = toonsmith::model::GeneratorConfig::default();
+    let g = config.init::<CpuBackend>(&CPU);
+    let checkpoint = root.join("run/checkpoints/step-00000001");
+    std::fs::create_dir_all(&checkpoint).unwrap();
+    toonsmith::train::checkpoint::save_model(
+        &g,
+        &config,
+        &checkpoint.join("generator.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(
+        checkpoint.join("position.json"),
+        r#"{"step": 1, "epoch": 0}"#,
+    )
+    .unwrap();
+    let (ok, out, err) = eval(
+        &[
+            &[
+                "run",
+                "run",
+                "--photos",
+                "a",
+                "--cartoons",
+                "b",
+                "--json",
+                "run.json",
+            ][..],
+            &w,
+        ]
+        .concat(),
+        root,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("best (lowest FID)") && out.contains("step-00000001"),
+        "{out}"
+    );
+    let (ok, out, err) = eval(
+        &[
+            &[
+                "model",
+                "--model",
+                "run",
+                "--photos",
+                "a",
+                "--cartoons",
+                "b",
+            ][..],
+            &w,
+        ]
+        .concat(),
+        root,
+    );
+    assert!(ok && out.contains("FID"), "{out}{err}");
+
     // Identical folders: zero up to rounding.
     let (ok, _, err) = eval(
         &[&["fid", "a", "a", "--json", "aa.json"][..], &w].concat(),
