@@ -1,5 +1,5 @@
 //! Checkpoints: G, both discriminators (with their spectral-norm vectors), the three Adam
-//! states and the position in the schedule, in one folder `step-XXXXXXXX/` of the run's
+//! states and the position in the schedule, in one folder `step-00000123/` (steps done) of the run's
 //! `checkpoints/`. Every file is written into a hidden temporary folder, synced, and the folder
 //! renamed into place, so a crash never leaves a half-written checkpoint. The RNG needs no
 //! state: shuffles and strides are functions of (seed, step).

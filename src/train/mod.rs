@@ -175,24 +175,7 @@ impl<B: AutodiffBackend> Session<B> {
             }
             let started = Instant::now();
             let step = batch.step;
-            let phase = if step < config.schedule.init_epochs * per_epoch {
-                Phase::Pretrain
-            } else {
-                Phase::Adversarial
-            };
-            let photo = Tensor::<B, 4>::from_data(batch.photos, &self.device);
-            let losses = match phase {
-                Phase::Pretrain => self.context.pretrain(&mut self.nets, photo),
-                Phase::Adversarial => {
-                    let cartoon = Tensor::<B, 4>::from_data(batch.cartoons, &self.device);
-                    let strides = ctss::draw_strides(
-                        &config.ctss.stride,
-                        &mut StdRng::seed_from_u64(mix(config.run.seed, step as u64)),
-                    );
-                    self.context
-                        .adversarial(&mut self.nets, photo, cartoon, strides)?
-                }
-            };
+            let (phase, losses) = self.iteration(&config, batch, per_epoch)?;
             check_finite(&losses, step + 1, last_checkpoint.as_deref())?;
             position = Position {
                 step: step + 1,
@@ -233,6 +216,29 @@ impl<B: AutodiffBackend> Session<B> {
             checkpoint,
             skipped_files: skipped.len(),
         })
+    }
+
+    /// One iteration: phase 1 during the first `init_epochs`, phase 2 after.
+    fn iteration(
+        &mut self,
+        config: &TrainConfig,
+        batch: crate::data::UnpairedBatch,
+        per_epoch: usize,
+    ) -> Result<(Phase, LossValues)> {
+        let photo = Tensor::<B, 4>::from_data(batch.photos, &self.device);
+        if batch.step < config.schedule.init_epochs * per_epoch {
+            return Ok((
+                Phase::Pretrain,
+                self.context.pretrain(&mut self.nets, photo),
+            ));
+        }
+        let cartoon = Tensor::<B, 4>::from_data(batch.cartoons, &self.device);
+        let mut rng = StdRng::seed_from_u64(mix(config.run.seed, batch.step as u64));
+        let strides = ctss::draw_strides(&config.ctss.stride, &mut rng);
+        let losses = self
+            .context
+            .adversarial(&mut self.nets, photo, cartoon, strides)?;
+        Ok((Phase::Adversarial, losses))
     }
 
     fn checkpoint(
