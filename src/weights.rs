@@ -252,10 +252,8 @@ pub fn vgg_key_candidates(layout: VggLayout, name: &str) -> Vec<String> {
             .ok()
             .and_then(|i| layout.torchvision_indices().get(i).copied())
         {
-            for prefix in ["", "features.", "vgg.features.", "module.features."] {
-                if !prefix.is_empty() {
-                    out.push(format!("{prefix}{j}.{kind}"));
-                }
+            for prefix in ["features.", "vgg.features.", "module.features."] {
+                out.push(format!("{prefix}{j}.{kind}"));
             }
         }
     }

@@ -105,6 +105,7 @@ mod tests {
     use super::*;
     use crate::device::{CpuBackend, CPU};
     use burn::tensor::TensorData;
+    use rand::SeedableRng;
 
     /// A flat gray batch with one sharp square drawn in image 1 at rows/cols 60..80.
     fn batch_with_square() -> Tensor<CpuBackend, 4> {
@@ -153,5 +154,4 @@ mod tests {
             assert!((48..=72).contains(&a) && a == b);
         }
     }
-    use rand::SeedableRng;
 }

@@ -7,7 +7,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{ElementConversion, Tensor};
 
 use super::config::{AblationConfig, ScheduleConfig};
 use crate::config::{CtssConfig, LossWeights};
@@ -72,8 +72,6 @@ pub type LossValues = BTreeMap<&'static str, f32>;
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f32 {
     t.clone().into_scalar().elem::<f32>()
 }
-
-use burn::tensor::ElementConversion;
 
 impl<B: AutodiffBackend> StepContext<B> {
     /// Phase 1: minimise `init_loss_scale * L_con` (Eq. 7) with lr_init.
@@ -166,7 +164,7 @@ impl<B: AutodiffBackend> StepContext<B> {
         if let Some(l) = &local {
             log.insert("d_local", scalar(l));
         }
-        let zero = || Tensor::zeros([1], &cartoon_device(&d.image));
+        let zero = || Tensor::zeros([1], &device_of(&d.image));
         let global = global.unwrap_or_else(zero);
         Ok(losses::discriminator_total(&self.weights, global, local))
     }
@@ -214,7 +212,7 @@ impl<B: AutodiffBackend> StepContext<B> {
     }
 }
 
-fn cartoon_device<B: Backend>(d: &Discriminator<B>) -> B::Device {
+fn device_of<B: Backend>(d: &Discriminator<B>) -> B::Device {
     d.out.weight.val().device()
 }
 
