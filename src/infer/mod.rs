@@ -108,12 +108,13 @@ impl<B: Backend> Cartoonizer<B> {
         })
     }
 
-    fn limit(&self, image: &DynamicImage) -> DynamicImage {
+    /// The image downscaled to `max_side`, or the image itself (borrowed, not copied).
+    fn limit<'a>(&self, image: &'a DynamicImage) -> std::borrow::Cow<'a, DynamicImage> {
         match self.max_side {
-            Some(max) if image.width().max(image.height()) > max => {
-                image.resize(max, max, image::imageops::FilterType::Lanczos3)
-            }
-            _ => image.clone(),
+            Some(max) if image.width().max(image.height()) > max => std::borrow::Cow::Owned(
+                image.resize(max, max, image::imageops::FilterType::Lanczos3),
+            ),
+            _ => std::borrow::Cow::Borrowed(image),
         }
     }
 
