@@ -53,7 +53,9 @@ def formula_tensor(name, shape):
     u = unit_values(name, count) * 2.0 - 1.0
     if len(shape) == 4:
         scale = np.sqrt(3.0 / np.prod(shape[1:]))
-    elif name.endswith(("norm.weight", "bn.weight", "running_var")):
+    elif name.endswith(("norm.weight", "bn.weight", "running_var")) or (
+        name.endswith(".weight") and name.split(".")[-2].startswith("_bn")
+    ):
         u, scale = 1.0 + 0.2 * u, 1.0
     else:  # biases, LN shifts, spectral-norm vectors
         scale = 0.1

@@ -187,3 +187,25 @@ fn converted_hed_vgg16_loads() {
     assert_eq!(y.dims(), [1, 512, 4, 4]);
     assert!(y.abs().mean().into_scalar().is_finite());
 }
+
+/// A transposed view saved by PyTorch (`scripts/reference_efficientnet.py`), where
+/// `w[i, j, k] = 6 k + 2 j + i`: both file formats read back in row-major order.
+#[test]
+fn permuted_views_read_in_row_major_order() {
+    let mut want = Vec::new();
+    for i in 0..2 {
+        for j in 0..3 {
+            for k in 0..4 {
+                want.push((6 * k + 2 * j + i) as f32);
+            }
+        }
+    }
+    for name in ["permuted_zip.pth", "permuted_legacy.pth"] {
+        let file = TensorFile::read(&fixture_path(name)).unwrap();
+        let w = &file.tensors["w"];
+        assert_eq!(w.shape.to_vec(), vec![2, 3, 4], "{name}");
+        assert_eq!(w.clone().into_vec::<f32>().unwrap(), want, "{name}");
+        let c = file.tensors["c"].clone().into_vec::<f32>().unwrap();
+        assert_eq!(c, vec![0.0, 1.0, 2.0, 3.0, 4.0], "{name}");
+    }
+}

@@ -7,12 +7,14 @@
 //! ...), so pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` loads without remapping.
 #![allow(non_snake_case)]
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{avg_pool2d, conv2d, interpolate, max_pool2d};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::Tensor;
+
+use super::frozen::{BatchNorm, ConvWeight};
 
 /// Batch normalisation epsilon of torchvision's Inception.
 const BN_EPSILON: f64 = 1e-3;
@@ -30,26 +32,6 @@ pub struct BasicConv2d<B: Backend> {
     padding: [usize; 2],
 }
 
-/// A convolution kernel without bias, `[C_out, C_in, kh, kw]`.
-#[derive(Module, Debug)]
-pub struct ConvWeight<B: Backend> {
-    /// The kernel.
-    pub weight: Param<Tensor<B, 4>>,
-}
-
-/// Batch norm with running statistics (inference only).
-#[derive(Module, Debug)]
-pub struct BatchNorm<B: Backend> {
-    /// Scale.
-    pub weight: Param<Tensor<B, 1>>,
-    /// Shift.
-    pub bias: Param<Tensor<B, 1>>,
-    /// Running mean.
-    pub running_mean: Param<Tensor<B, 1>>,
-    /// Running variance.
-    pub running_var: Param<Tensor<B, 1>>,
-}
-
 impl<B: Backend> BasicConv2d<B> {
     fn new(
         c_in: usize,
@@ -59,21 +41,9 @@ impl<B: Backend> BasicConv2d<B> {
         padding: [usize; 2],
         device: &B::Device,
     ) -> Self {
-        let ones = || Param::from_tensor(Tensor::ones([c_out], device));
-        let zeros = || Param::from_tensor(Tensor::zeros([c_out], device));
         Self {
-            conv: ConvWeight {
-                weight: Param::from_tensor(Tensor::zeros(
-                    [c_out, c_in, kernel[0], kernel[1]],
-                    device,
-                )),
-            },
-            bn: BatchNorm {
-                weight: ones(),
-                bias: zeros(),
-                running_mean: zeros(),
-                running_var: ones(),
-            },
+            conv: ConvWeight::zeros([c_out, c_in, kernel[0], kernel[1]], device),
+            bn: BatchNorm::new(c_out, device),
             stride,
             padding,
         }
@@ -82,11 +52,7 @@ impl<B: Backend> BasicConv2d<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let options = ConvOptions::new([self.stride; 2], self.padding, [1, 1], 1);
         let y = conv2d(x, self.conv.weight.val(), None, options);
-        let c = y.dims()[1];
-        let bn = &self.bn;
-        let scale = bn.weight.val() / (bn.running_var.val() + BN_EPSILON).sqrt();
-        let shift = bn.bias.val() - bn.running_mean.val() * scale.clone();
-        relu(y * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1]))
+        relu(self.bn.forward(y, BN_EPSILON))
     }
 }
 

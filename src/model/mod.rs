@@ -1,6 +1,9 @@
-//! The networks of Fig. 10, the VGG feature extractor of Eq. (7) and the FID Inception.
+//! The networks of Fig. 10, the VGG feature extractor of Eq. (7), the FID Inception and the
+//! EfficientNet-Lite0 of the second feature distance.
 
 pub mod discriminator;
+pub mod efficientnet;
+pub mod frozen;
 pub mod generator;
 mod generator_official;
 mod generator_paper;

@@ -55,6 +55,20 @@ fn unit_values(name: &str, count: usize) -> impl Iterator<Item = f64> {
     })
 }
 
+/// Norm scales (`norm.weight`, `bn.weight`, EfficientNet's `_bn1.weight`) and running
+/// variances, which the formula keeps near 1.
+fn is_scale(name: &str) -> bool {
+    let efficientnet_bn = name.ends_with(".weight")
+        && name
+            .rsplit('.')
+            .nth(1)
+            .is_some_and(|layer| layer.starts_with("_bn"));
+    efficientnet_bn
+        || ["norm.weight", "bn.weight", "running_var"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
 /// Same values as `formula_tensor` in scripts/reference.py.
 pub fn formula_tensor(name: &str, shape: &[usize]) -> TensorData {
     let count = shape.iter().product();
@@ -64,10 +78,7 @@ pub fn formula_tensor(name: &str, shape: &[usize]) -> TensorData {
             if shape.len() == 4 {
                 let fan_in: usize = shape[1..].iter().product();
                 (u * (3.0 / fan_in as f64).sqrt()) as f32
-            } else if ["norm.weight", "bn.weight", "running_var"]
-                .iter()
-                .any(|s| name.ends_with(s))
-            {
+            } else if is_scale(name) {
                 (1.0 + 0.2 * u) as f32
             } else {
                 (u * 0.1) as f32

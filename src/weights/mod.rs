@@ -20,6 +20,8 @@ use safetensors::{Dtype, SafeTensors};
 use crate::error::{Error, Result};
 use crate::model::{Vgg, VggLayout};
 
+mod strides;
+
 /// The tensors and metadata of one weights file, as f32.
 #[derive(Debug)]
 pub struct TensorFile {
@@ -118,13 +120,30 @@ fn read_pytorch(path: &Path) -> Result<TensorFile> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
+    let not_weights = |reason: String| Error::NotWeights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let layouts = strides::tensor_layouts(path)
+        .map_err(|e| not_weights(format!("cannot read the tensor strides: {e}")))?;
     let mut tensors = BTreeMap::new();
     for (name, snapshot) in reader.into_tensors() {
-        let data = snapshot.to_data().map_err(|e| Error::NotWeights {
-            path: path.to_path_buf(),
-            reason: format!("tensor `{name}`: {e:?}"),
-        })?;
-        let data = data.convert::<f32>();
+        let data = snapshot
+            .to_data()
+            .map_err(|e| not_weights(format!("tensor `{name}`: {e:?}")))?
+            .convert::<f32>();
+        let data = match layouts.get(&name).filter(|l| !l.is_contiguous()) {
+            Some(layout) => {
+                let values = data.into_vec::<f32>().unwrap_or_default();
+                let ordered = layout.gather(&values).ok_or_else(|| {
+                    not_weights(format!(
+                        "tensor `{name}` is a view beyond its stored values"
+                    ))
+                })?;
+                TensorData::new(ordered, layout.shape.clone())
+            }
+            None => data,
+        };
         tensors.insert(name, data);
     }
     Ok(TensorFile {
