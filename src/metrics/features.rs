@@ -1,5 +1,5 @@
-//! Image folders to FID features: pytorch-fid's Inception on each image (RGB in [0, 1], resized
-//! to 299x299 inside the network), statistics cached per folder.
+//! Image folders to features: a [`FeatureNet`] on each image (RGB in `[0, 1]`, resized inside
+//! the network), as one matrix per folder.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -8,15 +8,17 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use image::RgbImage;
 
+use super::network::FeatureNet;
 use super::stats::{FeatureStats, Gaussian};
 use crate::data::image_io::images_to_data;
 use crate::data::{load_rgb, scan_images};
 use crate::error::{Error, Result};
-use crate::model::inception::{FidInception, FID_FEATURES};
 
-/// Features of a set of images, row-major `[n, 2048]`, and the files that could not be read.
-#[derive(Debug, Default)]
+/// Features of a set of images, row-major `[n, dim]`, and the files that could not be read.
+#[derive(Debug)]
 pub struct FeatureSet {
+    /// Feature dimension.
+    pub dim: usize,
     /// The features.
     pub features: Vec<f32>,
     /// Unreadable files, with the reason.
@@ -24,9 +26,18 @@ pub struct FeatureSet {
 }
 
 impl FeatureSet {
+    /// No features yet, of dimension `dim`.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            features: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
     /// Number of feature vectors.
     pub fn len(&self) -> usize {
-        self.features.len() / FID_FEATURES
+        self.features.len() / self.dim
     }
 
     /// Whether there is none.
@@ -36,7 +47,7 @@ impl FeatureSet {
 
     /// Mean and covariance.
     pub fn gaussian(&self) -> Gaussian {
-        let mut stats = FeatureStats::new(FID_FEATURES);
+        let mut stats = FeatureStats::new(self.dim);
         stats.add(&self.features);
         stats.gaussian()
     }
@@ -44,7 +55,7 @@ impl FeatureSet {
 
 /// Features of one RGB image.
 pub fn image_features<B: Backend>(
-    net: &FidInception<B>,
+    net: &FeatureNet<B>,
     image: &RgbImage,
     device: &B::Device,
 ) -> Vec<f32> {
@@ -59,12 +70,12 @@ pub fn image_features<B: Backend>(
 
 /// Features of every image file in `paths`; `progress` is called after each file.
 pub fn files_features<B: Backend>(
-    net: &FidInception<B>,
+    net: &FeatureNet<B>,
     paths: &[PathBuf],
     device: &B::Device,
     mut progress: impl FnMut(&Path),
 ) -> FeatureSet {
-    let mut set = FeatureSet::default();
+    let mut set = FeatureSet::new(net.kind().dim());
     for path in paths {
         match load_rgb(path) {
             Ok(image) => set.features.extend(image_features(net, &image, device)),

