@@ -13,6 +13,7 @@
 //! - [`metrics`]: Fréchet distance, KID and pytorch-fid `.npz` statistics.
 //! - [`config`]: serde configuration whose defaults are the paper's.
 //! - [`device`]: the backend, chosen once by cargo features.
+//! - [`kernels`]: toonsmith's own CPU kernels for inference hot spots.
 #![warn(missing_docs)]
 
 pub mod config;
@@ -21,6 +22,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod infer;
+pub mod kernels;
 pub mod losses;
 pub mod metrics;
 pub mod model;

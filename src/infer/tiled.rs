@@ -64,9 +64,14 @@ fn tiles(h: usize, w: usize, tiling: Tiling) -> Vec<Tile> {
 struct Count(usize);
 
 impl<B: Backend> Normalizer<B> for Count {
-    fn norm(&mut self, ln: &LayerNorm<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+    fn norm(
+        &mut self,
+        ln: &LayerNorm<B>,
+        x: Tensor<B, 4>,
+        slope: Option<f64>,
+    ) -> Option<Tensor<B, 4>> {
         self.0 += 1;
-        OwnStats.norm(ln, x)
+        OwnStats.norm(ln, x, slope)
     }
 }
 
@@ -83,11 +88,16 @@ struct Gather<'a> {
 }
 
 impl<B: Backend> Normalizer<B> for Gather<'_> {
-    fn norm(&mut self, ln: &LayerNorm<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+    fn norm(
+        &mut self,
+        ln: &LayerNorm<B>,
+        x: Tensor<B, 4>,
+        slope: Option<f64>,
+    ) -> Option<Tensor<B, 4>> {
         let index = self.index;
         self.index += 1;
         if Some(index) != self.target {
-            return Some(ln.forward_with_stats(x, self.known[index]));
+            return Some(ln.forward_with_stats(x, self.known[index], slope));
         }
         let [_, c, h, _] = x.dims();
         let scale = self.input_height / h;

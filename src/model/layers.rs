@@ -9,6 +9,8 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::kernels;
+
 /// Slope of every leaky ReLU in Fig. 10 ("lRelu: leaky Relu with alpha = 0.2").
 pub const LEAKY_SLOPE: f64 = 0.2;
 
@@ -143,6 +145,9 @@ impl<B: Backend> Conv<B> {
                 )
             }
         };
+        if kernels::conv2d_applies::<B>(self.stride, self.groups) {
+            return kernels::conv2d(x, weight, bias, pad);
+        }
         let options = ConvOptions::new([self.stride; 2], [pad; 2], [1, 1], self.groups);
         conv2d(x, weight, bias, options)
     }
@@ -190,17 +195,27 @@ pub struct NormStats {
 /// are written once against this trait: [`OwnStats`] normalises each sample by its own
 /// statistics (Fig. 10); tiled inference supplies statistics gathered over the whole image.
 pub trait Normalizer<B: Backend> {
-    /// Normalises `x`, the input of the next LN layer `ln` of the pass; `None` ends the pass
-    /// here.
-    fn norm(&mut self, ln: &LayerNorm<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>>;
+    /// Normalises `x`, the input of the next LN layer `ln` of the pass, then applies the leaky
+    /// ReLU of `slope` if given; `None` ends the pass here.
+    fn norm(
+        &mut self,
+        ln: &LayerNorm<B>,
+        x: Tensor<B, 4>,
+        slope: Option<f64>,
+    ) -> Option<Tensor<B, 4>>;
 }
 
 /// Each LN uses the statistics of its own input: the network of the paper.
 pub struct OwnStats;
 
 impl<B: Backend> Normalizer<B> for OwnStats {
-    fn norm(&mut self, ln: &LayerNorm<B>, x: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
-        Some(ln.forward(x))
+    fn norm(
+        &mut self,
+        ln: &LayerNorm<B>,
+        x: Tensor<B, 4>,
+        slope: Option<f64>,
+    ) -> Option<Tensor<B, 4>> {
+        Some(ln.forward_act(x, slope))
     }
 }
 
@@ -238,6 +253,19 @@ impl<B: Backend> LayerNorm<B> {
     /// # Shapes
     /// `[N, C, H, W]` -> `[N, C, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_act(x, None)
+    }
+
+    /// LN, then the leaky ReLU of `slope` if given (one fused kernel on the CPU backend).
+    pub fn forward_act(&self, x: Tensor<B, 4>, slope: Option<f64>) -> Tensor<B, 4> {
+        if kernels::layer_norm_applies::<B>() {
+            let (gamma, beta) = (self.weight.val(), self.bias.val());
+            return kernels::layer_norm(x, gamma, beta, self.epsilon, None, slope);
+        }
+        act(self.forward_burn(x), slope)
+    }
+
+    fn forward_burn(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
         let flat = x.reshape([n, c * h * w]);
         let (var, mean) = flat.clone().var_mean_bias(1);
@@ -248,13 +276,30 @@ impl<B: Backend> LayerNorm<B> {
     }
 
     /// LN with given statistics instead of those of `x` (exact when they are the statistics of
-    /// the whole image `x` is a tile of).
-    pub fn forward_with_stats(&self, x: Tensor<B, 4>, stats: NormStats) -> Tensor<B, 4> {
+    /// the whole image `x` is a tile of), then the leaky ReLU of `slope` if given.
+    pub fn forward_with_stats(
+        &self,
+        x: Tensor<B, 4>,
+        stats: NormStats,
+        slope: Option<f64>,
+    ) -> Tensor<B, 4> {
+        if kernels::layer_norm_applies::<B>() {
+            let (gamma, beta) = (self.weight.val(), self.bias.val());
+            let stats = Some((stats.mean, stats.var));
+            return kernels::layer_norm(x, gamma, beta, self.epsilon, stats, slope);
+        }
         let c = x.dims()[1];
         let inv_std = 1.0 / (stats.var + self.epsilon).sqrt();
         let scale = self.weight.val().reshape([1, c, 1, 1]) * inv_std;
         let shift = self.bias.val().reshape([1, c, 1, 1]);
-        (x - stats.mean) * scale + shift
+        act((x - stats.mean) * scale + shift, slope)
+    }
+}
+
+fn act<B: Backend>(x: Tensor<B, 4>, slope: Option<f64>) -> Tensor<B, 4> {
+    match slope {
+        Some(slope) => leaky_relu(x, slope),
+        None => x,
     }
 }
 
@@ -282,14 +327,7 @@ impl<B: Backend> ConvNormAct<B> {
     /// # Shapes
     /// As [`Conv::forward`].
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let mut x = self.conv.forward(x);
-        if let Some(norm) = &self.norm {
-            x = norm.forward(x);
-        }
-        if self.act {
-            x = leaky_relu(x, LEAKY_SLOPE);
-        }
-        x
+        own_stats_pass(self.forward_with(x, &mut OwnStats))
     }
 
     /// As [`ConvNormAct::forward`], with LN statistics from `normalizer`; `None` if it ended
@@ -299,14 +337,12 @@ impl<B: Backend> ConvNormAct<B> {
         x: Tensor<B, 4>,
         normalizer: &mut impl Normalizer<B>,
     ) -> Option<Tensor<B, 4>> {
-        let mut x = self.conv.forward(x);
-        if let Some(norm) = &self.norm {
-            x = normalizer.norm(norm, x)?;
+        let x = self.conv.forward(x);
+        let slope = self.act.then_some(LEAKY_SLOPE);
+        match &self.norm {
+            Some(norm) => normalizer.norm(norm, x, slope),
+            None => Some(act(x, slope)),
         }
-        if self.act {
-            x = leaky_relu(x, LEAKY_SLOPE);
-        }
-        Some(x)
     }
 }
 
@@ -315,6 +351,9 @@ impl<B: Backend> ConvNormAct<B> {
 /// # Shapes
 /// `[N, C, H, W]` -> `[N, C, 2H, 2W]`.
 pub fn upsample_nearest2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if kernels::layer_norm_applies::<B>() {
+        return kernels::upsample_nearest2(x);
+    }
     let [n, c, h, w] = x.dims();
     x.reshape([n, c, h, 1, w, 1])
         .expand([n, c, h, 2, w, 2])

@@ -1,0 +1,360 @@
+//! Stride-1 dense 2-D convolution for x86-64 CPUs with AVX-512, without im2col.
+//!
+//! The input is zero-padded once to `[C_in, H + 2p, W + 2p]`. Output pixel `(y, x)` of channel
+//! `o` is then `sum over (c, ky, kx) of w[o, c, ky, kx] * xpad[c, y + ky, x + kx]`: for a run of
+//! consecutive `x`, every term `(c, ky, kx)` reads a contiguous run of `xpad` at a fixed offset.
+//! So the convolution is a matrix product `W [C_out, K] . B [K, pixels]` whose B is never
+//! materialised: the micro-kernel keeps an 8-channel x 48-pixel block of outputs in 24 vector
+//! registers and, for each of the `K = C_in k^2` terms, loads three 16-float vectors of `xpad`
+//! at that term's offset and multiplies them by 8 broadcast weights. Weights are packed in
+//! 8-channel panels so the broadcasts read memory in order. Rows of the output are shared out
+//! to the rayon threads.
+//!
+//! burn-flex 0.21 convolves through im2col tiles of 512 pixels and a general matrix product
+//! (`gemm`'s kernels), which reaches about a quarter of this CPU's peak; see
+//! `docs/performance.md` for the measurements.
+
+use rayon::prelude::*;
+
+/// Output channels per micro-kernel call (rows of the register block).
+const MR: usize = 8;
+/// Floats per AVX-512 vector.
+const LANES: usize = 16;
+/// Vectors per micro-kernel call along a row (48 pixels).
+const NV: usize = 3;
+/// Slack after the padded input so the last vector of a row may read past its end.
+const SLACK: usize = NV * LANES;
+
+/// A convolution problem: NCHW input of one image, OIHW weight, zero padding `pad`, stride 1.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvShape {
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Input (and output) height.
+    pub h: usize,
+    /// Input (and output) width.
+    pub w: usize,
+    /// Square kernel side (odd).
+    pub k: usize,
+    /// Zero padding on each side (`k / 2` for same-size output; 0 for a pre-padded input).
+    pub pad: usize,
+}
+
+impl ConvShape {
+    fn out_h(&self) -> usize {
+        self.h + 2 * self.pad + 1 - self.k
+    }
+
+    fn out_w(&self) -> usize {
+        self.w + 2 * self.pad + 1 - self.k
+    }
+
+    /// Output size `[H_out, W_out]`.
+    pub fn out_size(&self) -> [usize; 2] {
+        [self.out_h(), self.out_w()]
+    }
+}
+
+/// Whether this CPU can run [`conv2d`].
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `[C_in, H, W]` zero-padded by `pad` on each side, with [`SLACK`] zeros at the end.
+fn pad_input(x: &[f32], s: &ConvShape) -> Vec<f32> {
+    let (hp, wp) = (s.h + 2 * s.pad, s.w + 2 * s.pad);
+    let mut out = vec![0.0; s.c_in * hp * wp + SLACK];
+    out[..s.c_in * hp * wp]
+        .par_chunks_mut(hp * wp)
+        .zip(x.par_chunks(s.h * s.w))
+        .for_each(|(dst, src)| {
+            for (y, row) in src.chunks(s.w).enumerate() {
+                let start = (y + s.pad) * wp + s.pad;
+                dst[start..start + s.w].copy_from_slice(row);
+            }
+        });
+    out
+}
+
+/// Weights `[C_out, C_in, k, k]` as panels of [`MR`] output channels, term-major:
+/// `panel[term * MR + r]`, zero rows past `C_out`.
+fn pack_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
+    let terms = s.c_in * s.k * s.k;
+    let panels = s.c_out.div_ceil(MR);
+    let mut packed = vec![0.0; panels * terms * MR];
+    for o in 0..s.c_out {
+        let (p, r) = (o / MR, o % MR);
+        for t in 0..terms {
+            packed[(p * terms + t) * MR + r] = weight[o * terms + t];
+        }
+    }
+    packed
+}
+
+/// Offset in the padded input of each term `(c, ky, kx)`, in the weight's order.
+fn term_offsets(s: &ConvShape) -> Vec<usize> {
+    let (hp, wp) = (s.h + 2 * s.pad, s.w + 2 * s.pad);
+    let mut offsets = Vec::with_capacity(s.c_in * s.k * s.k);
+    for c in 0..s.c_in {
+        for ky in 0..s.k {
+            for kx in 0..s.k {
+                offsets.push(c * hp * wp + ky * wp + kx);
+            }
+        }
+    }
+    offsets
+}
+
+/// Pointer to the output, shared by the threads that write disjoint rows of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each thread writes only the rows of the output it was given.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Convolution of one image: `x` `[C_in, H, W]`, `weight` `[C_out, C_in, k, k]`, optional
+/// `bias` `[C_out]`; returns `[C_out, H_out, W_out]`.
+///
+/// # Panics
+/// If the slices do not match `s` or [`available`] is false.
+pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+    assert!(available(), "conv2d needs AVX-512");
+    assert_eq!(x.len(), s.c_in * s.h * s.w);
+    assert_eq!(weight.len(), s.c_out * s.c_in * s.k * s.k);
+    let xpad = pad_input(x, s);
+    let packed = pack_weights(weight, s);
+    let offsets = term_offsets(s);
+    let mut bias_padded = vec![0.0; s.c_out.div_ceil(MR) * MR];
+    if let Some(b) = bias {
+        bias_padded[..s.c_out].copy_from_slice(b);
+    }
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut out = vec![0.0f32; s.c_out * oh * ow];
+    let ptr = OutPtr(out.as_mut_ptr());
+    let wp = s.w + 2 * s.pad;
+    (0..oh).into_par_iter().for_each(|y| {
+        let ptr = ptr;
+        // SAFETY: AVX-512 was checked above; row `y` of every output channel is written by
+        // this iteration only; reads stay inside `xpad` (which has SLACK floats of slack past
+        // the last row) and `packed`.
+        unsafe {
+            conv_row(
+                &xpad[y * wp..],
+                &packed,
+                &offsets,
+                &bias_padded,
+                ptr.0,
+                y,
+                s,
+            )
+        };
+    });
+    out
+}
+
+/// One output row `y` of every output channel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn conv_row(
+    xrow: &[f32],
+    packed: &[f32],
+    offsets: &[usize],
+    bias: &[f32],
+    out: *mut f32,
+    y: usize,
+    s: &ConvShape,
+) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let terms = offsets.len();
+    let plane = oh * ow;
+    for p in 0..s.c_out.div_ceil(MR) {
+        let panel = &packed[p * terms * MR..(p + 1) * terms * MR];
+        let rows = MR.min(s.c_out - p * MR);
+        let bias = &bias[p * MR..p * MR + MR];
+        let mut x0 = 0;
+        while x0 < ow {
+            let left = ow - x0;
+            // SAFETY: see `conv2d`; `dst` is row `y`, column `x0` of channel `p * MR`.
+            let dst = unsafe { out.add(p * MR * plane + y * ow + x0) };
+            let src = unsafe { xrow.as_ptr().add(x0) };
+            let tile = Tile {
+                panel,
+                offsets,
+                bias,
+                dst,
+                plane,
+                rows,
+            };
+            if left >= NV * LANES {
+                unsafe { micro::<NV>(&tile, src, u16::MAX) };
+                x0 += NV * LANES;
+            } else {
+                let nv = left.div_ceil(LANES);
+                let tail = left - (nv - 1) * LANES;
+                let mask = if tail == LANES {
+                    u16::MAX
+                } else {
+                    (1u16 << tail) - 1
+                };
+                match nv {
+                    1 => unsafe { micro::<1>(&tile, src, mask) },
+                    2 => unsafe { micro::<2>(&tile, src, mask) },
+                    _ => unsafe { micro::<NV>(&tile, src, mask) },
+                }
+                x0 = ow;
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn conv_row(
+    _: &[f32],
+    _: &[f32],
+    _: &[usize],
+    _: &[f32],
+    _: *mut f32,
+    _: usize,
+    _: &ConvShape,
+) {
+    unreachable!("conv2d checks `available` first")
+}
+
+/// Where one micro-kernel call reads its weights and writes its outputs.
+struct Tile<'a> {
+    panel: &'a [f32],
+    offsets: &'a [usize],
+    bias: &'a [f32],
+    dst: *mut f32,
+    plane: usize,
+    rows: usize,
+}
+
+/// `MR x (V * 16)` outputs: every term's `V` input vectors times 8 broadcast weights, summed
+/// in registers, plus the bias, stored with `mask` on the last vector.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro<const V: usize>(t: &Tile, src: *const f32, mask: u16) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); V]; MR];
+    let mut a = t.panel.as_ptr();
+    for &offset in t.offsets {
+        // SAFETY: `src + offset + V * 16` stays inside the padded input (see `conv2d`).
+        let b = unsafe { src.add(offset) };
+        let mut bv = [_mm512_setzero_ps(); V];
+        for (v, slot) in bv.iter_mut().enumerate() {
+            *slot = unsafe { _mm512_loadu_ps(b.add(v * LANES)) };
+        }
+        for row in acc.iter_mut() {
+            let w = _mm512_set1_ps(unsafe { *a });
+            a = unsafe { a.add(1) };
+            for v in 0..V {
+                row[v] = _mm512_fmadd_ps(w, bv[v], row[v]);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(t.rows) {
+        let bias = _mm512_set1_ps(t.bias[r]);
+        let dst = unsafe { t.dst.add(r * t.plane) };
+        for (v, value) in row.iter().enumerate() {
+            let value = _mm512_add_ps(*value, bias);
+            let at = unsafe { dst.add(v * LANES) };
+            if v + 1 == V {
+                unsafe { _mm512_mask_storeu_ps(at, mask, value) };
+            } else {
+                unsafe { _mm512_storeu_ps(at, value) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct summation in f64.
+    fn naive(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+        let [oh, ow] = s.out_size();
+        let mut out = vec![0.0; s.c_out * oh * ow];
+        for o in 0..s.c_out {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let mut sum = bias.map_or(0.0, |b| b[o] as f64);
+                    for c in 0..s.c_in {
+                        for ky in 0..s.k {
+                            for kx in 0..s.k {
+                                let (iy, ix) = (y + ky, xo + kx);
+                                if iy < s.pad || ix < s.pad {
+                                    continue;
+                                }
+                                let (iy, ix) = (iy - s.pad, ix - s.pad);
+                                if iy >= s.h || ix >= s.w {
+                                    continue;
+                                }
+                                let wv = w[((o * s.c_in + c) * s.k + ky) * s.k + kx] as f64;
+                                sum += wv * x[(c * s.h + iy) * s.w + ix] as f64;
+                            }
+                        }
+                    }
+                    out[(o * oh + y) * ow + xo] = sum as f32;
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                v as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_direct_summation() {
+        if !available() {
+            eprintln!("no AVX-512 here: conv2d not tested");
+            return;
+        }
+        // Odd widths (tails of 1 and 2 vectors), channel counts that are not multiples of 8,
+        // kernels 1, 3, 7, and a pre-padded input (pad 0).
+        let shapes = [
+            (3, 5, 9, 53, 7, 3),
+            (4, 8, 6, 16, 3, 1),
+            (9, 3, 5, 100, 1, 0),
+            (2, 17, 7, 49, 3, 0),
+            (16, 12, 4, 33, 3, 1),
+        ];
+        for (i, &(c_in, c_out, h, w, k, pad)) in shapes.iter().enumerate() {
+            let s = ConvShape {
+                c_in,
+                c_out,
+                h,
+                w,
+                k,
+                pad,
+            };
+            let x = values(c_in * h * w, i as u32);
+            let wt = values(c_out * c_in * k * k, 99 + i as u32);
+            let b = values(c_out, 7);
+            let bias = (i % 2 == 0).then_some(b.as_slice());
+            let got = conv2d(&x, &wt, bias, &s);
+            let want = naive(&x, &wt, bias, &s);
+            assert_eq!(got.len(), want.len());
+            for (j, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!((g - e).abs() < 1e-4, "{s:?} at {j}: {g} vs {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! toonsmith's own CPU kernels for the inference hot spots, used in place of burn-flex's ops
+//! when the backend is [`crate::device::CpuBackend`] (plain flex, not autodiff: training keeps
+//! burn's differentiable ops) and the CPU has what the kernel needs. Results equal burn's up to
+//! float summation order. Everything here works on host slices; the functions below move a
+//! tensor's data in and out.
+
+pub mod conv;
+pub mod norm;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+/// Whether `B` is the plain CPU backend, whose tensors these kernels may replace.
+fn is_cpu_backend<B: Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::device::CpuBackend>()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        false
+    }
+}
+
+/// Whether [`conv2d`] can run a convolution with this `stride` and `groups` on backend `B`.
+pub fn conv2d_applies<B: Backend>(stride: usize, groups: usize) -> bool {
+    stride == 1 && groups == 1 && is_cpu_backend::<B>() && conv::available()
+}
+
+/// Whether [`layer_norm`] and [`upsample_nearest2`] replace burn's ops on backend `B`.
+pub fn layer_norm_applies<B: Backend>() -> bool {
+    is_cpu_backend::<B>()
+}
+
+/// Nearest-neighbour x2 upsampling in one pass (burn's expand-and-reshape walks a strided
+/// view element by element).
+///
+/// # Shapes
+/// `[N, C, H, W]` -> `[N, C, 2H, 2W]`.
+pub fn upsample_nearest2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    use rayon::prelude::*;
+    let device = x.device();
+    let [n, c, h, w] = x.dims();
+    let values = host_values(x);
+    let mut out = vec![0.0f32; values.len() * 4];
+    out.par_chunks_mut(4 * h * w)
+        .zip(values.par_chunks(h * w))
+        .for_each(|(dst, src)| {
+            for (y, row) in src.chunks(w).enumerate() {
+                let top = &mut dst[2 * y * 2 * w..(2 * y + 1) * 2 * w];
+                for (pair, &v) in top.chunks_mut(2).zip(row) {
+                    pair.fill(v);
+                }
+                dst.copy_within(2 * y * 2 * w..(2 * y + 1) * 2 * w, (2 * y + 1) * 2 * w);
+            }
+        });
+    Tensor::from_data(TensorData::new(out, [n, c, 2 * h, 2 * w]), &device)
+}
+
+/// LN over `(C, H, W)` of each image by [`norm`]: with the image's own statistics, or with
+/// `stats` (mean, variance) when given; then the leaky ReLU of `slope` if given.
+///
+/// # Shapes
+/// `x` `[N, C, H, W]`, `gamma` and `beta` `[C]` -> `[N, C, H, W]`.
+pub fn layer_norm<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+    stats: Option<(f64, f64)>,
+    slope: Option<f64>,
+) -> Tensor<B, 4> {
+    let device = x.device();
+    let dims = x.dims();
+    let mut values = host_values(x);
+    let gamma = host_values(gamma);
+    let beta = host_values(beta);
+    let image = dims[1] * dims[2] * dims[3];
+    for chunk in values.chunks_mut(image.max(1)) {
+        let stats = stats.unwrap_or_else(|| norm::mean_var(chunk));
+        let slope = slope.map(|s| s as f32);
+        norm::normalize_act(chunk, stats, epsilon, &gamma, &beta, slope);
+    }
+    Tensor::from_data(TensorData::new(values, dims), &device)
+}
+
+fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// Stride-1 convolution with zero padding `pad` by [`conv::conv2d`], image by image. Check
+/// [`conv2d_applies`] first.
+///
+/// # Shapes
+/// `x` `[N, C_in, H, W]`, `weight` `[C_out, C_in, k, k]`, `bias` `[C_out]` ->
+/// `[N, C_out, H + 2 pad - k + 1, W + 2 pad - k + 1]`.
+pub fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    pad: usize,
+) -> Tensor<B, 4> {
+    let device = x.device();
+    let [n, c_in, h, w] = x.dims();
+    let [c_out, _, k, _] = weight.dims();
+    let shape = conv::ConvShape {
+        c_in,
+        c_out,
+        h,
+        w,
+        k,
+        pad,
+    };
+    let [oh, ow] = shape.out_size();
+    let x = host_values(x);
+    let weight = host_values(weight);
+    let bias = bias.map(host_values);
+    let mut out = Vec::with_capacity(n * c_out * oh * ow);
+    for image in x.chunks(c_in * h * w) {
+        out.extend(conv::conv2d(image, &weight, bias.as_deref(), &shape));
+    }
+    Tensor::from_data(TensorData::new(out, [n, c_out, oh, ow]), &device)
+}
