@@ -15,9 +15,14 @@ use burn::tensor::{Distribution, Tensor};
 use toonsmith::device::{CpuBackend, CPU};
 use toonsmith::model::GeneratorConfig;
 
+/// The allocator of the `toonsmith` program, so the numbers are the program's.
+#[path = "../src/bin/toonsmith/allocator.rs"]
+mod allocator;
+
 const RUNS: usize = 5;
 
 fn child(h: usize, w: usize) {
+    allocator::keep_freed_memory();
     let g = GeneratorConfig::default().init::<CpuBackend>(&CPU);
     let x = Tensor::<CpuBackend, 4>::random([1, 3, h, w], Distribution::Uniform(-1.0, 1.0), &CPU);
     let _ = g.forward(x.clone()).into_data(); // warm-up

@@ -121,6 +121,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Convolution of one image: `x` `[C_in, H, W]`, `weight` `[C_out, C_in, k, k]`, optional
 /// `bias` `[C_out]`; returns `[C_out, H_out, W_out]`.
 ///
@@ -142,7 +149,6 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) ->
     let ptr = OutPtr(out.as_mut_ptr());
     let wp = s.w + 2 * s.pad;
     (0..oh).into_par_iter().for_each(|y| {
-        let ptr = ptr;
         // SAFETY: AVX-512 was checked above; row `y` of every output channel is written by
         // this iteration only; reads stay inside `xpad` (which has SLACK floats of slack past
         // the last row) and `packed`.
@@ -152,7 +158,7 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) ->
                 &packed,
                 &offsets,
                 &bias_padded,
-                ptr.0,
+                ptr.get(),
                 y,
                 s,
             )

@@ -60,9 +60,9 @@ impl FeatureNetKind {
 #[derive(Debug)]
 pub enum FeatureNet<B: Backend> {
     /// See [`FeatureNetKind::Inception`].
-    Inception(FidInception<B>),
+    Inception(Box<FidInception<B>>),
     /// See [`FeatureNetKind::EfficientNetLite0`].
-    EfficientNetLite0(EfficientNetLite0<B>),
+    EfficientNetLite0(Box<EfficientNetLite0<B>>),
 }
 
 impl<B: Backend> FeatureNet<B> {
@@ -73,12 +73,12 @@ impl<B: Backend> FeatureNet<B> {
             FeatureNetKind::Inception => {
                 let mut net = FidInception::new(device);
                 weights::load(&mut net, path)?;
-                Self::Inception(net)
+                Self::Inception(Box::new(net))
             }
             FeatureNetKind::EfficientNetLite0 => {
                 let mut net = EfficientNetLite0::new(device);
                 weights::load(&mut net, path)?;
-                Self::EfficientNetLite0(net)
+                Self::EfficientNetLite0(Box::new(net))
             }
         })
     }

@@ -276,7 +276,7 @@ impl TrainConfig {
     /// Checks every value against its allowed range, naming the field.
     pub fn validate(&self) -> Result<()> {
         let size = self.data.size as usize;
-        if size < 8 || size % 4 != 0 {
+        if size < 8 || !size.is_multiple_of(4) {
             return Err(invalid("data.size", size, "a multiple of 4, at least 8"));
         }
         if self.data.photos.as_os_str().is_empty() {

@@ -195,11 +195,14 @@ impl<B: AutodiffBackend> Session<B> {
             };
             run.log(&log_line(&report, &config))?;
             observer.step(&report);
-            if config.run.sample_every > 0 && position.step % config.run.sample_every == 0 {
+            if config.run.sample_every > 0 && position.step.is_multiple_of(config.run.sample_every)
+            {
                 observer.sample(&self.write_samples(&run, &samples, position.step)?);
             }
-            let epoch_end = position.step % per_epoch.max(1) == 0;
-            if epoch_end && position.epoch % config.run.checkpoint_every == 0 && position.step < end
+            let epoch_end = position.step.is_multiple_of(per_epoch.max(1));
+            if epoch_end
+                && position.epoch.is_multiple_of(config.run.checkpoint_every)
+                && position.step < end
             {
                 last_checkpoint = Some(self.checkpoint(&run, position, &config, observer)?);
             }

@@ -1,5 +1,6 @@
 //! The `toonsmith` command: parse, dispatch, print the error chain, exit code.
 
+mod allocator;
 mod cartoonize;
 mod eval;
 mod train;
@@ -40,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

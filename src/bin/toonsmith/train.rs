@@ -200,7 +200,7 @@ impl Observer for Progress {
                 eprintln!("step {} {msg}", report.step);
             }
         }
-        if report.step % 50 == 0 {
+        if report.step.is_multiple_of(50) {
             self.means.clear();
         }
     }
