@@ -1,0 +1,251 @@
+//! toonsmith's speed next to the PyTorch reference users would otherwise run
+//! (`../shared/reference/tsa_pytorch.py`, or `TSA_REFERENCE=path`), in the same run, as ratios:
+//! the generator forward at each size (tiled where `toonsmith cartoonize` tiles: above 2.1 MP)
+//! and one training iteration (D step + G step, paper config, 256x256).
+//!
+//!     cargo bench --bench speed                          # 256x256, 1080x1920, training batch 2
+//!     TOONSMITH_BENCH_SIZES=256x256,2160x3840 TOONSMITH_BENCH_BATCH=0 cargo bench --bench speed
+//!
+//! Each measurement runs in a child process (this binary re-executed) under `/usr/bin/time`, so
+//! the peak resident memory of each side is measured alone. One warm-up, then 5 timed runs:
+//! median, min and max are printed and written to `target/bench-speed.json`, with GFLOP/s of
+//! the forward (multiply-adds of Fig. 10 counted twice).
+
+use std::process::Command;
+use std::time::Instant;
+
+use burn::tensor::{Distribution, Tensor};
+use image::RgbImage;
+use toonsmith::device::{CpuBackend, CPU};
+use toonsmith::infer::{Cartoonizer, PostConfig};
+use toonsmith::model::GeneratorConfig;
+use toonsmith::train::config::TrainConfig;
+use toonsmith::train::step::{adam, Discriminators, Nets, StepContext};
+
+/// The allocator of the `toonsmith` program, so the numbers are the program's.
+#[path = "../src/bin/toonsmith/allocator.rs"]
+mod allocator;
+
+const RUNS: usize = 5;
+
+type Train = burn::backend::Autodiff<CpuBackend>;
+
+/// Median, min, max of `RUNS` timed calls after one warm-up, in ms.
+fn time(mut f: impl FnMut()) -> [f64; 3] {
+    f();
+    let mut times: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    [times[RUNS / 2], times[0], times[RUNS - 1]]
+}
+
+fn forward_child(h: usize, w: usize) -> [f64; 3] {
+    let g = GeneratorConfig::default().init::<CpuBackend>(&CPU);
+    let cartoonizer = Cartoonizer::new(g, CPU, PostConfig::default());
+    let photo = RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
+    });
+    time(|| drop(cartoonizer.generate(&photo)))
+}
+
+fn train_child(batch: usize) -> [f64; 3] {
+    let config = TrainConfig::default();
+    let vgg = config.vgg.network.init::<Train>(&CPU);
+    let mut nets = Nets {
+        g: config.generator.init(&CPU),
+        d: Discriminators {
+            image: config.d_img.init(&CPU),
+            patch: config.d_patch.init(&CPU),
+        },
+        opt_init: adam(&config.schedule),
+        opt_g: adam(&config.schedule),
+        opt_d: adam(&config.schedule),
+    };
+    let context = StepContext {
+        vgg,
+        ctss: config.ctss.clone(),
+        weights: config.loss.clone(),
+        ablation: config.ablation.clone(),
+        schedule: config.schedule.clone(),
+    };
+    let batch_of =
+        || Tensor::<Train, 4>::random([batch, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &CPU);
+    let (photo, cartoon) = (batch_of(), batch_of());
+    time(|| {
+        // The reference draws CTSS strides in [48, 72]; the middle one here.
+        let log = context.adversarial(&mut nets, photo.clone(), cartoon.clone(), (60, 60));
+        assert!(log.is_ok());
+    })
+}
+
+/// Multiply-adds of the paper's G at `h x w` (Fig. 10), counted from its layer table.
+fn generator_flops(h: usize, w: usize) -> f64 {
+    let g = GeneratorConfig::default();
+    // (c_in, c_out, k, output scale 1/s): every dense convolution of G.
+    let mut convs = vec![
+        (3, 32, 7, 1),
+        (32, 64, 3, 2),
+        (64, 64, 3, 2),
+        (64, 128, 3, 4),
+        (128, 256, 3, 4),
+    ];
+    for _ in 0..g.res_blocks {
+        convs.extend([(256, 128, 1, 4), (128, 256, 1, 4)]);
+    }
+    convs.extend([
+        (256, 128, 3, 4),
+        (128, 128, 3, 2),
+        (128, 128, 3, 2),
+        (128, 64, 3, 1),
+        (64, 64, 3, 1),
+        (64, 64, 3, 1),
+        (64, 32, 7, 1),
+        (32, 3, 1, 1),
+    ]);
+    let pixels = |s: usize| ((h / s) * (w / s)) as f64;
+    let dense: f64 = convs
+        .iter()
+        .map(|&(ci, co, k, s)| pixels(s) * (ci * co * k * k) as f64)
+        .sum();
+    let depthwise = g.res_blocks as f64 * pixels(4) * 128.0 * 9.0;
+    2.0 * (dense + depthwise)
+}
+
+/// Runs `cmd` under `/usr/bin/time -f %M`, returning stdout and the peak RSS in MiB.
+fn timed(cmd: &mut Command) -> (String, f64) {
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("PEAK_KB %M")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .output()
+        .expect("run /usr/bin/time");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kb: f64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("PEAK_KB "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        kb / 1024.0,
+    )
+}
+
+/// The reference's JSON value `key` from a run with `args`, and its peak RSS.
+fn reference(script: &str, threads: usize, args: &[&str], key: &str) -> (f64, f64) {
+    let threads = threads.to_string();
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .args(["--quick", "--device", "cpu", "--threads", &threads])
+        .args(args);
+    let (out, mem) = timed(&mut cmd);
+    let value = serde_json::from_str::<serde_json::Value>(&out)
+        .ok()
+        .and_then(|v| v.get(key)?.as_f64())
+        .unwrap_or(f64::NAN);
+    (value, mem)
+}
+
+fn ours(args: &[String]) -> ([f64; 3], f64) {
+    let me = std::env::current_exe().expect("own path");
+    let (out, mem) = timed(Command::new(me).args(args));
+    let v: Vec<f64> = out
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let get = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+    ([get(0), get(1), get(2)], mem)
+}
+
+fn row(what: &str, ts: [f64; 3], pt: f64, flops: f64, mem: (f64, f64)) -> serde_json::Value {
+    let gflops = flops / (ts[0] / 1e3) / 1e9;
+    println!(
+        "{what:>18} {:>9.1} {:>9.1} {:>9.1} {gflops:>8.0} {pt:>10.1} {:>7.2} {:>8.0} {:>8.0}",
+        ts[0],
+        ts[1],
+        ts[2],
+        ts[0] / pt,
+        mem.0,
+        mem.1
+    );
+    serde_json::json!({
+        "what": what,
+        "toonsmith_ms": {"median": ts[0], "min": ts[1], "max": ts[2]},
+        "toonsmith_gflops": gflops, "pytorch_ms_median": pt, "ratio": ts[0] / pt,
+        "toonsmith_peak_mib": mem.0, "pytorch_peak_mib": mem.1,
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child-forward") {
+        allocator::keep_freed_memory();
+        let t = forward_child(args[i + 1].parse().unwrap(), args[i + 2].parse().unwrap());
+        println!("{} {} {}", t[0], t[1], t[2]);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--child-train") {
+        allocator::keep_freed_memory();
+        let t = train_child(args[i + 1].parse().unwrap());
+        println!("{} {} {}", t[0], t[1], t[2]);
+        return;
+    }
+    let sizes =
+        std::env::var("TOONSMITH_BENCH_SIZES").unwrap_or_else(|_| "256x256,1080x1920".into());
+    let batch: usize = std::env::var("TOONSMITH_BENCH_BATCH")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(2);
+    let script = std::env::var("TSA_REFERENCE").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/tsa_pytorch.py"
+        )
+        .into()
+    });
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    println!("{threads} threads; times in ms; ratio = toonsmith median / PyTorch median");
+    println!(
+        "{:>18} {:>9} {:>9} {:>9} {:>8} {:>10} {:>7} {:>8} {:>8}",
+        "", "median", "min", "max", "GFLOP/s", "pytorch", "ratio", "ts MiB", "pt MiB"
+    );
+    let mut results = Vec::new();
+    for size in sizes.split(',').filter(|s| !s.is_empty()) {
+        let (h, w) = size.split_once('x').expect("sizes as HxW");
+        let (h, w): (usize, usize) = (h.parse().unwrap(), w.parse().unwrap());
+        let (ts, ts_mem) = ours(&["--child-forward".into(), h.to_string(), w.to_string()]);
+        let key = format!("infer_ms_fp32_{h}x{w}");
+        let args = ["--no-train", "--sizes", size];
+        let (pt, pt_mem) = reference(&script, threads, &args, &key);
+        let flops = generator_flops(h, w);
+        results.push(row(
+            &format!("forward {size}"),
+            ts,
+            pt,
+            flops,
+            (ts_mem, pt_mem),
+        ));
+    }
+    if batch > 0 {
+        let (ts, ts_mem) = ours(&["--child-train".into(), batch.to_string()]);
+        let b = batch.to_string();
+        let key = format!("train_iter_ms_fp32_b{batch}");
+        let (pt, pt_mem) = reference(&script, threads, &["--batch", &b, "--sizes", "64x64"], &key);
+        let what = format!("train b{batch} 256");
+        results.push(row(&what, ts, pt, f64::NAN, (ts_mem, pt_mem)));
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-speed.json");
+    let _ = std::fs::write(
+        path,
+        serde_json::to_string_pretty(&results).unwrap_or_default(),
+    );
+    println!("written to {path}");
+}
