@@ -70,7 +70,7 @@ pub fn available() -> bool {
 }
 
 /// `[C_in, H, W]` zero-padded by `pad` on each side, with [`SLACK`] zeros at the end.
-fn pad_input(x: &[f32], s: &ConvShape) -> Vec<f32> {
+pub(crate) fn pad_input(x: &[f32], s: &ConvShape) -> Vec<f32> {
     let (hp, wp) = (s.h + 2 * s.pad, s.w + 2 * s.pad);
     let mut out = vec![0.0; s.c_in * hp * wp + SLACK];
     out[..s.c_in * hp * wp]

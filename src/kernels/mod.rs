@@ -4,6 +4,8 @@
 //! float summation order. Everything here works on host slices; the functions below move a
 //! tensor's data in and out.
 
+#[cfg(feature = "flex")]
+pub mod autodiff;
 pub mod conv;
 pub mod norm;
 
@@ -82,6 +84,20 @@ pub fn layer_norm<B: Backend>(
         norm::normalize_act(chunk, stats, epsilon, &gamma, &beta, slope);
     }
     Tensor::from_data(TensorData::new(values, dims), &device)
+}
+
+/// Whether [`autodiff::conv2d`] can run a convolution with this `stride` and `groups` on
+/// backend `B` (the CPU backend under autodiff, for training).
+pub fn conv2d_autodiff_applies<B: Backend>(stride: usize, groups: usize) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        stride == 1 && groups == 1 && autodiff::is_cpu_autodiff::<B>() && conv::available()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (stride, groups);
+        false
+    }
 }
 
 fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {

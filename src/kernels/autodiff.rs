@@ -1,0 +1,373 @@
+//! The stride-1 convolution of [`super::conv`] as a differentiable op of
+//! `Autodiff<CpuBackend>` (burn's backend-extension mechanism: a node with its own backward),
+//! so training on the CPU uses it too. Bias is added outside, with burn's ops.
+//!
+//! For `y = conv(x, w)` with zero padding `p` and a `k x k` kernel:
+//! - `dL/dx = conv(dL/dy, w')` with `w'[c, o] = w[o, c]` flipped in both axes and padding
+//!   `k - 1 - p`: the same kernel.
+//! - `dL/dw[o, c, ky, kx] = sum over n, y, x of dL/dy[n, o, y, x] xpad[n, c, y + ky, x + kx]`:
+//!   for each tap `(ky, kx)` a matrix product `G [C_out, pixels] . X_tap^T [pixels, C_in]`
+//!   where `G` is the output gradient laid out on the padded input's row length (zeros in the
+//!   extra columns), so that `X_tap` is the padded input read at one fixed offset: `gemm` with
+//!   strides, no im2col.
+
+use std::any::Any;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use rayon::prelude::*;
+
+use super::conv::{self, ConvShape};
+use crate::device::CpuBackend;
+
+/// The training backend these kernels serve.
+pub type CpuAutodiff = Autodiff<CpuBackend>;
+
+type Primitive = FloatTensor<CpuBackend>;
+type AdPrimitive = FloatTensor<CpuAutodiff>;
+
+/// Moves `value` to type `U`, which it is (checked by `TypeId` at run time).
+fn same_type<T: 'static, U: 'static>(value: T) -> U {
+    let mut slot = Some(value);
+    let any: &mut dyn Any = &mut slot;
+    match any.downcast_mut::<Option<U>>().and_then(Option::take) {
+        Some(v) => v,
+        None => unreachable!("callers check the backend's TypeId"),
+    }
+}
+
+fn host(p: Primitive) -> (Vec<f32>, [usize; 4]) {
+    let t = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(p));
+    let dims = t.dims();
+    let values = t.into_data().into_vec::<f32>().unwrap_or_default();
+    (values, dims)
+}
+
+fn primitive(values: Vec<f32>, dims: [usize; 4]) -> Primitive {
+    let t = Tensor::<CpuBackend, 4>::from_data(TensorData::new(values, dims), &Default::default());
+    t.into_primitive().tensor()
+}
+
+fn shape(x: [usize; 4], w: [usize; 4], pad: usize) -> ConvShape {
+    ConvShape {
+        c_in: x[1],
+        c_out: w[0],
+        h: x[2],
+        w: x[3],
+        k: w[2],
+        pad,
+    }
+}
+
+/// Forward of every image of the batch.
+fn forward(x: &[f32], xd: [usize; 4], w: &[f32], wd: [usize; 4], pad: usize) -> Vec<f32> {
+    let s = shape(xd, wd, pad);
+    let image = s.c_in * s.h * s.w;
+    x.chunks(image.max(1))
+        .flat_map(|img| conv::conv2d(img, w, None, &s))
+        .collect()
+}
+
+/// `w[o, c, ky, kx]` -> `w'[c, o, k-1-ky, k-1-kx]`.
+fn flip_transpose(w: &[f32], [c_out, c_in, k, _]: [usize; 4]) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let from = ((o * c_in + c) * k + ky) * k + kx;
+                    let to = ((c * c_out + o) * k + (k - 1 - ky)) * k + (k - 1 - kx);
+                    out[to] = w[from];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `dL/dw` summed over the batch (see the module doc).
+fn weight_grad(x: &[f32], xd: [usize; 4], g: &[f32], wd: [usize; 4], pad: usize) -> Vec<f32> {
+    let s = shape(xd, wd, pad);
+    let [oh, ow] = s.out_size();
+    let (hp, wp) = (s.h + 2 * pad, s.w + 2 * pad);
+    let plane = hp * wp;
+    let k2 = s.k * s.k;
+    let mut dw = vec![0.0f32; s.c_out * s.c_in * k2];
+    for (n, img) in x.chunks(s.c_in * s.h * s.w).enumerate() {
+        let xpad = conv::pad_input(img, &s);
+        let gimg = &g[n * s.c_out * oh * ow..(n + 1) * s.c_out * oh * ow];
+        let mut gwide = vec![0.0f32; s.c_out * oh * wp];
+        gwide
+            .par_chunks_mut(oh * wp)
+            .zip(gimg.par_chunks(oh * ow))
+            .for_each(|(dst, src)| {
+                for (y, row) in src.chunks(ow).enumerate() {
+                    dst[y * wp..y * wp + ow].copy_from_slice(row);
+                }
+            });
+        for ky in 0..s.k {
+            for kx in 0..s.k {
+                // SAFETY: dst is [C_out, C_in, k, k] written at tap (ky, kx) with row stride
+                // C_in k^2 and column stride k^2; lhs is gwide [C_out, oh wp]; rhs element
+                // (pixel q, channel c) is xpad[c plane + ky wp + kx + q], inside xpad for every
+                // q < oh wp (xpad has slack past its end for the last channel's extra columns).
+                unsafe {
+                    gemm::gemm(
+                        s.c_out,
+                        s.c_in,
+                        oh * wp,
+                        dw.as_mut_ptr().add(ky * s.k + kx),
+                        k2 as isize,
+                        (s.c_in * k2) as isize,
+                        n > 0,
+                        gwide.as_ptr(),
+                        1,
+                        (oh * wp) as isize,
+                        xpad.as_ptr().add(ky * wp + kx),
+                        plane as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(0),
+                    )
+                };
+            }
+        }
+    }
+    dw
+}
+
+/// The input and weight gradients of a node; the output gradient `g` is on the host.
+fn input_weight_grads(
+    (node_x, node_w): (Option<NodeId>, Option<NodeId>),
+    (x_state, w_state, pad): (NodeId, NodeId, usize),
+    (g, gd): (&[f32], [usize; 4]),
+    grads: &mut Gradients,
+    checkpointer: &mut Checkpointer,
+) {
+    let x = checkpointer.retrieve_node_output::<Primitive>(x_state);
+    let w = checkpointer.retrieve_node_output::<Primitive>(w_state);
+    let (w, wd) = host(w);
+    let (x, xd) = host(x);
+    if let Some(id) = node_x {
+        let [c_out, c_in, k, _] = wd;
+        let flipped = flip_transpose(&w, wd);
+        let dx = forward(g, gd, &flipped, [c_in, c_out, k, k], k - 1 - pad);
+        grads.register::<CpuBackend>(id, primitive(dx, xd));
+    }
+    if let Some(id) = node_w {
+        let dw = weight_grad(&x, xd, g, wd, pad);
+        grads.register::<CpuBackend>(id, primitive(dw, wd));
+    }
+}
+
+/// `dL/db[o]`: the output gradient summed over images and pixels.
+fn bias_grad(g: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
+    let plane = h * w;
+    (0..c)
+        .map(|o| {
+            (0..n)
+                .map(|i| {
+                    let start = (i * c + o) * plane;
+                    g[start..start + plane]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .sum::<f64>()
+                })
+                .sum::<f64>() as f32
+        })
+        .collect()
+}
+
+#[derive(Debug)]
+struct ConvNoBias;
+
+impl Backward<CpuBackend, 2> for ConvNoBias {
+    type State = (NodeId, NodeId, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_w] = ops.parents;
+        let (g, gd) = host(grads.consume::<CpuBackend>(&ops.node));
+        let nodes = (node_x.map(|n| n.id), node_w.map(|n| n.id));
+        input_weight_grads(nodes, ops.state, (&g, gd), grads, checkpointer);
+    }
+}
+
+#[derive(Debug)]
+struct ConvWithBias;
+
+impl Backward<CpuBackend, 3> for ConvWithBias {
+    type State = (NodeId, NodeId, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let (g, gd) = host(grads.consume::<CpuBackend>(&ops.node));
+        if let Some(node) = node_b {
+            let db = bias_grad(&g, gd);
+            let t = Tensor::<CpuBackend, 1>::from_data(
+                TensorData::new(db, [gd[1]]),
+                &Default::default(),
+            );
+            grads.register::<CpuBackend>(node.id, t.into_primitive().tensor());
+        }
+        let nodes = (node_x.map(|n| n.id), node_w.map(|n| n.id));
+        input_weight_grads(nodes, ops.state, (&g, gd), grads, checkpointer);
+    }
+}
+
+/// Whether `B` is [`CpuAutodiff`].
+pub fn is_cpu_autodiff<B: Backend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<CpuAutodiff>()
+}
+
+/// Differentiable stride-1 convolution on [`CpuAutodiff`] (check [`is_cpu_autodiff`] and
+/// [`conv::available`] first).
+pub fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    pad: usize,
+) -> Tensor<B, 4> {
+    let x: AdPrimitive = same_type(x.into_primitive().tensor());
+    let w: AdPrimitive = same_type(weight.into_primitive().tensor());
+    let b: Option<AdPrimitive> = bias.map(|b| same_type(b.into_primitive().tensor()));
+    let compute = |x: &AdPrimitive, w: &AdPrimitive, b: Option<&AdPrimitive>| {
+        let (xv, xd) = host(x.primitive.clone());
+        let (wv, wd) = host(w.primitive.clone());
+        let bias = b.map(|b| {
+            let t = Tensor::<CpuBackend, 1>::from_primitive(TensorPrimitive::Float(
+                b.primitive.clone(),
+            ));
+            t.into_data().into_vec::<f32>().unwrap_or_default()
+        });
+        let s = shape(xd, wd, pad);
+        let [oh, ow] = s.out_size();
+        let image = s.c_in * s.h * s.w;
+        let y = xv
+            .chunks(image.max(1))
+            .flat_map(|img| conv::conv2d(img, &wv, bias.as_deref(), &s))
+            .collect();
+        primitive(y, [xd[0], wd[0], oh, ow])
+    };
+    let out = match &b {
+        Some(b) => match ConvWithBias
+            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&w), pad);
+                prep.finish(state, compute(&x, &w, Some(b)))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(compute(&x, &w, Some(b))),
+        },
+        None => match ConvNoBias
+            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&w), pad);
+                prep.finish(state, compute(&x, &w, None))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(compute(&x, &w, None)),
+        },
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(same_type(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::module::conv2d as burn_conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::Distribution;
+
+    fn max_rel(a: Tensor<CpuBackend, 4>, b: Tensor<CpuBackend, 4>) -> f32 {
+        let scale: f32 = b.clone().abs().max().into_scalar();
+        let diff: f32 = (a - b).abs().max().into_scalar();
+        diff / scale.max(1e-12)
+    }
+
+    #[test]
+    fn gradients_match_burns_convolution() {
+        if !conv::available() {
+            eprintln!("no AVX-512 here: not tested");
+            return;
+        }
+        let device = Default::default();
+        for &(n, c_in, c_out, h, w, k) in
+            &[(2, 5, 9, 7, 19, 3), (1, 3, 4, 9, 50, 7), (2, 6, 3, 4, 5, 1)]
+        {
+            let pad = k / 2;
+            let x0 = Tensor::<CpuAutodiff, 4>::random(
+                [n, c_in, h, w],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let w0 = Tensor::<CpuAutodiff, 4>::random(
+                [c_out, c_in, k, k],
+                Distribution::Normal(0.0, 0.3),
+                &device,
+            );
+            let r = Tensor::<CpuAutodiff, 4>::random(
+                [n, c_out, h, w],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let b0 =
+                Tensor::<CpuAutodiff, 1>::random([c_out], Distribution::Normal(0.0, 1.0), &device);
+            let run = |ours: bool| {
+                let x = x0.clone().detach().require_grad();
+                let wt = w0.clone().detach().require_grad();
+                let b = (k != 7).then(|| b0.clone().detach().require_grad());
+                let y = if ours {
+                    conv2d(x.clone(), wt.clone(), b.clone(), pad)
+                } else {
+                    let options = ConvOptions::new([1, 1], [pad, pad], [1, 1], 1);
+                    burn_conv2d(x.clone(), wt.clone(), b.clone(), options)
+                };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let db = b.map(|b| b.grad(&grads).unwrap().reshape([1, c_out, 1, 1]));
+                let db = db.unwrap_or_else(|| Tensor::zeros([1, c_out, 1, 1], &device));
+                (
+                    y.inner(),
+                    x.grad(&grads).unwrap(),
+                    wt.grad(&grads).unwrap(),
+                    db,
+                )
+            };
+            let (y1, dx1, dw1, db1) = run(true);
+            let (y2, dx2, dw2, db2) = run(false);
+            for (what, a, b) in [
+                ("y", y1, y2),
+                ("dx", dx1, dx2),
+                ("dw", dw1, dw2),
+                ("db", db1, db2),
+            ] {
+                let err = max_rel(a, b);
+                assert!(err < 1e-5, "k={k} {what}: relative error {err}");
+            }
+        }
+    }
+}
