@@ -1,6 +1,6 @@
-//! The stride-1 convolution of [`super::conv`] as a differentiable op of
-//! `Autodiff<CpuBackend>` (burn's backend-extension mechanism: a node with its own backward),
-//! so training on the CPU uses it too. Bias is added outside, with burn's ops.
+//! The stride-1 convolution of [`super::conv`] and the fused LN + leaky ReLU of [`super::norm`]
+//! as differentiable ops of `Autodiff<CpuBackend>` (burn's backend-extension mechanism: nodes
+//! with their own backward), so training on the CPU uses them too.
 //!
 //! For `y = conv(x, w)` with zero padding `p` and a `k x k` kernel:
 //! - `dL/dx = conv(dL/dy, w')` with `w'[c, o] = w[o, c]` flipped in both axes and padding
@@ -296,6 +296,154 @@ pub fn conv2d<B: Backend>(
     Tensor::from_primitive(TensorPrimitive::Float(same_type(out)))
 }
 
+/// LN over `(C, H, W)` of one image, then leaky ReLU (`slope`, if any): saved settings.
+#[derive(Debug, Clone, Copy)]
+struct LnSettings {
+    epsilon: f64,
+    slope: Option<f32>,
+}
+
+/// The per-image statistics `(mean, 1 / std)` of `x` `[N, C*H*W]`.
+fn ln_stats(x: &[f32], image: usize, epsilon: f64) -> Vec<(f64, f64)> {
+    x.chunks(image.max(1))
+        .map(|img| {
+            let (mean, var) = super::norm::mean_var(img);
+            (mean, 1.0 / (var + epsilon).sqrt())
+        })
+        .collect()
+}
+
+#[derive(Debug)]
+struct LayerNormAct;
+
+impl Backward<CpuBackend, 3> for LayerNormAct {
+    type State = (NodeId, NodeId, NodeId, LnSettings);
+
+    /// With `xh = (x - mean) / std`, `y = xh gamma + beta`, `z = leaky(y)`: `dy = dz` where
+    /// `y >= 0`, `slope dz` elsewhere; `dgamma = sum dy xh`, `dbeta = sum dy`;
+    /// `dx = (dxh - mean(dxh) - xh mean(dxh xh)) / std` with `dxh = dy gamma`, means over the
+    /// image.
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_g, node_b] = ops.parents;
+        let (dz, dims) = host(grads.consume::<CpuBackend>(&ops.node));
+        let (x_state, g_state, b_state, settings) = ops.state;
+        let (x, _) = host(checkpointer.retrieve_node_output::<Primitive>(x_state));
+        let gamma = host_1d(checkpointer.retrieve_node_output::<Primitive>(g_state));
+        let beta = host_1d(checkpointer.retrieve_node_output::<Primitive>(b_state));
+        let [_, c, h, w] = dims;
+        let (plane, image) = (h * w, c * h * w);
+        let stats = ln_stats(&x, image, settings.epsilon);
+        let mut dx = vec![0.0f32; x.len()];
+        let mut dgamma = vec![0.0f64; c];
+        let mut dbeta = vec![0.0f64; c];
+        let mut dy = vec![0.0f32; image];
+        for (n, &(mean, inv_std)) in stats.iter().enumerate() {
+            let xs = &x[n * image..(n + 1) * image];
+            let dzs = &dz[n * image..(n + 1) * image];
+            let (mut s1, mut s2) = (0.0f64, 0.0f64);
+            for ch in 0..c {
+                let (g, b) = (gamma[ch] as f64, beta[ch] as f64);
+                let (mut sg, mut sb) = (0.0f64, 0.0f64);
+                for i in ch * plane..(ch + 1) * plane {
+                    let xh = (xs[i] as f64 - mean) * inv_std;
+                    let y = xh * g + b;
+                    let d = match settings.slope {
+                        Some(slope) if y < 0.0 => dzs[i] as f64 * slope as f64,
+                        _ => dzs[i] as f64,
+                    };
+                    dy[i] = d as f32;
+                    sg += d * xh;
+                    sb += d;
+                    s1 += d * g;
+                    s2 += d * g * xh;
+                }
+                dgamma[ch] += sg;
+                dbeta[ch] += sb;
+            }
+            let (m1, m2) = (s1 / image as f64, s2 / image as f64);
+            for ch in 0..c {
+                let g = gamma[ch] as f64;
+                for i in ch * plane..(ch + 1) * plane {
+                    let xh = (xs[i] as f64 - mean) * inv_std;
+                    let dxh = dy[i] as f64 * g;
+                    dx[n * image + i] = ((dxh - m1 - xh * m2) * inv_std) as f32;
+                }
+            }
+        }
+        let vector = |v: Vec<f64>| {
+            let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
+            let t =
+                Tensor::<CpuBackend, 1>::from_data(TensorData::new(v, [c]), &Default::default());
+            t.into_primitive().tensor()
+        };
+        if let Some(node) = node_x {
+            grads.register::<CpuBackend>(node.id, primitive(dx, dims));
+        }
+        if let Some(node) = node_g {
+            grads.register::<CpuBackend>(node.id, vector(dgamma));
+        }
+        if let Some(node) = node_b {
+            grads.register::<CpuBackend>(node.id, vector(dbeta));
+        }
+    }
+}
+
+fn host_1d(p: Primitive) -> Vec<f32> {
+    let t = Tensor::<CpuBackend, 1>::from_primitive(TensorPrimitive::Float(p));
+    t.into_data().into_vec::<f32>().unwrap_or_default()
+}
+
+/// Differentiable LN over `(C, H, W)` of each image with per-channel `gamma`, `beta`, then the
+/// leaky ReLU of `slope` if given, on [`CpuAutodiff`] (check [`is_cpu_autodiff`] first).
+pub fn layer_norm<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+    slope: Option<f64>,
+) -> Tensor<B, 4> {
+    let x: AdPrimitive = same_type(x.into_primitive().tensor());
+    let g: AdPrimitive = same_type(gamma.into_primitive().tensor());
+    let b: AdPrimitive = same_type(beta.into_primitive().tensor());
+    let settings = LnSettings {
+        epsilon,
+        slope: slope.map(|s| s as f32),
+    };
+    let compute = |x: &AdPrimitive, g: &AdPrimitive, b: &AdPrimitive| {
+        let (mut values, dims) = host(x.primitive.clone());
+        let gamma = host_1d(g.primitive.clone());
+        let beta = host_1d(b.primitive.clone());
+        let image = dims[1] * dims[2] * dims[3];
+        for chunk in values.chunks_mut(image.max(1)) {
+            let stats = super::norm::mean_var(chunk);
+            super::norm::normalize_act(chunk, stats, epsilon, &gamma, &beta, settings.slope);
+        }
+        primitive(values, dims)
+    };
+    let out = match LayerNormAct
+        .prepare::<NoCheckpointing>([x.node.clone(), g.node.clone(), b.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let state = (
+                prep.checkpoint(&x),
+                prep.checkpoint(&g),
+                prep.checkpoint(&b),
+                settings,
+            );
+            prep.finish(state, compute(&x, &g, &b))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(compute(&x, &g, &b)),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(same_type(out)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +515,52 @@ mod tests {
             ] {
                 let err = max_rel(a, b);
                 assert!(err < 1e-5, "k={k} {what}: relative error {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_gradients_match_burns_ops() {
+        let device = Default::default();
+        let x0 =
+            Tensor::<CpuAutodiff, 4>::random([2, 3, 5, 7], Distribution::Normal(0.5, 2.0), &device);
+        let g0 = Tensor::<CpuAutodiff, 1>::random([3], Distribution::Normal(1.0, 0.5), &device);
+        let b0 = Tensor::<CpuAutodiff, 1>::random([3], Distribution::Normal(0.0, 0.5), &device);
+        let r =
+            Tensor::<CpuAutodiff, 4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 1.0), &device);
+        for slope in [None, Some(0.2)] {
+            let run = |ours: bool| {
+                let x = x0.clone().detach().require_grad();
+                let g = g0.clone().detach().require_grad();
+                let b = b0.clone().detach().require_grad();
+                let y = if ours {
+                    layer_norm(x.clone(), g.clone(), b.clone(), 1e-5, slope)
+                } else {
+                    let flat = x.clone().reshape([2, 105]);
+                    let (var, mean) = flat.clone().var_mean_bias(1);
+                    let normed = ((flat - mean) / (var + 1e-5).sqrt()).reshape([2, 3, 5, 7]);
+                    let y =
+                        normed * g.clone().reshape([1, 3, 1, 1]) + b.clone().reshape([1, 3, 1, 1]);
+                    match slope {
+                        Some(s) => burn::tensor::activation::leaky_relu(y, s),
+                        None => y,
+                    }
+                };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let dg = g.grad(&grads).unwrap().reshape([1, 3, 1, 1]);
+                let db = b.grad(&grads).unwrap().reshape([1, 3, 1, 1]);
+                (y.inner(), x.grad(&grads).unwrap(), dg, db)
+            };
+            let (y1, dx1, dg1, db1) = run(true);
+            let (y2, dx2, dg2, db2) = run(false);
+            for (what, a, b) in [
+                ("y", y1, y2),
+                ("dx", dx1, dx2),
+                ("dgamma", dg1, dg2),
+                ("dbeta", db1, db2),
+            ] {
+                let err = max_rel(a, b);
+                assert!(err < 1e-4, "{slope:?} {what}: relative error {err}");
             }
         }
     }

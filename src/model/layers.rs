@@ -266,6 +266,11 @@ impl<B: Backend> LayerNorm<B> {
             let (gamma, beta) = (self.weight.val(), self.bias.val());
             return kernels::layer_norm(x, gamma, beta, self.epsilon, None, slope);
         }
+        #[cfg(feature = "flex")]
+        if kernels::autodiff::is_cpu_autodiff::<B>() {
+            let (gamma, beta) = (self.weight.val(), self.bias.val());
+            return kernels::autodiff::layer_norm(x, gamma, beta, self.epsilon, slope);
+        }
         act(self.forward_burn(x), slope)
     }
 
