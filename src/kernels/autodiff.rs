@@ -341,39 +341,48 @@ impl Backward<CpuBackend, 3> for LayerNormAct {
         let mut dx = vec![0.0f32; x.len()];
         let mut dgamma = vec![0.0f64; c];
         let mut dbeta = vec![0.0f64; c];
-        let mut dy = vec![0.0f32; image];
         for (n, &(mean, inv_std)) in stats.iter().enumerate() {
             let xs = &x[n * image..(n + 1) * image];
             let dzs = &dz[n * image..(n + 1) * image];
-            let (mut s1, mut s2) = (0.0f64, 0.0f64);
-            for ch in 0..c {
-                let (g, b) = (gamma[ch] as f64, beta[ch] as f64);
-                let (mut sg, mut sb) = (0.0f64, 0.0f64);
-                for i in ch * plane..(ch + 1) * plane {
-                    let xh = (xs[i] as f64 - mean) * inv_std;
-                    let y = xh * g + b;
-                    let d = match settings.slope {
-                        Some(slope) if y < 0.0 => dzs[i] as f64 * slope as f64,
-                        _ => dzs[i] as f64,
-                    };
-                    dy[i] = d as f32;
-                    sg += d * xh;
-                    sb += d;
-                    s1 += d * g;
-                    s2 += d * g * xh;
-                }
-                dgamma[ch] += sg;
-                dbeta[ch] += sb;
+            let dxs = &mut dx[n * image..(n + 1) * image];
+            // Per channel: dy (kept in dx for now) and its sums with xh, gamma.
+            let sums: Vec<[f64; 4]> = dxs
+                .par_chunks_mut(plane)
+                .enumerate()
+                .map(|(ch, dy)| {
+                    let (g, b) = (gamma[ch] as f64, beta[ch] as f64);
+                    let mut sums = [0.0f64; 4];
+                    let range = ch * plane..(ch + 1) * plane;
+                    for ((d_out, &xv), &dzv) in
+                        dy.iter_mut().zip(&xs[range.clone()]).zip(&dzs[range])
+                    {
+                        let xh = (xv as f64 - mean) * inv_std;
+                        let d = match settings.slope {
+                            Some(slope) if xh * g + b < 0.0 => dzv as f64 * slope as f64,
+                            _ => dzv as f64,
+                        };
+                        *d_out = d as f32;
+                        sums[0] += d * xh;
+                        sums[1] += d;
+                        sums[2] += d * g;
+                        sums[3] += d * g * xh;
+                    }
+                    sums
+                })
+                .collect();
+            let m1 = sums.iter().map(|s| s[2]).sum::<f64>() / image as f64;
+            let m2 = sums.iter().map(|s| s[3]).sum::<f64>() / image as f64;
+            for (ch, s) in sums.iter().enumerate() {
+                dgamma[ch] += s[0];
+                dbeta[ch] += s[1];
             }
-            let (m1, m2) = (s1 / image as f64, s2 / image as f64);
-            for ch in 0..c {
+            dxs.par_chunks_mut(plane).enumerate().for_each(|(ch, d)| {
                 let g = gamma[ch] as f64;
-                for i in ch * plane..(ch + 1) * plane {
-                    let xh = (xs[i] as f64 - mean) * inv_std;
-                    let dxh = dy[i] as f64 * g;
-                    dx[n * image + i] = ((dxh - m1 - xh * m2) * inv_std) as f32;
+                for (v, &xv) in d.iter_mut().zip(&xs[ch * plane..(ch + 1) * plane]) {
+                    let xh = (xv as f64 - mean) * inv_std;
+                    *v = ((*v as f64 * g - m1 - xh * m2) * inv_std) as f32;
                 }
-            }
+            });
         }
         let vector = |v: Vec<f64>| {
             let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
