@@ -20,7 +20,7 @@ use toonsmith::device::{CpuBackend, CPU};
 use toonsmith::infer::{Cartoonizer, PostConfig};
 use toonsmith::model::GeneratorConfig;
 use toonsmith::train::config::TrainConfig;
-use toonsmith::train::step::{adam, Discriminators, Nets, StepContext};
+use toonsmith::train::step::{Nets, StepContext};
 
 /// The allocator of the `toonsmith` program, so the numbers are the program's.
 #[path = "../src/bin/toonsmith/allocator.rs"]
@@ -56,23 +56,8 @@ fn forward_child(h: usize, w: usize) -> [f64; 3] {
 fn train_child(batch: usize) -> [f64; 3] {
     let config = TrainConfig::default();
     let vgg = config.vgg.network.init::<Train>(&CPU);
-    let mut nets = Nets {
-        g: config.generator.init(&CPU),
-        d: Discriminators {
-            image: config.d_img.init(&CPU),
-            patch: config.d_patch.init(&CPU),
-        },
-        opt_init: adam(&config.schedule),
-        opt_g: adam(&config.schedule),
-        opt_d: adam(&config.schedule),
-    };
-    let context = StepContext {
-        vgg,
-        ctss: config.ctss.clone(),
-        weights: config.loss.clone(),
-        ablation: config.ablation.clone(),
-        schedule: config.schedule.clone(),
-    };
+    let mut nets = Nets::new(&config, &CPU);
+    let context = StepContext::new(&config, vgg);
     let batch_of =
         || Tensor::<Train, 4>::random([batch, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &CPU);
     let (photo, cartoon) = (batch_of(), batch_of());

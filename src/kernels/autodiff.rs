@@ -67,11 +67,17 @@ fn shape(x: [usize; 4], w: [usize; 4], pad: usize) -> ConvShape {
 }
 
 /// Forward of every image of the batch.
-fn forward(x: &[f32], xd: [usize; 4], w: &[f32], wd: [usize; 4], pad: usize) -> Vec<f32> {
+fn forward(
+    x: &[f32],
+    xd: [usize; 4],
+    (w, wd): (&[f32], [usize; 4]),
+    bias: Option<&[f32]>,
+    pad: usize,
+) -> Vec<f32> {
     let s = shape(xd, wd, pad);
     let image = s.c_in * s.h * s.w;
     x.chunks(image.max(1))
-        .flat_map(|img| conv::conv2d(img, w, None, &s))
+        .flat_map(|img| conv::conv2d(img, w, bias, &s))
         .collect()
 }
 
@@ -162,7 +168,7 @@ fn input_weight_grads(
     if let Some(id) = node_x {
         let [c_out, c_in, k, _] = wd;
         let flipped = flip_transpose(&w, wd);
-        let dx = forward(g, gd, &flipped, [c_in, c_out, k, k], k - 1 - pad);
+        let dx = forward(g, gd, (&flipped, [c_in, c_out, k, k]), None, k - 1 - pad);
         grads.register::<CpuBackend>(id, primitive(dx, xd));
     }
     if let Some(id) = node_w {
@@ -260,13 +266,8 @@ pub fn conv2d<B: Backend>(
             ));
             t.into_data().into_vec::<f32>().unwrap_or_default()
         });
-        let s = shape(xd, wd, pad);
-        let [oh, ow] = s.out_size();
-        let image = s.c_in * s.h * s.w;
-        let y = xv
-            .chunks(image.max(1))
-            .flat_map(|img| conv::conv2d(img, &wv, bias.as_deref(), &s))
-            .collect();
+        let [oh, ow] = shape(xd, wd, pad).out_size();
+        let y = forward(&xv, xd, (&wv, wd), bias.as_deref(), pad);
         primitive(y, [xd[0], wd[0], oh, ow])
     };
     let out = match &b {

@@ -27,7 +27,7 @@ use checkpoint::Position;
 use config::{Overrides, TrainConfig};
 use observer::{Observer, Phase, Plan, StepReport};
 use run_dir::RunDir;
-use step::{adam, Discriminators, LossValues, Nets, StepContext};
+use step::{LossValues, Nets, StepContext};
 
 /// How a run ended.
 #[derive(Debug, Clone)]
@@ -115,23 +115,8 @@ impl<B: AutodiffBackend> Session<B> {
         let mut vgg = config.vgg.network.init::<B>(device);
         weights::load_vgg(&mut vgg, vgg_path)?;
         B::seed(device, seed);
-        let nets = Nets {
-            g: config.generator.init(device),
-            d: Discriminators {
-                image: config.d_img.init(device),
-                patch: config.d_patch.init(device),
-            },
-            opt_init: adam(&config.schedule),
-            opt_g: adam(&config.schedule),
-            opt_d: adam(&config.schedule),
-        };
-        let context = StepContext {
-            vgg,
-            ctss: config.ctss.clone(),
-            weights: config.loss.clone(),
-            ablation: config.ablation.clone(),
-            schedule: config.schedule.clone(),
-        };
+        let nets = Nets::new(config, device);
+        let context = StepContext::new(config, vgg);
         Ok(Self {
             data,
             context,

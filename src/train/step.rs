@@ -9,7 +9,7 @@ use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 
-use super::config::{AblationConfig, ScheduleConfig};
+use super::config::{AblationConfig, ScheduleConfig, TrainConfig};
 use crate::config::{CtssConfig, LossWeights};
 use crate::ctss;
 use crate::error::Result;
@@ -52,6 +52,23 @@ pub struct Nets<B: AutodiffBackend> {
     pub opt_d: AdamOf<Discriminators<B>, B>,
 }
 
+impl<B: AutodiffBackend> Nets<B> {
+    /// Freshly initialised networks of `config` (weights from the backend's RNG: seed it first)
+    /// and fresh optimisers.
+    pub fn new(config: &TrainConfig, device: &B::Device) -> Self {
+        Self {
+            g: config.generator.init(device),
+            d: Discriminators {
+                image: config.d_img.init(device),
+                patch: config.d_patch.init(device),
+            },
+            opt_init: adam(&config.schedule),
+            opt_g: adam(&config.schedule),
+            opt_d: adam(&config.schedule),
+        }
+    }
+}
+
 /// The fixed parts of a step.
 pub struct StepContext<B: AutodiffBackend> {
     /// The frozen content network.
@@ -74,6 +91,17 @@ fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f32 {
 }
 
 impl<B: AutodiffBackend> StepContext<B> {
+    /// The settings of `config` around the content network `vgg`.
+    pub fn new(config: &TrainConfig, vgg: Vgg<B>) -> Self {
+        Self {
+            vgg,
+            ctss: config.ctss.clone(),
+            weights: config.loss.clone(),
+            ablation: config.ablation.clone(),
+            schedule: config.schedule.clone(),
+        }
+    }
+
     /// Phase 1: minimise `init_loss_scale * L_con` (Eq. 7) with lr_init.
     pub fn pretrain(&self, nets: &mut Nets<B>, photo: Tensor<B, 4>) -> LossValues {
         let fake = nets.g.forward(photo.clone());
