@@ -1,8 +1,8 @@
-//! toonsmith's own CPU kernels for the inference hot spots, used in place of burn-flex's ops
-//! when the backend is [`crate::device::CpuBackend`] (plain flex, not autodiff: training keeps
-//! burn's differentiable ops) and the CPU has what the kernel needs. Results equal burn's up to
-//! float summation order. Everything here works on host slices; the functions below move a
-//! tensor's data in and out.
+//! toonsmith's own CPU kernels for the hot spots, used in place of burn-flex's ops when the
+//! backend is [`crate::device::CpuBackend`] (inference) or `Autodiff<CpuBackend>` (training,
+//! through [`autodiff`]) and the CPU has what the kernel needs. Results equal burn's up to float
+//! summation order. Everything here works on host slices; the functions below move a tensor's
+//! data in and out. Measurements: `docs/performance.md`.
 
 #[cfg(feature = "flex")]
 pub mod autodiff;
