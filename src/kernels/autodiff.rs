@@ -74,11 +74,7 @@ fn forward(
     bias: Option<&[f32]>,
     pad: usize,
 ) -> Vec<f32> {
-    let s = shape(xd, wd, pad);
-    let image = s.c_in * s.h * s.w;
-    x.chunks(image.max(1))
-        .flat_map(|img| conv::conv2d(img, w, bias, &s))
-        .collect()
+    conv::conv2d_batch(x, w, bias, &shape(xd, wd, pad))
 }
 
 /// `w[o, c, ky, kx]` -> `w'[c, o, k-1-ky, k-1-kx]`.
@@ -429,10 +425,8 @@ pub fn layer_norm<B: Backend>(
         let gamma = host_1d(g.primitive.clone());
         let beta = host_1d(b.primitive.clone());
         let image = dims[1] * dims[2] * dims[3];
-        for chunk in values.chunks_mut(image.max(1)) {
-            let stats = super::norm::mean_var(chunk);
-            super::norm::normalize_act(chunk, stats, epsilon, &gamma, &beta, settings.slope);
-        }
+        let norm = (None, epsilon);
+        super::norm::layer_norm_batch(&mut values, image, norm, &gamma, &beta, settings.slope);
         primitive(values, dims)
     };
     let out = match LayerNormAct

@@ -167,6 +167,13 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) ->
     out
 }
 
+/// [`conv2d`] of every image of a batch `x` `[N, C_in, H, W]`; returns `[N, C_out, H_out, W_out]`.
+pub fn conv2d_batch(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+    x.chunks((s.c_in * s.h * s.w).max(1))
+        .flat_map(|image| conv2d(image, weight, bias, s))
+        .collect()
+}
+
 /// One output row `y` of every output channel.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]

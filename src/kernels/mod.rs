@@ -78,11 +78,8 @@ pub fn layer_norm<B: Backend>(
     let gamma = host_values(gamma);
     let beta = host_values(beta);
     let image = dims[1] * dims[2] * dims[3];
-    for chunk in values.chunks_mut(image.max(1)) {
-        let stats = stats.unwrap_or_else(|| norm::mean_var(chunk));
-        let slope = slope.map(|s| s as f32);
-        norm::normalize_act(chunk, stats, epsilon, &gamma, &beta, slope);
-    }
+    let slope = slope.map(|s| s as f32);
+    norm::layer_norm_batch(&mut values, image, (stats, epsilon), &gamma, &beta, slope);
     Tensor::from_data(TensorData::new(values, dims), &device)
 }
 
@@ -134,9 +131,6 @@ pub fn conv2d<B: Backend>(
     let x = host_values(x);
     let weight = host_values(weight);
     let bias = bias.map(host_values);
-    let mut out = Vec::with_capacity(n * c_out * oh * ow);
-    for image in x.chunks(c_in * h * w) {
-        out.extend(conv::conv2d(image, &weight, bias.as_deref(), &shape));
-    }
+    let out = conv::conv2d_batch(&x, &weight, bias.as_deref(), &shape);
     Tensor::from_data(TensorData::new(out, [n, c_out, oh, ow]), &device)
 }

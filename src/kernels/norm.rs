@@ -52,6 +52,22 @@ pub fn normalize_act(
         });
 }
 
+/// [`normalize_act`] on every image of a batch `x` (`[N, image]`), each by `stats` if given,
+/// else by its own mean and variance; in place.
+pub fn layer_norm_batch(
+    x: &mut [f32],
+    image: usize,
+    (stats, epsilon): (Option<(f64, f64)>, f64),
+    gamma: &[f32],
+    beta: &[f32],
+    slope: Option<f32>,
+) {
+    for chunk in x.chunks_mut(image.max(1)) {
+        let stats = stats.unwrap_or_else(|| mean_var(chunk));
+        normalize_act(chunk, stats, epsilon, gamma, beta, slope);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
