@@ -177,22 +177,8 @@ fn tiled_output_matches_untiled() {
                 if (x / 20 + y / 30) % 2 == 0 { 30 } else { 220 },
             ])
         });
-        let untiled = Cartoonizer::new(
-            g.clone(),
-            CPU,
-            PostConfig {
-                vibrance: 0.0,
-                strength: 1.0,
-            },
-        );
-        let mut tiled = Cartoonizer::new(
-            g,
-            CPU,
-            PostConfig {
-                vibrance: 0.0,
-                strength: 1.0,
-            },
-        );
+        let untiled = Cartoonizer::new(g.clone(), CPU, PostConfig::off());
+        let mut tiled = Cartoonizer::new(g, CPU, PostConfig::off());
         tiled.tile_above = 0;
         tiled.tile_core = 64;
         let a = untiled.generate(&photo);
@@ -211,4 +197,58 @@ fn tiled_output_matches_untiled() {
         assert!(p99 <= 2, "p99 {p99}, max {max}");
         assert!(max <= 3, "max {max}");
     }
+}
+
+fn mean_luma(image: &RgbImage) -> f64 {
+    let sum: f64 = image
+        .pixels()
+        .map(|p| 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64)
+        .sum();
+    sum / (image.width() * image.height()) as f64
+}
+
+/// `--post official` with saturation off is brightness matching alone: the cartoon's mean luma
+/// comes out as the photo's, where `--post none` leaves the generator's brightness; a slider out
+/// of range is refused by name.
+#[test]
+fn cli_official_colour_chain_matches_the_photo_brightness() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo_path = dir.path().join("photo.png");
+    let photo = RgbImage::from_fn(24, 16, |x, y| {
+        Rgb([(60 + x * 5) as u8, (40 + y * 9) as u8, 150])
+    });
+    photo.save(&photo_path).unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let target = dir.path().join(name);
+        let result = Command::cargo_bin("toonsmith")
+            .unwrap()
+            .arg("cartoonize")
+            .arg(&photo_path)
+            .arg("-o")
+            .arg(&target)
+            .args(extra)
+            .output()
+            .unwrap();
+        (result, target)
+    };
+    let (none, none_path) = run("none.png", &["--post", "none"]);
+    assert!(none.status.success());
+    let (official, official_path) =
+        run("official.png", &["--post", "official", "--saturation", "0"]);
+    assert!(official.status.success(), "{official:?}");
+    let plain = image::open(none_path).unwrap().to_rgb8();
+    let matched = image::open(official_path).unwrap().to_rgb8();
+    let target = mean_luma(&photo);
+    assert!(
+        (mean_luma(&plain) - target).abs() > 3.0,
+        "test needs a brightness gap"
+    );
+    assert!(
+        (mean_luma(&matched) - target).abs() < 1.5,
+        "{} vs {target}",
+        mean_luma(&matched)
+    );
+    let (bad, _) = run("bad.png", &["--post", "official", "--lightness", "2"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lightness"));
 }

@@ -5,6 +5,7 @@
 //! where it is too small to reflect) and cropped back, so the output has the input's size. No
 //! downscaling happens unless `max_side` asks for it.
 
+pub mod official_colour;
 pub mod postprocess;
 pub mod tiled;
 
@@ -21,7 +22,7 @@ use crate::model::generator::SIZE_MULTIPLE;
 use crate::model::{Generator, GeneratorConfig};
 use crate::train::checkpoint::GENERATOR_CONFIG_KEY;
 use crate::weights::{self, TensorFile};
-pub use postprocess::PostConfig;
+pub use postprocess::{ColourChain, OfficialColour, PostConfig};
 pub use tiled::Tiling;
 
 /// Builds the generator a model file describes: safetensors weights whose metadata holds the

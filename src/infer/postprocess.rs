@@ -1,15 +1,35 @@
 //! Section IV-C: "At inference time, we dynamically increase image natural saturation of the
-//! generated results by 40%", plus the `--strength` blend between photo and cartoon.
+//! generated results by 40%", the released code's colour chain as an alternative
+//! ([`super::official_colour`]), and the `--strength` blend between photo and cartoon.
 
 use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
+
+pub use super::official_colour::OfficialColour;
+
+/// Which colour post-processing runs on the cartoon.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ColourChain {
+    /// The paper's natural-saturation increase ([`PostConfig::vibrance`]).
+    Paper,
+    /// The released code's chain ([`PostConfig::official`]).
+    Official,
+    /// None: the generator's colours.
+    None,
+}
 
 /// Post-processing of a cartoonized image.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostConfig {
-    /// Natural-saturation (vibrance) increase, 0.4 = +40%. Default: 0.4 (Section IV-C); 0 = off.
+    /// Colour post-processing. Default: paper.
+    pub colour: ColourChain,
+    /// Natural-saturation (vibrance) increase of the paper's chain, 0.4 = +40%. Default: 0.4
+    /// (Section IV-C).
     pub vibrance: f32,
+    /// Settings of the released code's chain.
+    pub official: OfficialColour,
     /// Blend of photo (0) and cartoon (1). Default: 1.
     pub strength: f32,
 }
@@ -17,8 +37,20 @@ pub struct PostConfig {
 impl Default for PostConfig {
     fn default() -> Self {
         Self {
+            colour: ColourChain::Paper,
             vibrance: 0.4,
+            official: OfficialColour::default(),
             strength: 1.0,
+        }
+    }
+}
+
+impl PostConfig {
+    /// No post-processing at all: the generator's output as it is.
+    pub fn off() -> Self {
+        Self {
+            colour: ColourChain::None,
+            ..Self::default()
         }
     }
 }
@@ -61,7 +93,11 @@ pub fn blend(cartoon: &mut RgbImage, photo: &RgbImage, strength: f32) {
 
 /// Applies `config` to `cartoon` (made from `photo`).
 pub fn apply(cartoon: &mut RgbImage, photo: &RgbImage, config: &PostConfig) {
-    vibrance(cartoon, config.vibrance);
+    match config.colour {
+        ColourChain::Paper => vibrance(cartoon, config.vibrance),
+        ColourChain::Official => super::official_colour::apply(cartoon, photo, &config.official),
+        ColourChain::None => {}
+    }
     blend(cartoon, photo, config.strength);
 }
 

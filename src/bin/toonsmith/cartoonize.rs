@@ -7,7 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use toonsmith::data::image_io::{is_image_path, scan_images};
 use toonsmith::device::{self, Selected};
-use toonsmith::infer::{self, Cartoonizer, PostConfig};
+use toonsmith::infer::{self, Cartoonizer, ColourChain, OfficialColour, PostConfig};
 use toonsmith::weights::TensorFile;
 
 /// The model `cartoonize` uses when `--model` is not given (see README: how it was trained).
@@ -29,12 +29,29 @@ pub struct CartoonizeArgs {
     /// Blend of photo (0) and cartoon (1).
     #[arg(long, default_value_t = 1.0)]
     strength: f32,
-    /// Natural-saturation increase applied to the cartoon (Section IV-C: 0.4).
+    /// Colour post-processing: `paper` (natural saturation, Section IV-C), `official` (the
+    /// released code's chain: brightness matched to the photo, then saturation, contrast and
+    /// lightness) or `none`.
+    #[arg(long, value_enum, default_value_t = Colour::Paper)]
+    post: Colour,
+    /// No colour post-processing (same as --post none).
+    #[arg(long, conflicts_with = "post")]
+    no_post: bool,
+    /// Natural-saturation increase of the paper's chain (Section IV-C: 0.4).
     #[arg(long, default_value_t = 0.4)]
     vibrance: f32,
-    /// No post-processing (same as --vibrance 0).
+    /// Official chain: saturation slider, -1 to 1.
+    #[arg(long, default_value_t = OfficialColour::default().saturation, allow_hyphen_values = true)]
+    saturation: f32,
+    /// Official chain: contrast slider, -1 to 1.
+    #[arg(long, default_value_t = OfficialColour::default().contrast, allow_hyphen_values = true)]
+    contrast: f32,
+    /// Official chain: lightness slider, -1 to 1.
+    #[arg(long, default_value_t = OfficialColour::default().lightness, allow_hyphen_values = true)]
+    lightness: f32,
+    /// Official chain: leave the cartoon's brightness as the generator made it.
     #[arg(long)]
-    no_post: bool,
+    keep_brightness: bool,
     /// Downscale images whose longer side exceeds this many pixels.
     #[arg(long)]
     max_side: Option<u32>,
@@ -60,10 +77,7 @@ pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
         None => TensorFile::from_safetensors_bytes("<bundled model>", BUNDLED_MODEL)?,
     };
     let g = infer::load_model::<Selected>(&file, &device).context("cannot load the model")?;
-    let post = PostConfig {
-        vibrance: if args.no_post { 0.0 } else { args.vibrance },
-        strength: args.strength,
-    };
+    let post = post_config(&args)?;
     let mut cartoonizer = Cartoonizer::new(g, device, post);
     cartoonizer.max_side = args.max_side;
     cartoonizer.tile_above = (args.tile_above * 1e6) as usize;
@@ -94,6 +108,37 @@ pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
         bail!("{failed} images failed");
     }
     Ok(())
+}
+
+/// `--post` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Colour {
+    Paper,
+    Official,
+    None,
+}
+
+fn post_config(args: &CartoonizeArgs) -> anyhow::Result<PostConfig> {
+    let official = OfficialColour {
+        match_brightness: !args.keep_brightness,
+        saturation: args.saturation,
+        contrast: args.contrast,
+        lightness: args.lightness,
+    };
+    official
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid official colour setting: {e}"))?;
+    let colour = match (args.no_post, args.post) {
+        (true, _) | (_, Colour::None) => ColourChain::None,
+        (_, Colour::Paper) => ColourChain::Paper,
+        (_, Colour::Official) => ColourChain::Official,
+    };
+    Ok(PostConfig {
+        colour,
+        vibrance: args.vibrance,
+        official,
+        strength: args.strength,
+    })
 }
 
 fn convert(cartoonizer: &Cartoonizer<Selected>, input: &Path, output: &Path) -> anyhow::Result<()> {
