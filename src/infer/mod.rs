@@ -75,6 +75,8 @@ pub struct Cartoonizer<B: Backend> {
     pub tile_above: usize,
     /// Core side of the tiles. Default: 512.
     pub tile_core: usize,
+    /// Bytes tiled inference may keep between its passes (see [`tiled`]). Default: 1 GiB.
+    pub tile_cache: usize,
 }
 
 impl<B: Backend> Cartoonizer<B> {
@@ -87,6 +89,7 @@ impl<B: Backend> Cartoonizer<B> {
             max_side: None,
             tile_above: 2_100_000,
             tile_core: 512,
+            tile_cache: 1 << 30,
         }
     }
 
@@ -131,6 +134,7 @@ impl<B: Backend> Cartoonizer<B> {
             let tiling = Tiling {
                 core: self.tile_core.div_ceil(SIZE_MULTIPLE).max(1) * SIZE_MULTIPLE,
                 halo: self.g.receptive_radius(),
+                cache_bytes: self.tile_cache,
             };
             let full = tiled::generate_tiled(&self.g, x, tiling);
             return image::imageops::crop_imm(&full, 0, 0, w as u32, h as u32).to_image();

@@ -6,27 +6,37 @@
 //! [`Generator::receptive_radius`]; a tile with that much halo then reproduces the untiled output
 //! in its core exactly (tile corners are multiples of 4, so the stride-2 grids line up).
 //!
-//! The statistics are gathered layer by layer: pass `k` runs every tile up to the input of LN
-//! layer `k`, with the statistics of layers `0..k` already known, and sums that input over the
-//! tile cores (which partition the image) in f64. After one pass per LN layer, a last pass
-//! produces the output. The cost is a few untiled forwards (most LN layers sit early in the
-//! network or at low resolution); the memory is that of one tile plus the image.
+//! The statistics are gathered layer by layer. G's forward pass is a sequence of steps, one per
+//! LN layer ([`Generator::step`]). Pass `k` runs every tile to the input of LN layer `k`, with
+//! the statistics of layers `0..k` already known, and sums that input over the tile cores (which
+//! partition the image) in f64. After one pass per LN layer, a last pass produces the output.
+//!
+//! Passes resume from kept states: when the states of all tiles before step `k` fit in
+//! [`Tiling::cache_bytes`], pass `k` keeps them and the next pass starts there instead of at the
+//! photo, so with room for every state the whole job costs about two forward passes (each step
+//! once to gather its statistics, once to apply them). States that do not fit are recomputed
+//! from the last kept one; with no room at all every pass starts from the photo, about L/2
+//! forward passes for L LN layers, in the memory of one tile plus the image.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 use image::RgbImage;
 
 use crate::data::image_io::tensor_to_images;
+use crate::model::generator::State;
 use crate::model::layers::{LayerNorm, NormStats, Normalizer, OwnStats};
 use crate::model::Generator;
 
-/// Tile geometry, in input pixels (both multiples of 4).
+/// Tile geometry, in input pixels (both multiples of 4), and the room for kept states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tiling {
     /// Side of the region each tile produces.
     pub core: usize,
     /// Context added around the core; at least the generator's receptive radius.
     pub halo: usize,
+    /// Bytes the states kept between passes may take (f32, all tiles with their halos);
+    /// 0: every pass starts from the photo.
+    pub cache_bytes: usize,
 }
 
 /// One tile: its input region and its core, absolute coordinates `(y0, y1, x0, x1)`.
@@ -34,6 +44,19 @@ pub struct Tiling {
 struct Tile {
     input: [usize; 4],
     core: [usize; 4],
+}
+
+impl Tile {
+    fn area(&self) -> usize {
+        (self.input[1] - self.input[0]) * (self.input[3] - self.input[2])
+    }
+
+    /// The core relative to the tile's input.
+    fn relative_core(&self) -> [usize; 4] {
+        let [cy0, cy1, cx0, cx1] = self.core;
+        let [y0, _, x0, _] = self.input;
+        [cy0 - y0, cy1 - y0, cx0 - x0, cx1 - x0]
+    }
 }
 
 fn tiles(h: usize, w: usize, tiling: Tiling) -> Vec<Tile> {
@@ -60,26 +83,27 @@ fn tiles(h: usize, w: usize, tiling: Tiling) -> Vec<Tile> {
     out
 }
 
-/// Counts the LN layers of a forward pass.
-struct Count(usize);
-
-impl<B: Backend> Normalizer<B> for Count {
-    fn norm(
-        &mut self,
-        ln: &LayerNorm<B>,
-        x: Tensor<B, 4>,
-        slope: Option<f64>,
-    ) -> Option<Tensor<B, 4>> {
-        self.0 += 1;
-        OwnStats.norm(ln, x, slope)
+/// Bytes per input pixel of the state after each step, measured on a small probe.
+fn state_bytes_per_pixel<B: Backend>(g: &Generator<B>, device: &B::Device) -> Vec<f64> {
+    let side = g.min_side();
+    let mut state: State<B> = vec![Tensor::zeros([1, 3, side, side], device)];
+    let mut sizes = Vec::with_capacity(g.steps());
+    for i in 0..g.steps() {
+        state = g
+            .step(i, state, &mut OwnStats)
+            .expect("OwnStats never ends a pass");
+        let elements: usize = state.iter().map(|t| t.shape().num_elements()).sum();
+        sizes.push((elements * size_of::<f32>()) as f64 / (side * side) as f64);
     }
+    sizes
 }
 
-/// Known statistics for the first layers; at layer `target`, sums its input over the core and
-/// ends the pass. Without a target, a full pass with known statistics.
+/// Known statistics for the steps before the target; at the target LN layer, sums its input
+/// over the core and ends the pass. Without a target, known statistics throughout.
 struct Gather<'a> {
     known: &'a [NormStats],
     target: Option<usize>,
+    /// The LN layer the next call normalises (= the step being run).
     index: usize,
     /// Core relative to the tile's input, `(y0, y1, x0, x1)`, in input pixels.
     core: [usize; 4],
@@ -112,6 +136,35 @@ impl<B: Backend> Normalizer<B> for Gather<'_> {
     }
 }
 
+impl<'a> Gather<'a> {
+    fn new(known: &'a [NormStats], target: Option<usize>, tile: &Tile) -> Self {
+        Self {
+            known,
+            target,
+            index: 0,
+            core: tile.relative_core(),
+            input_height: tile.input[1] - tile.input[0],
+            sums: [0.0; 3],
+        }
+    }
+
+    /// Runs steps `from..to` of `g` on `state`; `None` if the target ended the pass.
+    fn run<B: Backend>(
+        &mut self,
+        g: &Generator<B>,
+        mut state: State<B>,
+        from: usize,
+        to: usize,
+    ) -> Option<State<B>> {
+        self.index = from;
+        for i in from..to {
+            state = g.step(i, state, self)?;
+            debug_assert_eq!(self.index, i + 1, "one LN layer per step");
+        }
+        Some(state)
+    }
+}
+
 /// The generator on `image` (`[1, 3, H, W]`, H and W multiples of 4) tile by tile, equal to the
 /// untiled output up to floating-point summation order.
 pub fn generate_tiled<B: Backend>(
@@ -120,40 +173,38 @@ pub fn generate_tiled<B: Backend>(
     tiling: Tiling,
 ) -> RgbImage {
     let [_, _, h, w] = image.dims();
-    let device = image.device();
-    let mut count = Count(0);
-    let probe = Tensor::<B, 4>::zeros([1, 3, g.min_side(), g.min_side()], &device);
-    let _ = g.forward_with(probe, &mut count);
+    let steps = g.steps();
+    let state_bytes = state_bytes_per_pixel(g, &image.device());
     let grid = tiles(h, w, tiling);
-    let cut = |t: &Tile| {
+    let area: usize = grid.iter().map(Tile::area).sum();
+    let photo = |t: &Tile| {
         let [y0, y1, x0, x1] = t.input;
-        image.clone().slice([0..1, 0..3, y0..y1, x0..x1])
+        vec![image.clone().slice([0..1, 0..3, y0..y1, x0..x1])]
     };
-    let relative = |t: &Tile| {
-        let [cy0, cy1, cx0, cx1] = t.core;
-        [
-            cy0 - t.input[0],
-            cy1 - t.input[0],
-            cx0 - t.input[2],
-            cx1 - t.input[2],
-        ]
-    };
-    let mut known = Vec::with_capacity(count.0);
-    for target in 0..count.0 {
+    // `kept[t]`: tile t's state before step `kept_at` (the photo while `kept_at` is 0).
+    let mut kept: Vec<Option<State<B>>> = vec![None; grid.len()];
+    let mut kept_at = 0;
+    let mut known = Vec::with_capacity(steps);
+    for target in 0..steps {
+        let keep =
+            target > kept_at && state_bytes[target - 1] * area as f64 <= tiling.cache_bytes as f64;
         let mut sums = [0.0f64; 3];
-        for tile in &grid {
-            let mut gather = Gather {
-                known: &known,
-                target: Some(target),
-                index: 0,
-                core: relative(tile),
-                input_height: tile.input[1] - tile.input[0],
-                sums: [0.0; 3],
-            };
-            let _ = g.forward_with(cut(tile), &mut gather);
-            for (total, part) in sums.iter_mut().zip(gather.sums) {
+        for (tile, slot) in grid.iter().zip(kept.iter_mut()) {
+            let start = slot.clone().unwrap_or_else(|| photo(tile));
+            let mut pass = Gather::new(&known, Some(target), tile);
+            let state = pass
+                .run(g, start, kept_at, target)
+                .expect("no target before this step");
+            if keep {
+                *slot = Some(state.clone());
+            }
+            let _ = pass.run(g, state, target, target + 1);
+            for (total, part) in sums.iter_mut().zip(pass.sums) {
                 *total += part;
             }
+        }
+        if keep {
+            kept_at = target;
         }
         let mean = sums[0] / sums[2];
         known.push(NormStats {
@@ -162,17 +213,11 @@ pub fn generate_tiled<B: Backend>(
         });
     }
     let mut output = RgbImage::new(w as u32, h as u32);
-    for tile in &grid {
-        let [ry0, ry1, rx0, rx1] = relative(tile);
-        let mut fixed = Gather {
-            known: &known,
-            target: None,
-            index: 0,
-            core: [ry0, ry1, rx0, rx1],
-            input_height: tile.input[1] - tile.input[0],
-            sums: [0.0; 3],
-        };
-        if let Some(y) = g.forward_with(cut(tile), &mut fixed) {
+    for (tile, slot) in grid.iter().zip(kept.iter_mut()) {
+        let start = slot.take().unwrap_or_else(|| photo(tile));
+        let mut pass = Gather::new(&known, None, tile);
+        if let Some(y) = pass.run(g, start, kept_at, steps).and_then(|mut s| s.pop()) {
+            let [ry0, ry1, rx0, rx1] = tile.relative_core();
             let core = y.slice([0..1, 0..3, ry0..ry1, rx0..rx1]);
             let part = tensor_to_images(core).remove(0);
             image::imageops::replace(&mut output, &part, tile.core[2] as i64, tile.core[0] as i64);
@@ -187,7 +232,15 @@ mod tests {
 
     #[test]
     fn cores_partition_the_image_and_inputs_stay_inside() {
-        let grid = tiles(100, 60, Tiling { core: 32, halo: 8 });
+        let grid = tiles(
+            100,
+            60,
+            Tiling {
+                core: 32,
+                halo: 8,
+                cache_bytes: 0,
+            },
+        );
         assert_eq!(grid.len(), 4 * 2);
         let area: usize = grid
             .iter()

@@ -47,6 +47,24 @@ impl Default for GeneratorConfig {
 /// The side lengths of G's input must be multiples of this (two stride-2 stages).
 pub const SIZE_MULTIPLE: usize = 4;
 
+/// The tensors alive between two steps of G's forward pass (one step per LN layer, see
+/// [`Generator::step`]): the activation last, before it what later steps still need (skips,
+/// a residual block's input). Tiled inference keeps states to resume passes from them.
+pub type State<B> = Vec<Tensor<B, 4>>;
+
+/// Runs `steps` steps from `photo`; the image is the last state's only tensor.
+pub(super) fn run_steps<B: Backend>(
+    photo: Tensor<B, 4>,
+    steps: usize,
+    mut step: impl FnMut(usize, State<B>) -> Option<State<B>>,
+) -> Option<Tensor<B, 4>> {
+    let mut state = vec![photo];
+    for i in 0..steps {
+        state = step(i, state)?;
+    }
+    state.pop()
+}
+
 impl GeneratorConfig {
     /// The released code's generator settings.
     pub fn official() -> Self {
@@ -134,6 +152,25 @@ impl<B: Backend> Generator<B> {
         match self {
             Generator::Paper(g) => g.forward_with(photo, n),
             Generator::Official(g) => g.forward_with(photo, n),
+        }
+    }
+
+    /// Number of steps of the forward pass; step `i` ends with LN layer `i` (the last step also
+    /// maps to RGB).
+    pub fn steps(&self) -> usize {
+        match self {
+            Generator::Paper(g) => g.steps(),
+            Generator::Official(g) => g.steps(),
+        }
+    }
+
+    /// Step `i` of the forward pass on `state` (the photo, `vec![photo]`, before step 0), LN
+    /// statistics from `n`; `None` if `n` ended the pass. Running every step in order is
+    /// [`Generator::forward_with`].
+    pub fn step(&self, i: usize, state: State<B>, n: &mut impl Normalizer<B>) -> Option<State<B>> {
+        match self {
+            Generator::Paper(g) => g.step(i, state, n),
+            Generator::Official(g) => g.step(i, state, n),
         }
     }
 

@@ -20,7 +20,7 @@ use burn::tensor::activation::tanh;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use super::generator::GeneratorConfig;
+use super::generator::{run_steps, GeneratorConfig, State};
 use super::layers::{
     own_stats_pass, upsample_tf1_bilinear2, Conv, ConvNormAct, Normalizer, OwnStats,
 };
@@ -59,7 +59,8 @@ pub(super) fn init<B: Backend>(
     }
 }
 
-/// Inverted-residual block (MobileNetV2 style, as in the released code).
+/// Inverted-residual block (MobileNetV2 style, as in the released code): `[N, C, H, W]` ->
+/// `[N, 256, H, W]`, the input added when C = 256 (see [`OfficialGenerator::step`]).
 #[derive(Module, Debug)]
 pub struct InvertedResBlock<B: Backend> {
     /// 1x1 convolution C -> 2C, LN, lRelu.
@@ -68,27 +69,6 @@ pub struct InvertedResBlock<B: Backend> {
     pub depthwise: ConvNormAct<B>,
     /// 1x1 convolution 2C -> 256, LN.
     pub project: ConvNormAct<B>,
-}
-
-impl<B: Backend> InvertedResBlock<B> {
-    /// # Shapes
-    /// `[N, C, H, W]` -> `[N, 256, H, W]`; the input is added when C = 256.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        own_stats_pass(self.forward_with(x, &mut OwnStats))
-    }
-
-    /// As [`InvertedResBlock::forward`], LN statistics from `n`.
-    pub fn forward_with(
-        &self,
-        x: Tensor<B, 4>,
-        n: &mut impl Normalizer<B>,
-    ) -> Option<Tensor<B, 4>> {
-        let y = self.expand.forward_with(x.clone(), n)?;
-        let y = self
-            .project
-            .forward_with(self.depthwise.forward_with(y, n)?, n)?;
-        Some(if x.dims()[1] == y.dims()[1] { x + y } else { y })
-    }
 }
 
 /// The released code's generator.
@@ -137,25 +117,79 @@ impl<B: Backend> OfficialGenerator<B> {
         photo: Tensor<B, 4>,
         n: &mut impl Normalizer<B>,
     ) -> Option<Tensor<B, 4>> {
-        let skip_full = self.stem.forward_with(photo, n)?;
-        let skip_half = self.down1.forward_with(skip_full.clone(), n)?;
-        let skip_half = self.down1_conv.forward_with(skip_half, n)?;
-        let x = self
-            .down2_conv
-            .forward_with(self.down2.forward_with(skip_half.clone(), n)?, n)?;
-        let mut x = self.pre_blocks.forward_with(x, n)?;
-        for block in &self.blocks {
-            x = block.forward_with(x, n)?;
+        run_steps(photo, self.steps(), |i, state| self.step(i, state, n))
+    }
+
+    /// Steps of the forward pass, one per LN layer: 6 encoder units, 3 per block, 6 decoder
+    /// units (the last also maps to RGB).
+    pub fn steps(&self) -> usize {
+        6 + 3 * self.blocks.len() + 6
+    }
+
+    /// Step `i` on `state` (see [`State`]): the skips the decoder still needs (full then half
+    /// resolution) come first, then, inside a block, the block's input, then the activation.
+    pub fn step(
+        &self,
+        i: usize,
+        mut state: State<B>,
+        n: &mut impl Normalizer<B>,
+    ) -> Option<State<B>> {
+        let x = state.pop().expect("a step's input state is never empty");
+        let blocks = 3 * self.blocks.len();
+        match i {
+            // The stem's and down1_conv's outputs stay as skips.
+            0 => return Some(vec![self.stem.forward_with(x, n)?]),
+            1 => {
+                state.push(x.clone());
+                state.push(self.down1.forward_with(x, n)?);
+            }
+            2 => state.push(self.down1_conv.forward_with(x, n)?),
+            3 => {
+                state.push(x.clone());
+                state.push(self.down2.forward_with(x, n)?);
+            }
+            4 => state.push(self.down2_conv.forward_with(x, n)?),
+            5 => state.push(self.pre_blocks.forward_with(x, n)?),
+            i if i < 6 + blocks => {
+                let block = &self.blocks[(i - 6) / 3];
+                match (i - 6) % 3 {
+                    0 => {
+                        state.push(x.clone());
+                        state.push(block.expand.forward_with(x, n)?);
+                    }
+                    1 => state.push(block.depthwise.forward_with(x, n)?),
+                    _ => {
+                        let input = state.pop().expect("the block's input");
+                        let y = block.project.forward_with(x, n)?;
+                        let y = if input.dims()[1] == y.dims()[1] {
+                            input + y
+                        } else {
+                            y
+                        };
+                        state.push(y);
+                    }
+                }
+            }
+            i => {
+                let y = match i - 6 - blocks {
+                    0 => self.post_blocks.forward_with(x, n)?,
+                    1 => self.up1.forward_with(upsample_tf1_bilinear2(x), n)?,
+                    2 => {
+                        let skip_half = state.pop().expect("the half-resolution skip");
+                        self.up1_conv
+                            .forward_with(Tensor::cat(vec![x, skip_half], 1), n)?
+                    }
+                    3 => self.up2.forward_with(upsample_tf1_bilinear2(x), n)?,
+                    4 => {
+                        let skip_full = state.pop().expect("the full-resolution skip");
+                        self.up2_conv
+                            .forward_with(Tensor::cat(vec![x, skip_full], 1), n)?
+                    }
+                    _ => tanh(self.to_rgb.forward(self.head.forward_with(x, n)?)),
+                };
+                state.push(y);
+            }
         }
-        let x = self.post_blocks.forward_with(x, n)?;
-        let x = self.up1.forward_with(upsample_tf1_bilinear2(x), n)?;
-        let x = self
-            .up1_conv
-            .forward_with(Tensor::cat(vec![x, skip_half], 1), n)?;
-        let x = self.up2.forward_with(upsample_tf1_bilinear2(x), n)?;
-        let x = self
-            .up2_conv
-            .forward_with(Tensor::cat(vec![x, skip_full], 1), n)?;
-        Some(tanh(self.to_rgb.forward(self.head.forward_with(x, n)?)))
+        Some(state)
     }
 }

@@ -12,7 +12,7 @@ use burn::tensor::activation::tanh;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use super::generator::GeneratorConfig;
+use super::generator::{run_steps, GeneratorConfig, State};
 use super::layers::{own_stats_pass, upsample_nearest2, Conv, ConvNormAct, Normalizer, OwnStats};
 
 /// Builds the paper's G with He-initialised convolutions.
@@ -62,17 +62,6 @@ impl<B: Backend> ResBlock<B> {
         let y = self.depthwise.forward(y);
         x + self.project.forward(y)
     }
-
-    /// As [`ResBlock::forward`], LN statistics from `n`.
-    pub fn forward_with(
-        &self,
-        x: Tensor<B, 4>,
-        n: &mut impl Normalizer<B>,
-    ) -> Option<Tensor<B, 4>> {
-        let y = self.expand.forward_with(x.clone(), n)?;
-        let y = self.depthwise.forward_with(y, n)?;
-        Some(x + self.project.forward_with(y, n)?)
-    }
 }
 
 /// The paper's generator G (Fig. 10).
@@ -121,23 +110,58 @@ impl<B: Backend> PaperGenerator<B> {
         photo: Tensor<B, 4>,
         n: &mut impl Normalizer<B>,
     ) -> Option<Tensor<B, 4>> {
-        let x = self.stem.forward_with(photo, n)?;
-        let x = self
-            .down1_conv
-            .forward_with(self.down1.forward_with(x, n)?, n)?;
-        let mut x = self
-            .down2_conv
-            .forward_with(self.down2.forward_with(x, n)?, n)?;
-        for block in &self.res_blocks {
-            x = block.forward_with(x, n)?;
+        run_steps(photo, self.steps(), |i, state| self.step(i, state, n))
+    }
+
+    /// Steps of the forward pass, one per LN layer: the 5 encoder units, 3 per ResBlock, the
+    /// 7 decoder units (the last also maps to RGB).
+    pub fn steps(&self) -> usize {
+        5 + 3 * self.res_blocks.len() + 7
+    }
+
+    /// Step `i` on `state` (see [`State`]): inside a ResBlock the state holds the block's input
+    /// and the current activation, elsewhere the activation alone.
+    pub fn step(
+        &self,
+        i: usize,
+        mut state: State<B>,
+        n: &mut impl Normalizer<B>,
+    ) -> Option<State<B>> {
+        let x = state.pop().expect("a step's input state is never empty");
+        let encoder = [
+            &self.stem,
+            &self.down1,
+            &self.down1_conv,
+            &self.down2,
+            &self.down2_conv,
+        ];
+        if let Some(unit) = encoder.get(i) {
+            return Some(vec![unit.forward_with(x, n)?]);
         }
-        let x = self.neck.forward_with(x, n)?;
-        let x = self.up1.forward_with(upsample_nearest2(x), n)?;
-        let x = self.up1_conv.forward_with(x, n)?;
-        let x = self.up2.forward_with(upsample_nearest2(x), n)?;
-        let x = self
-            .up2_conv2
-            .forward_with(self.up2_conv1.forward_with(x, n)?, n)?;
-        Some(tanh(self.to_rgb.forward(self.head.forward_with(x, n)?)))
+        let i = i - encoder.len();
+        if i < 3 * self.res_blocks.len() {
+            let block = &self.res_blocks[i / 3];
+            return Some(match i % 3 {
+                0 => vec![x.clone(), block.expand.forward_with(x, n)?],
+                1 => {
+                    state.push(block.depthwise.forward_with(x, n)?);
+                    state
+                }
+                _ => {
+                    let skip = state.pop().expect("the ResBlock's input");
+                    vec![skip + block.project.forward_with(x, n)?]
+                }
+            });
+        }
+        let y = match i - 3 * self.res_blocks.len() {
+            0 => self.neck.forward_with(x, n)?,
+            1 => self.up1.forward_with(upsample_nearest2(x), n)?,
+            2 => self.up1_conv.forward_with(x, n)?,
+            3 => self.up2.forward_with(upsample_nearest2(x), n)?,
+            4 => self.up2_conv1.forward_with(x, n)?,
+            5 => self.up2_conv2.forward_with(x, n)?,
+            _ => tanh(self.to_rgb.forward(self.head.forward_with(x, n)?)),
+        };
+        Some(vec![y])
     }
 }
