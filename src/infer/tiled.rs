@@ -19,8 +19,9 @@
 //! forward passes for L LN layers, in the memory of one tile plus the image.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 use image::RgbImage;
+use rayon::prelude::*;
 
 use crate::data::image_io::tensor_to_images;
 use crate::model::generator::State;
@@ -98,6 +99,23 @@ fn state_bytes_per_pixel<B: Backend>(g: &Generator<B>, device: &B::Device) -> Ve
     sizes
 }
 
+/// The sum and the sum of squares of `row`: f32 in 16 lanes (rows are short), then f64.
+fn row_sums(row: &[f32]) -> (f64, f64) {
+    let mut sum = [0.0f32; 16];
+    let mut sum_sq = [0.0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for ((s, q), &v) in sum.iter_mut().zip(&mut sum_sq).zip(chunk) {
+            *s += v;
+            *q += v * v;
+        }
+    }
+    let lanes = |a: [f32; 16]| a.iter().map(|&v| v as f64).sum::<f64>();
+    let tail = |f: fn(f32) -> f32| rest.iter().map(|&v| f(v) as f64).sum::<f64>();
+    (lanes(sum) + tail(|v| v), lanes(sum_sq) + tail(|v| v * v))
+}
+
 /// Known statistics for the steps before the target; at the target LN layer, sums its input
 /// over the core and ends the pass. Without a target, known statistics throughout.
 struct Gather<'a> {
@@ -123,14 +141,21 @@ impl<B: Backend> Normalizer<B> for Gather<'_> {
         if Some(index) != self.target {
             return Some(ln.forward_with_stats(x, self.known[index], slope));
         }
-        let [_, c, h, _] = x.dims();
+        let [_, c, h, w] = x.dims();
         let scale = self.input_height / h;
         let [y0, y1, x0, x1] = self.core.map(|v| v / scale);
-        let core = x.slice([0..1, 0..c, y0..y1, x0..x1]);
-        let sum: f32 = core.clone().sum().into_scalar().elem();
-        let sum_sq: f32 = core.powi_scalar(2).sum().into_scalar().elem();
-        self.sums[0] += sum as f64;
-        self.sums[1] += sum_sq as f64;
+        let values = x.into_data().into_vec::<f32>().expect("f32 activations");
+        let (sum, sum_sq) = values
+            .par_chunks(h * w)
+            .map(|plane| {
+                plane[y0 * w..y1 * w]
+                    .chunks(w)
+                    .map(|row| row_sums(&row[x0..x1]))
+                    .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+            })
+            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        self.sums[0] += sum;
+        self.sums[1] += sum_sq;
         self.sums[2] += (c * (y1 - y0) * (x1 - x0)) as f64;
         None
     }
@@ -229,6 +254,15 @@ pub fn generate_tiled<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_sums_match_f64() {
+        let row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let (sum, sum_sq) = row_sums(&row);
+        let exact: f64 = row.iter().map(|&v| v as f64).sum();
+        let exact_sq: f64 = row.iter().map(|&v| (v as f64).powi(2)).sum();
+        assert!((sum - exact).abs() < 1e-5 && (sum_sq - exact_sq).abs() < 1e-4);
+    }
 
     #[test]
     fn cores_partition_the_image_and_inputs_stay_inside() {

@@ -6,10 +6,7 @@
 //! - `dL/dx = conv(dL/dy, w')` with `w'[c, o] = w[o, c]` flipped in both axes and padding
 //!   `k - 1 - p`: the same kernel.
 //! - `dL/dw[o, c, ky, kx] = sum over n, y, x of dL/dy[n, o, y, x] xpad[n, c, y + ky, x + kx]`:
-//!   for each tap `(ky, kx)` a matrix product `G [C_out, pixels] . X_tap^T [pixels, C_in]`
-//!   where `G` is the output gradient laid out on the padded input's row length (zeros in the
-//!   extra columns), so that `X_tap` is the padded input read at one fixed offset: `gemm` with
-//!   strides, no im2col.
+//!   [`super::wgrad`], on the same padded input, no im2col.
 
 use std::any::Any;
 
@@ -25,6 +22,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
 use super::conv::{self, ConvShape};
+use super::wgrad;
 use crate::device::CpuBackend;
 
 /// The training backend these kernels serve.
@@ -94,61 +92,6 @@ fn flip_transpose(w: &[f32], [c_out, c_in, k, _]: [usize; 4]) -> Vec<f32> {
     out
 }
 
-/// `dL/dw` summed over the batch (see the module doc).
-fn weight_grad(x: &[f32], xd: [usize; 4], g: &[f32], wd: [usize; 4], pad: usize) -> Vec<f32> {
-    let s = shape(xd, wd, pad);
-    let [oh, ow] = s.out_size();
-    let (hp, wp) = (s.h + 2 * pad, s.w + 2 * pad);
-    let plane = hp * wp;
-    let k2 = s.k * s.k;
-    let mut dw = vec![0.0f32; s.c_out * s.c_in * k2];
-    for (n, img) in x.chunks(s.c_in * s.h * s.w).enumerate() {
-        let xpad = conv::pad_input(img, &s);
-        let gimg = &g[n * s.c_out * oh * ow..(n + 1) * s.c_out * oh * ow];
-        let mut gwide = vec![0.0f32; s.c_out * oh * wp];
-        gwide
-            .par_chunks_mut(oh * wp)
-            .zip(gimg.par_chunks(oh * ow))
-            .for_each(|(dst, src)| {
-                for (y, row) in src.chunks(ow).enumerate() {
-                    dst[y * wp..y * wp + ow].copy_from_slice(row);
-                }
-            });
-        for ky in 0..s.k {
-            for kx in 0..s.k {
-                // SAFETY: dst is [C_out, C_in, k, k] written at tap (ky, kx) with row stride
-                // C_in k^2 and column stride k^2; lhs is gwide [C_out, oh wp]; rhs element
-                // (pixel q, channel c) is xpad[c plane + ky wp + kx + q], inside xpad for every
-                // q < oh wp (xpad has slack past its end for the last channel's extra columns).
-                unsafe {
-                    gemm::gemm(
-                        s.c_out,
-                        s.c_in,
-                        oh * wp,
-                        dw.as_mut_ptr().add(ky * s.k + kx),
-                        k2 as isize,
-                        (s.c_in * k2) as isize,
-                        n > 0,
-                        gwide.as_ptr(),
-                        1,
-                        (oh * wp) as isize,
-                        xpad.as_ptr().add(ky * wp + kx),
-                        plane as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(0),
-                    )
-                };
-            }
-        }
-    }
-    dw
-}
-
 /// The input and weight gradients of a node; the output gradient `g` is on the host.
 fn input_weight_grads(
     (node_x, node_w): (Option<NodeId>, Option<NodeId>),
@@ -168,7 +111,7 @@ fn input_weight_grads(
         grads.register::<CpuBackend>(id, primitive(dx, xd));
     }
     if let Some(id) = node_w {
-        let dw = weight_grad(&x, xd, g, wd, pad);
+        let dw = wgrad::weight_grad(&x, g, &shape(xd, wd, pad));
         grads.register::<CpuBackend>(id, primitive(dw, wd));
     }
 }

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 /// Output channels per micro-kernel call (rows of the register block).
 const MR: usize = 8;
 /// Floats per AVX-512 vector.
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 /// Vectors per micro-kernel call along a row (48 pixels).
 const NV: usize = 3;
 /// Slack after the padded input so the last vector of a row may read past its end.
@@ -101,7 +101,7 @@ fn pack_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
 }
 
 /// Offset in the padded input of each term `(c, ky, kx)`, in the weight's order.
-fn term_offsets(s: &ConvShape) -> Vec<usize> {
+pub(crate) fn term_offsets(s: &ConvShape) -> Vec<usize> {
     let (hp, wp) = (s.h + 2 * s.pad, s.w + 2 * s.pad);
     let mut offsets = Vec::with_capacity(s.c_in * s.k * s.k);
     for c in 0..s.c_in {

@@ -8,6 +8,7 @@
 pub mod autodiff;
 pub mod conv;
 pub mod norm;
+pub mod wgrad;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};

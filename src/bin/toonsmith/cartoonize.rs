@@ -63,7 +63,7 @@ pub struct CartoonizeArgs {
     #[arg(long, default_value_t = 512)]
     tile: usize,
     /// GiB that tiled inference may use to keep intermediate results between its passes: more
-    /// is faster (about 3.5 GiB keeps everything for a 3840x2160 photo), 0 uses the least memory.
+    /// is faster (4 keeps everything for a 3840x2160 photo), 0 uses the least memory.
     #[arg(long, default_value_t = 1.0)]
     tile_cache: f64,
 }
@@ -86,7 +86,7 @@ pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
     cartoonizer.max_side = args.max_side;
     cartoonizer.tile_above = (args.tile_above * 1e6) as usize;
     cartoonizer.tile_core = args.tile.max(4);
-    if !(args.tile_cache >= 0.0) {
+    if args.tile_cache.is_nan() || args.tile_cache < 0.0 {
         bail!(
             "invalid --tile-cache {} (expected GiB >= 0)",
             args.tile_cache

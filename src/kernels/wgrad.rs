@@ -1,0 +1,207 @@
+//! The weight gradient of the stride-1 convolution of [`super::conv`], in the same padded layout.
+//!
+//! `dW[o, c, ky, kx] = sum over images and output pixels (y, x) of g[o, y, x] xpad[c, y + ky,
+//! x + kx]`. With the output gradient laid out `W + 2p` wide (zeros past `W_out`), as `gw[o, q]`
+//! with `q = y (W + 2p) + x`, every term `t = (c, ky, kx)` reads the padded input at a fixed
+//! offset: `dW[o, t] = sum_q gw[o, q] xpad[offset(t) + q]`, a matrix product with a contraction
+//! over all pixels whose second operand is never materialised. The micro-kernel keeps 4 output
+//! channels x 6 terms of 16-lane partial sums in 24 vector registers; pixels are taken in
+//! chunks that stay in cache while the threads share the output channels. (Before this, one
+//! `gemm` call per kernel tap re-packed the whole output gradient k^2 times.)
+
+use rayon::prelude::*;
+
+use super::conv::{pad_input, term_offsets, ConvShape, LANES};
+
+/// Output channels per micro-kernel call.
+const R: usize = 4;
+/// Terms per micro-kernel call.
+const C: usize = 6;
+/// Pixels per chunk (a multiple of [`LANES`]): 4 KiB of each operand row.
+const CHUNK: usize = 1024;
+
+/// `dL/dW` `[C_out, C_in, k, k]` summed over the batch: `x` `[N, C_in, H, W]`, `g` (the output
+/// gradient) `[N, C_out, H_out, W_out]`.
+///
+/// # Panics
+/// If the slices do not match `s` or [`super::conv::available`] is false.
+pub fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
+    assert!(super::conv::available(), "weight_grad needs AVX-512");
+    let [oh, ow] = s.out_size();
+    let (image_in, image_out) = (s.c_in * s.h * s.w, s.c_out * oh * ow);
+    assert_eq!(x.len() / image_in.max(1), g.len() / image_out.max(1));
+    let terms = s.c_in * s.k * s.k;
+    // Padded to a multiple of C with a harmless offset; those columns are never written.
+    let mut offsets = term_offsets(s);
+    offsets.resize(terms.div_ceil(C) * C, 0);
+    let wp = s.w + 2 * s.pad;
+    let len = (oh * wp).next_multiple_of(LANES);
+    let mut dw = vec![0.0f32; s.c_out * terms];
+    for (xi, gi) in x.chunks(image_in).zip(g.chunks(image_out)) {
+        let xpad = pad_input(xi, s);
+        let gw = widen(gi, s.c_out, [oh, ow], wp, len);
+        for q0 in (0..len).step_by(CHUNK) {
+            let vectors = (len - q0).min(CHUNK) / LANES;
+            dw.par_chunks_mut(R * terms)
+                .enumerate()
+                .for_each(|(block, rows)| {
+                    let o0 = block * R;
+                    for t0 in (0..terms).step_by(C) {
+                        let cols: [usize; C] = std::array::from_fn(|j| offsets[t0 + j] + q0);
+                        let sums = unsafe {
+                            // SAFETY: AVX-512 was checked above; `gw` has R-padded rows of
+                            // `len` floats; every read of `xpad` stays below the largest
+                            // offset + len, inside xpad and its slack (see `pad_input`).
+                            micro(&gw[o0 * len + q0..], len, &xpad, cols, vectors)
+                        };
+                        for (r, row) in sums.iter().enumerate().take(rows.len() / terms) {
+                            for (j, v) in row.iter().enumerate().take(terms - t0) {
+                                rows[r * terms + t0 + j] += v;
+                            }
+                        }
+                    }
+                });
+        }
+    }
+    dw
+}
+
+/// `g` `[C_out, H_out, W_out]` as rows of `len` floats (`W_out` values every `wp`, zeros
+/// elsewhere), with zero rows up to a multiple of [`R`].
+fn widen(g: &[f32], c_out: usize, [oh, ow]: [usize; 2], wp: usize, len: usize) -> Vec<f32> {
+    let mut gw = vec![0.0f32; c_out.div_ceil(R) * R * len];
+    gw.par_chunks_mut(len)
+        .zip(g.par_chunks(oh * ow))
+        .for_each(|(dst, src)| {
+            for (y, row) in src.chunks(ow).enumerate() {
+                dst[y * wp..y * wp + ow].copy_from_slice(row);
+            }
+        });
+    gw
+}
+
+/// `R x C` sums over `vectors * 16` pixels: row `r` of `gw` (rows `stride` apart) times `xpad`
+/// at `cols[j]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro(
+    gw: &[f32],
+    stride: usize,
+    xpad: &[f32],
+    cols: [usize; C],
+    vectors: usize,
+) -> [[f32; C]; R] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let g = gw.as_ptr();
+    let x = xpad.as_ptr();
+    for v in 0..vectors {
+        let q = v * LANES;
+        let mut xv = [_mm512_setzero_ps(); C];
+        for (slot, &col) in xv.iter_mut().zip(&cols) {
+            *slot = unsafe { _mm512_loadu_ps(x.add(col + q)) };
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let gv = unsafe { _mm512_loadu_ps(g.add(r * stride + q)) };
+            for (a, &b) in row.iter_mut().zip(&xv) {
+                *a = _mm512_fmadd_ps(gv, b, *a);
+            }
+        }
+    }
+    let mut sums = [[0.0f32; C]; R];
+    for (out, row) in sums.iter_mut().zip(&acc) {
+        for (o, &a) in out.iter_mut().zip(row) {
+            *o = _mm512_reduce_add_ps(a);
+        }
+    }
+    sums
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn micro(_: &[f32], _: usize, _: &[f32], _: [usize; C], _: usize) -> [[f32; C]; R] {
+    unreachable!("weight_grad checks `available` first")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct summation in f64.
+    fn naive(x: &[f32], g: &[f32], s: &ConvShape, n: usize) -> Vec<f32> {
+        let [oh, ow] = s.out_size();
+        let mut dw = vec![0.0f64; s.c_out * s.c_in * s.k * s.k];
+        for i in 0..n {
+            for o in 0..s.c_out {
+                for c in 0..s.c_in {
+                    for ky in 0..s.k {
+                        for kx in 0..s.k {
+                            let mut sum = 0.0f64;
+                            for y in 0..oh {
+                                for xo in 0..ow {
+                                    let (iy, ix) = (y + ky, xo + kx);
+                                    if iy < s.pad || ix < s.pad {
+                                        continue;
+                                    }
+                                    let (iy, ix) = (iy - s.pad, ix - s.pad);
+                                    if iy >= s.h || ix >= s.w {
+                                        continue;
+                                    }
+                                    let gv = g[((i * s.c_out + o) * oh + y) * ow + xo] as f64;
+                                    let xv = x[((i * s.c_in + c) * s.h + iy) * s.w + ix] as f64;
+                                    sum += gv * xv;
+                                }
+                            }
+                            dw[((o * s.c_in + c) * s.k + ky) * s.k + kx] += sum;
+                        }
+                    }
+                }
+            }
+        }
+        dw.into_iter().map(|v| v as f32).collect()
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                v as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_direct_summation() {
+        if !super::super::conv::available() {
+            eprintln!("no AVX-512 here: weight_grad not tested");
+            return;
+        }
+        // Channel and term counts that are not multiples of 4 and 6, kernels 1, 3, 7, pad 0,
+        // several chunks (40 x 40 > 1024 pixels), two images.
+        let shapes = [
+            (3, 5, 9, 53, 7, 3, 2),
+            (4, 8, 6, 16, 3, 1, 1),
+            (9, 3, 5, 100, 1, 0, 2),
+            (2, 17, 7, 49, 3, 0, 1),
+            (5, 6, 40, 40, 3, 1, 2),
+        ];
+        for (i, &(c_in, c_out, h, w, k, pad, n)) in shapes.iter().enumerate() {
+            let s = ConvShape {
+                c_in,
+                c_out,
+                h,
+                w,
+                k,
+                pad,
+            };
+            let [oh, ow] = s.out_size();
+            let x = values(n * c_in * h * w, i as u32);
+            let g = values(n * c_out * oh * ow, 50 + i as u32);
+            let got = weight_grad(&x, &g, &s);
+            let want = naive(&x, &g, &s, n);
+            assert_eq!(got.len(), want.len());
+            for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() < 1e-3, "{s:?} at {j}: {a} vs {b}");
+            }
+        }
+    }
+}
