@@ -22,6 +22,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
 use super::conv::{self, ConvShape};
+use super::polyphase::Polyphase;
 use super::wgrad;
 use crate::device::CpuBackend;
 
@@ -64,15 +65,30 @@ fn shape(x: [usize; 4], w: [usize; 4], pad: usize) -> ConvShape {
     }
 }
 
-/// Forward of every image of the batch.
+/// Padding and stride of a convolution node.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    pad: usize,
+    stride: usize,
+}
+
+/// Forward of every image of the batch; stride 1 or 2 (by its phases, [`Polyphase`]).
 fn forward(
     x: &[f32],
     xd: [usize; 4],
     (w, wd): (&[f32], [usize; 4]),
     bias: Option<&[f32]>,
-    pad: usize,
-) -> Vec<f32> {
-    conv::conv2d_batch(x, w, bias, &shape(xd, wd, pad))
+    geometry: Geometry,
+) -> (Vec<f32>, [usize; 4]) {
+    let s = shape(xd, wd, geometry.pad);
+    let (y, [oh, ow]) = if geometry.stride == 2 {
+        let p = Polyphase::new(s);
+        let y = conv::conv2d_batch(&p.split_batch(x), &p.weights(w), bias, &p.inner);
+        (y, p.inner.out_size())
+    } else {
+        (conv::conv2d_batch(x, w, bias, &s), s.out_size())
+    };
+    (y, [xd[0], wd[0], oh, ow])
 }
 
 /// `w[o, c, ky, kx]` -> `w'[c, o, k-1-ky, k-1-kx]`.
@@ -95,7 +111,7 @@ fn flip_transpose(w: &[f32], [c_out, c_in, k, _]: [usize; 4]) -> Vec<f32> {
 /// The input and weight gradients of a node; the output gradient `g` is on the host.
 fn input_weight_grads(
     (node_x, node_w): (Option<NodeId>, Option<NodeId>),
-    (x_state, w_state, pad): (NodeId, NodeId, usize),
+    (x_state, w_state, geometry): (NodeId, NodeId, Geometry),
     (g, gd): (&[f32], [usize; 4]),
     grads: &mut Gradients,
     checkpointer: &mut Checkpointer,
@@ -104,14 +120,34 @@ fn input_weight_grads(
     let w = checkpointer.retrieve_node_output::<Primitive>(w_state);
     let (w, wd) = host(w);
     let (x, xd) = host(x);
+    let s = shape(xd, wd, geometry.pad);
+    // A stride-2 node differentiates its phase convolution, then maps back.
+    let phases = (geometry.stride == 2).then(|| Polyphase::new(s));
+    let (x_inner, w_inner, inner) = match &phases {
+        Some(p) => (p.split_batch(&x), p.weights(&w), p.inner),
+        None => (x, w, s),
+    };
     if let Some(id) = node_x {
-        let [c_out, c_in, k, _] = wd;
-        let flipped = flip_transpose(&w, wd);
-        let dx = forward(g, gd, (&flipped, [c_in, c_out, k, k]), None, k - 1 - pad);
+        let (c_in, c_out, k) = (inner.c_in, inner.c_out, inner.k);
+        let flipped = flip_transpose(&w_inner, [c_out, c_in, k, k]);
+        let dims = [gd[0], gd[1], gd[2], gd[3]];
+        let back = Geometry {
+            pad: k - 1 - inner.pad,
+            stride: 1,
+        };
+        let (dx, _) = forward(g, dims, (&flipped, [c_in, c_out, k, k]), None, back);
+        let dx = match &phases {
+            Some(p) => p.merge_batch(&dx),
+            None => dx,
+        };
         grads.register::<CpuBackend>(id, primitive(dx, xd));
     }
     if let Some(id) = node_w {
-        let dw = wgrad::weight_grad(&x, g, &shape(xd, wd, pad));
+        let dw = wgrad::weight_grad(&x_inner, g, &inner);
+        let dw = match &phases {
+            Some(p) => p.weights_grad(&dw),
+            None => dw,
+        };
         grads.register::<CpuBackend>(id, primitive(dw, wd));
     }
 }
@@ -138,7 +174,7 @@ fn bias_grad(g: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
 struct ConvNoBias;
 
 impl Backward<CpuBackend, 2> for ConvNoBias {
-    type State = (NodeId, NodeId, usize);
+    type State = (NodeId, NodeId, Geometry);
 
     fn backward(
         self,
@@ -157,7 +193,7 @@ impl Backward<CpuBackend, 2> for ConvNoBias {
 struct ConvWithBias;
 
 impl Backward<CpuBackend, 3> for ConvWithBias {
-    type State = (NodeId, NodeId, usize);
+    type State = (NodeId, NodeId, Geometry);
 
     fn backward(
         self,
@@ -185,14 +221,20 @@ pub fn is_cpu_autodiff<B: Backend>() -> bool {
     std::any::TypeId::of::<B>() == std::any::TypeId::of::<CpuAutodiff>()
 }
 
-/// Differentiable stride-1 convolution on [`CpuAutodiff`] (check [`is_cpu_autodiff`] and
+/// Differentiable stride-1 or stride-2 convolution on [`CpuAutodiff`] (check [`is_cpu_autodiff`] and
 /// [`conv::available`] first).
 pub fn conv2d<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
     bias: Option<Tensor<B, 1>>,
     pad: usize,
+    stride: usize,
 ) -> Tensor<B, 4> {
+    assert!(
+        stride == 1 || stride == 2,
+        "conv2d_autodiff_applies checks the stride"
+    );
+    let geometry = Geometry { pad, stride };
     let x: AdPrimitive = same_type(x.into_primitive().tensor());
     let w: AdPrimitive = same_type(weight.into_primitive().tensor());
     let b: Option<AdPrimitive> = bias.map(|b| same_type(b.into_primitive().tensor()));
@@ -205,9 +247,8 @@ pub fn conv2d<B: Backend>(
             ));
             t.into_data().into_vec::<f32>().unwrap_or_default()
         });
-        let [oh, ow] = shape(xd, wd, pad).out_size();
-        let y = forward(&xv, xd, (&wv, wd), bias.as_deref(), pad);
-        primitive(y, [xd[0], wd[0], oh, ow])
+        let (y, dims) = forward(&xv, xd, (&wv, wd), bias.as_deref(), geometry);
+        primitive(y, dims)
     };
     let out = match &b {
         Some(b) => match ConvWithBias
@@ -216,7 +257,7 @@ pub fn conv2d<B: Backend>(
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&w), pad);
+                let state = (prep.checkpoint(&x), prep.checkpoint(&w), geometry);
                 prep.finish(state, compute(&x, &w, Some(b)))
             }
             OpsKind::UnTracked(prep) => prep.finish(compute(&x, &w, Some(b))),
@@ -227,7 +268,7 @@ pub fn conv2d<B: Backend>(
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&w), pad);
+                let state = (prep.checkpoint(&x), prep.checkpoint(&w), geometry);
                 prep.finish(state, compute(&x, &w, None))
             }
             OpsKind::UnTracked(prep) => prep.finish(compute(&x, &w, None)),
@@ -251,6 +292,54 @@ fn ln_stats(x: &[f32], image: usize, epsilon: f64) -> Vec<(f64, f64)> {
             (mean, 1.0 / (var + epsilon).sqrt())
         })
         .collect()
+}
+
+/// One channel of LN's backward: `dy = dz`, times `slope` where `xh gamma + beta < 0`, written
+/// over `dz`'s place in `dy`; returns `(sum dy xh, sum dy)` (f32 in 16 lanes, then f64).
+fn dy_sums(
+    dy: &mut [f32],
+    x: &[f32],
+    dz: &[f32],
+    (mean, inv_std): (f32, f32),
+    (gamma, beta): (f32, f32),
+    slope: f32,
+) -> (f64, f64) {
+    const L: usize = 16;
+    let step = |xv: f32, dzv: f32| {
+        let xh = (xv - mean) * inv_std;
+        let d = if xh * gamma + beta < 0.0 {
+            dzv * slope
+        } else {
+            dzv
+        };
+        (d, xh)
+    };
+    let mut total = (0.0f64, 0.0f64);
+    for ((dy, x), dz) in dy.chunks_mut(4096).zip(x.chunks(4096)).zip(dz.chunks(4096)) {
+        let (mut s_xh, mut s_d) = ([0.0f32; L], [0.0f32; L]);
+        let mut lanes = dy
+            .chunks_exact_mut(L)
+            .zip(x.chunks_exact(L))
+            .zip(dz.chunks_exact(L));
+        for ((out, xv), dzv) in lanes.by_ref() {
+            for i in 0..L {
+                let (d, xh) = step(xv[i], dzv[i]);
+                out[i] = d;
+                s_xh[i] += d * xh;
+                s_d[i] += d;
+            }
+        }
+        let done = dy.len() / L * L;
+        for ((out, &xv), &dzv) in dy[done..].iter_mut().zip(&x[done..]).zip(&dz[done..]) {
+            let (d, xh) = step(xv, dzv);
+            *out = d;
+            s_xh[0] += d * xh;
+            s_d[0] += d;
+        }
+        total.0 += s_xh.iter().map(|&v| v as f64).sum::<f64>();
+        total.1 += s_d.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    total
 }
 
 #[derive(Debug)]
@@ -278,6 +367,7 @@ impl Backward<CpuBackend, 3> for LayerNormAct {
         let [_, c, h, w] = dims;
         let (plane, image) = (h * w, c * h * w);
         let stats = ln_stats(&x, image, settings.epsilon);
+        let slope = settings.slope.unwrap_or(1.0);
         let mut dx = vec![0.0f32; x.len()];
         let mut dgamma = vec![0.0f64; c];
         let mut dbeta = vec![0.0f64; c];
@@ -285,42 +375,36 @@ impl Backward<CpuBackend, 3> for LayerNormAct {
             let xs = &x[n * image..(n + 1) * image];
             let dzs = &dz[n * image..(n + 1) * image];
             let dxs = &mut dx[n * image..(n + 1) * image];
-            // Per channel: dy (kept in dx for now) and its sums with xh, gamma.
-            let sums: Vec<[f64; 4]> = dxs
+            // Per channel: dy (kept in dx for now), sum dy xh and sum dy.
+            let (m, inv) = (mean as f32, inv_std as f32);
+            let sums: Vec<(f64, f64)> = dxs
                 .par_chunks_mut(plane)
                 .enumerate()
                 .map(|(ch, dy)| {
-                    let (g, b) = (gamma[ch] as f64, beta[ch] as f64);
-                    let mut sums = [0.0f64; 4];
                     let range = ch * plane..(ch + 1) * plane;
-                    for ((d_out, &xv), &dzv) in
-                        dy.iter_mut().zip(&xs[range.clone()]).zip(&dzs[range])
-                    {
-                        let xh = (xv as f64 - mean) * inv_std;
-                        let d = match settings.slope {
-                            Some(slope) if xh * g + b < 0.0 => dzv as f64 * slope as f64,
-                            _ => dzv as f64,
-                        };
-                        *d_out = d as f32;
-                        sums[0] += d * xh;
-                        sums[1] += d;
-                        sums[2] += d * g;
-                        sums[3] += d * g * xh;
-                    }
-                    sums
+                    let affine = (gamma[ch], beta[ch]);
+                    dy_sums(dy, &xs[range.clone()], &dzs[range], (m, inv), affine, slope)
                 })
                 .collect();
-            let m1 = sums.iter().map(|s| s[2]).sum::<f64>() / image as f64;
-            let m2 = sums.iter().map(|s| s[3]).sum::<f64>() / image as f64;
+            let image_f = image as f64;
+            let m1 = (sums.iter().enumerate())
+                .map(|(ch, s)| gamma[ch] as f64 * s.1)
+                .sum::<f64>()
+                / image_f;
+            let m2 = (sums.iter().enumerate())
+                .map(|(ch, s)| gamma[ch] as f64 * s.0)
+                .sum::<f64>()
+                / image_f;
             for (ch, s) in sums.iter().enumerate() {
-                dgamma[ch] += s[0];
-                dbeta[ch] += s[1];
+                dgamma[ch] += s.0;
+                dbeta[ch] += s.1;
             }
+            let (m1, m2) = (m1 as f32, m2 as f32);
             dxs.par_chunks_mut(plane).enumerate().for_each(|(ch, d)| {
-                let g = gamma[ch] as f64;
+                let g = gamma[ch];
                 for (v, &xv) in d.iter_mut().zip(&xs[ch * plane..(ch + 1) * plane]) {
-                    let xh = (xv as f64 - mean) * inv_std;
-                    *v = ((*v as f64 * g - m1 - xh * m2) * inv_std) as f32;
+                    let xh = (xv - m) * inv;
+                    *v = (*v * g - m1 - xh * m2) * inv;
                 }
             });
         }
@@ -411,10 +495,15 @@ mod tests {
             return;
         }
         let device = Default::default();
-        for &(n, c_in, c_out, h, w, k) in
-            &[(2, 5, 9, 7, 19, 3), (1, 3, 4, 9, 50, 7), (2, 6, 3, 4, 5, 1)]
-        {
+        for &(n, c_in, c_out, h, w, k, stride) in &[
+            (2, 5, 9, 7, 19, 3, 1),
+            (1, 3, 4, 9, 50, 7, 1),
+            (2, 6, 3, 4, 5, 1, 1),
+            (2, 5, 6, 8, 10, 3, 2),
+            (1, 3, 4, 9, 7, 3, 2),
+        ] {
             let pad = k / 2;
+            let out = |n: usize| (n + 2 * pad - k) / stride + 1;
             let x0 = Tensor::<CpuAutodiff, 4>::random(
                 [n, c_in, h, w],
                 Distribution::Normal(0.0, 1.0),
@@ -426,7 +515,7 @@ mod tests {
                 &device,
             );
             let r = Tensor::<CpuAutodiff, 4>::random(
-                [n, c_out, h, w],
+                [n, c_out, out(h), out(w)],
                 Distribution::Normal(0.0, 1.0),
                 &device,
             );
@@ -437,9 +526,9 @@ mod tests {
                 let wt = w0.clone().detach().require_grad();
                 let b = (k != 7).then(|| b0.clone().detach().require_grad());
                 let y = if ours {
-                    conv2d(x.clone(), wt.clone(), b.clone(), pad)
+                    conv2d(x.clone(), wt.clone(), b.clone(), pad, stride)
                 } else {
-                    let options = ConvOptions::new([1, 1], [pad, pad], [1, 1], 1);
+                    let options = ConvOptions::new([stride; 2], [pad, pad], [1, 1], 1);
                     burn_conv2d(x.clone(), wt.clone(), b.clone(), options)
                 };
                 let grads = (y.clone() * r.clone()).sum().backward();
@@ -461,7 +550,10 @@ mod tests {
                 ("db", db1, db2),
             ] {
                 let err = max_rel(a, b);
-                assert!(err < 1e-5, "k={k} {what}: relative error {err}");
+                assert!(
+                    err < 1e-5,
+                    "k={k} stride={stride} {what}: relative error {err}"
+                );
             }
         }
     }

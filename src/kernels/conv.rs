@@ -134,9 +134,19 @@ impl OutPtr {
 /// # Panics
 /// If the slices do not match `s` or [`available`] is false.
 pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+    let [oh, ow] = s.out_size();
+    let mut out = vec![0.0f32; s.c_out * oh * ow];
+    conv2d_into(x, weight, bias, s, &mut out);
+    out
+}
+
+/// [`conv2d`] into `out` `[C_out, H_out, W_out]`.
+fn conv2d_into(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape, out: &mut [f32]) {
     assert!(available(), "conv2d needs AVX-512");
     assert_eq!(x.len(), s.c_in * s.h * s.w);
     assert_eq!(weight.len(), s.c_out * s.c_in * s.k * s.k);
+    let (oh, ow) = (s.out_h(), s.out_w());
+    assert_eq!(out.len(), s.c_out * oh * ow);
     let xpad = pad_input(x, s);
     let packed = pack_weights(weight, s);
     let offsets = term_offsets(s);
@@ -144,8 +154,6 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) ->
     if let Some(b) = bias {
         bias_padded[..s.c_out].copy_from_slice(b);
     }
-    let (oh, ow) = (s.out_h(), s.out_w());
-    let mut out = vec![0.0f32; s.c_out * oh * ow];
     let ptr = OutPtr(out.as_mut_ptr());
     let wp = s.w + 2 * s.pad;
     (0..oh).into_par_iter().for_each(|y| {
@@ -164,14 +172,17 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) ->
             )
         };
     });
-    out
 }
 
 /// [`conv2d`] of every image of a batch `x` `[N, C_in, H, W]`; returns `[N, C_out, H_out, W_out]`.
 pub fn conv2d_batch(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
-    x.chunks((s.c_in * s.h * s.w).max(1))
-        .flat_map(|image| conv2d(image, weight, bias, s))
-        .collect()
+    let [oh, ow] = s.out_size();
+    let (image_in, image_out) = ((s.c_in * s.h * s.w).max(1), s.c_out * oh * ow);
+    let mut out = vec![0.0f32; x.len() / image_in * image_out];
+    for (dst, image) in out.chunks_mut(image_out.max(1)).zip(x.chunks(image_in)) {
+        conv2d_into(image, weight, bias, s, dst);
+    }
+    out
 }
 
 /// One output row `y` of every output channel.

@@ -8,6 +8,7 @@
 pub mod autodiff;
 pub mod conv;
 pub mod norm;
+pub mod polyphase;
 pub mod wgrad;
 
 use burn::tensor::backend::Backend;
@@ -27,7 +28,7 @@ fn is_cpu_backend<B: Backend>() -> bool {
 
 /// Whether [`conv2d`] can run a convolution with this `stride` and `groups` on backend `B`.
 pub fn conv2d_applies<B: Backend>(stride: usize, groups: usize) -> bool {
-    stride == 1 && groups == 1 && is_cpu_backend::<B>() && conv::available()
+    (stride == 1 || stride == 2) && groups == 1 && is_cpu_backend::<B>() && conv::available()
 }
 
 /// Whether [`layer_norm`] and [`upsample_nearest2`] replace burn's ops on backend `B`.
@@ -89,7 +90,10 @@ pub fn layer_norm<B: Backend>(
 pub fn conv2d_autodiff_applies<B: Backend>(stride: usize, groups: usize) -> bool {
     #[cfg(feature = "flex")]
     {
-        stride == 1 && groups == 1 && autodiff::is_cpu_autodiff::<B>() && conv::available()
+        (stride == 1 || stride == 2)
+            && groups == 1
+            && autodiff::is_cpu_autodiff::<B>()
+            && conv::available()
     }
     #[cfg(not(feature = "flex"))]
     {
@@ -105,17 +109,18 @@ fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         .unwrap_or_default()
 }
 
-/// Stride-1 convolution with zero padding `pad` by [`conv::conv2d`], image by image. Check
-/// [`conv2d_applies`] first.
+/// Stride-1 or stride-2 convolution with zero padding `pad` by [`conv::conv2d`] (stride 2 by
+/// its phases, [`polyphase`]), image by image. Check [`conv2d_applies`] first.
 ///
 /// # Shapes
 /// `x` `[N, C_in, H, W]`, `weight` `[C_out, C_in, k, k]`, `bias` `[C_out]` ->
-/// `[N, C_out, H + 2 pad - k + 1, W + 2 pad - k + 1]`.
+/// `[N, C_out, (H + 2 pad - k) / stride + 1, (W + 2 pad - k) / stride + 1]`.
 pub fn conv2d<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
     bias: Option<Tensor<B, 1>>,
     pad: usize,
+    stride: usize,
 ) -> Tensor<B, 4> {
     let device = x.device();
     let [n, c_in, h, w] = x.dims();
@@ -128,10 +133,17 @@ pub fn conv2d<B: Backend>(
         k,
         pad,
     };
-    let [oh, ow] = shape.out_size();
     let x = host_values(x);
     let weight = host_values(weight);
     let bias = bias.map(host_values);
-    let out = conv::conv2d_batch(&x, &weight, bias.as_deref(), &shape);
+    let (out, [oh, ow]) = if stride == 2 {
+        let p = polyphase::Polyphase::new(shape);
+        let phases = p.split_batch(&x);
+        let y = conv::conv2d_batch(&phases, &p.weights(&weight), bias.as_deref(), &p.inner);
+        (y, p.inner.out_size())
+    } else {
+        let y = conv::conv2d_batch(&x, &weight, bias.as_deref(), &shape);
+        (y, shape.out_size())
+    };
     Tensor::from_data(TensorData::new(out, [n, c_out, oh, ow]), &device)
 }

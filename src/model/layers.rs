@@ -146,11 +146,11 @@ impl<B: Backend> Conv<B> {
             }
         };
         if kernels::conv2d_applies::<B>(self.stride, self.groups) {
-            return kernels::conv2d(x, weight, bias, pad);
+            return kernels::conv2d(x, weight, bias, pad, self.stride);
         }
         #[cfg(feature = "flex")]
         if kernels::conv2d_autodiff_applies::<B>(self.stride, self.groups) {
-            return kernels::autodiff::conv2d(x, weight, bias, pad);
+            return kernels::autodiff::conv2d(x, weight, bias, pad, self.stride);
         }
         let options = ConvOptions::new([self.stride; 2], [pad; 2], [1, 1], self.groups);
         conv2d(x, weight, bias, options)

@@ -1,0 +1,272 @@
+//! Stride-2 convolution as a stride-1 one, so it runs on [`super::conv`] and
+//! [`super::wgrad`] (the downsampling convolutions of G and D).
+//!
+//! Split the zero-padded input into its four phases `P_ab[c, i, j] = xpad[c, 2i + a, 2j + b]`.
+//! An output pixel `y[o, i, j] = sum over c, ky, kx of w[o, c, ky, kx] xpad[c, 2i + ky, 2j + kx]`
+//! then reads phase `(ky mod 2, kx mod 2)` at `(i + ky / 2, j + kx / 2)`: a stride-1, unpadded
+//! convolution of the phases stacked as `4 C_in` channels with a `ceil(k / 2)`-square kernel
+//! `w'[o, (a, b, c), dy, dx] = w[o, c, 2 dy + a, 2 dx + b]` (zero where `2 dy + a >= k`). For
+//! the 3x3 kernels here that is 16 instead of 9 multiply-adds per input channel, on a kernel
+//! about four times faster than the im2col path.
+
+use rayon::prelude::*;
+
+use super::conv::ConvShape;
+
+/// A stride-2 convolution and the stride-1 convolution of its phases.
+#[derive(Clone, Copy, Debug)]
+pub struct Polyphase {
+    /// The stride-2 problem (`pad` on each side, zeros).
+    pub outer: ConvShape,
+    /// The stride-1, unpadded problem on the stacked phases.
+    pub inner: ConvShape,
+}
+
+impl Polyphase {
+    /// The phase problem of `outer`.
+    pub fn new(outer: ConvShape) -> Self {
+        let k2 = outer.k.div_ceil(2);
+        let [oh, ow] = Self::out_size(&outer);
+        Self {
+            outer,
+            inner: ConvShape {
+                c_in: 4 * outer.c_in,
+                c_out: outer.c_out,
+                h: oh + k2 - 1,
+                w: ow + k2 - 1,
+                k: k2,
+                pad: 0,
+            },
+        }
+    }
+
+    /// Output size of the stride-2 convolution `outer`.
+    pub fn out_size(outer: &ConvShape) -> [usize; 2] {
+        let size = |n: usize| (n + 2 * outer.pad - outer.k) / 2 + 1;
+        [size(outer.h), size(outer.w)]
+    }
+
+    /// The padded-input position `(Y, X)` that phase pixel `(a, b, i, j)` reads, if inside the
+    /// image: `Y = 2i + a - pad`.
+    fn source(&self, a: usize, i: usize, pad: usize, len: usize) -> Option<usize> {
+        (2 * i + a).checked_sub(pad).filter(|&y| y < len)
+    }
+
+    /// One image `[C_in, H, W]` as its stacked phases `[4 C_in, h', w']`.
+    pub fn split(&self, x: &[f32]) -> Vec<f32> {
+        let s = self.inner;
+        let mut out = vec![0.0f32; s.c_in * s.h * s.w];
+        self.split_into(x, &mut out);
+        out
+    }
+
+    /// [`Polyphase::split`] into `out` (zeros where no image pixel lands).
+    fn split_into(&self, x: &[f32], out: &mut [f32]) {
+        let (o, s) = (self.outer, self.inner);
+        out.par_chunks_mut(s.h * s.w)
+            .enumerate()
+            .for_each(|(channel, dst)| {
+                let (phase, c) = (channel / o.c_in, channel % o.c_in);
+                let (a, b) = (phase / 2, phase % 2);
+                let plane = &x[c * o.h * o.w..(c + 1) * o.h * o.w];
+                for i in 0..s.h {
+                    let Some(y) = self.source(a, i, o.pad, o.h) else {
+                        continue;
+                    };
+                    for j in 0..s.w {
+                        if let Some(xx) = self.source(b, j, o.pad, o.w) {
+                            dst[i * s.w + j] = plane[y * o.w + xx];
+                        }
+                    }
+                }
+            });
+    }
+
+    /// The gradient of [`Polyphase::split`]: phase gradients `[4 C_in, h', w']` back to the
+    /// image `[C_in, H, W]` (each image pixel is read by exactly one phase pixel, or none).
+    pub fn merge(&self, phases: &[f32]) -> Vec<f32> {
+        let o = self.outer;
+        let mut out = vec![0.0f32; o.c_in * o.h * o.w];
+        self.merge_into(phases, &mut out);
+        out
+    }
+
+    /// [`Polyphase::merge`] into `out`, every element of which it writes.
+    fn merge_into(&self, phases: &[f32], out: &mut [f32]) {
+        let (o, s) = (self.outer, self.inner);
+        out.fill(0.0);
+        out.par_chunks_mut(o.h * o.w)
+            .enumerate()
+            .for_each(|(c, dst)| {
+                for phase in 0..4 {
+                    let (a, b) = (phase / 2, phase % 2);
+                    let src = &phases[(phase * o.c_in + c) * s.h * s.w..][..s.h * s.w];
+                    for i in 0..s.h {
+                        let Some(y) = self.source(a, i, o.pad, o.h) else {
+                            continue;
+                        };
+                        for j in 0..s.w {
+                            if let Some(xx) = self.source(b, j, o.pad, o.w) {
+                                dst[y * o.w + xx] = src[i * s.w + j];
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    /// `(o, c, ky, kx)` -> index of `w'[o, (a, b, c), dy, dx]`, for every tap of `w`.
+    fn taps(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (o, s) = (self.outer, self.inner);
+        let (k, k2) = (o.k, s.k);
+        (0..o.c_out).flat_map(move |out| {
+            (0..o.c_in).flat_map(move |c| {
+                (0..k * k).map(move |tap| {
+                    let (ky, kx) = (tap / k, tap % k);
+                    let phase = (ky % 2) * 2 + kx % 2;
+                    let to = (((out * 4 + phase) * o.c_in + c) * k2 + ky / 2) * k2 + kx / 2;
+                    (((out * o.c_in + c) * k + ky) * k + kx, to)
+                })
+            })
+        })
+    }
+
+    /// Weights `[C_out, C_in, k, k]` as the phase kernel `[C_out, 4 C_in, k', k']`.
+    pub fn weights(&self, w: &[f32]) -> Vec<f32> {
+        let s = self.inner;
+        let mut out = vec![0.0f32; s.c_out * s.c_in * s.k * s.k];
+        for (from, to) in self.taps() {
+            out[to] = w[from];
+        }
+        out
+    }
+
+    /// The gradient of [`Polyphase::weights`]: the phase kernel's gradient back to `[C_out,
+    /// C_in, k, k]` (the always-zero taps are dropped).
+    pub fn weights_grad(&self, dw: &[f32]) -> Vec<f32> {
+        let o = self.outer;
+        let mut out = vec![0.0f32; o.c_out * o.c_in * o.k * o.k];
+        for (from, to) in self.taps() {
+            out[from] = dw[to];
+        }
+        out
+    }
+
+    /// [`Polyphase::split`] of every image of a batch.
+    pub fn split_batch(&self, x: &[f32]) -> Vec<f32> {
+        let (o, s) = (self.outer, self.inner);
+        let (image, phases) = ((o.c_in * o.h * o.w).max(1), s.c_in * s.h * s.w);
+        let mut out = vec![0.0f32; x.len() / image * phases];
+        for (dst, src) in out.chunks_mut(phases.max(1)).zip(x.chunks(image)) {
+            self.split_into(src, dst);
+        }
+        out
+    }
+
+    /// [`Polyphase::merge`] of every image of a batch.
+    pub fn merge_batch(&self, phases: &[f32]) -> Vec<f32> {
+        let (o, s) = (self.outer, self.inner);
+        let (image, stacked) = (o.c_in * o.h * o.w, (s.c_in * s.h * s.w).max(1));
+        let mut out = vec![0.0f32; phases.len() / stacked * image];
+        for (dst, src) in out.chunks_mut(image.max(1)).zip(phases.chunks(stacked)) {
+            self.merge_into(src, dst);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv;
+    use super::*;
+
+    /// Direct stride-2 summation in f64.
+    fn naive(x: &[f32], w: &[f32], o: &ConvShape) -> Vec<f32> {
+        let [oh, ow] = Polyphase::out_size(o);
+        let mut out = vec![0.0; o.c_out * oh * ow];
+        for (idx, value) in out.iter_mut().enumerate() {
+            let (oc, i, j) = (idx / (oh * ow), idx / ow % oh, idx % ow);
+            let mut sum = 0.0f64;
+            for c in 0..o.c_in {
+                for ky in 0..o.k {
+                    for kx in 0..o.k {
+                        let (y, xx) = (2 * i + ky, 2 * j + kx);
+                        if y < o.pad || xx < o.pad || y - o.pad >= o.h || xx - o.pad >= o.w {
+                            continue;
+                        }
+                        let wv = w[((oc * o.c_in + c) * o.k + ky) * o.k + kx] as f64;
+                        sum += wv * x[(c * o.h + y - o.pad) * o.w + xx - o.pad] as f64;
+                    }
+                }
+            }
+            *value = sum as f32;
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                v as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn phases_convolve_like_the_stride_2_convolution() {
+        if !conv::available() {
+            eprintln!("no AVX-512 here: not tested");
+            return;
+        }
+        // Even and odd sizes, pad 1 (zeros) and pad 0 (a pre-padded input), k 3 and 4.
+        for (i, &(c_in, c_out, h, w, k, pad)) in [
+            (3, 5, 8, 10, 3, 1),
+            (2, 4, 9, 7, 3, 1),
+            (4, 3, 9, 11, 3, 0),
+            (2, 2, 10, 6, 4, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let outer = ConvShape {
+                c_in,
+                c_out,
+                h,
+                w,
+                k,
+                pad,
+            };
+            let p = Polyphase::new(outer);
+            let x = values(c_in * h * w, i as u32);
+            let wt = values(c_out * c_in * k * k, 40 + i as u32);
+            let got = conv::conv2d(&p.split(&x), &p.weights(&wt), None, &p.inner);
+            let want = naive(&x, &wt, &outer);
+            assert_eq!(got.len(), want.len(), "{outer:?}");
+            for (g, e) in got.iter().zip(&want) {
+                assert!((g - e).abs() < 1e-4, "{outer:?}: {g} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn merge_and_weights_grad_are_the_adjoints() {
+        // <split(x), p> = <x, merge(p)> and <weights(w), v> = <w, weights_grad(v)>.
+        let outer = ConvShape {
+            c_in: 3,
+            c_out: 2,
+            h: 9,
+            w: 8,
+            k: 3,
+            pad: 1,
+        };
+        let p = Polyphase::new(outer);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum::<f64>();
+        let x = values(3 * 9 * 8, 1);
+        let q = values(p.inner.c_in * p.inner.h * p.inner.w, 2);
+        assert!((dot(&p.split(&x), &q) - dot(&x, &p.merge(&q))).abs() < 1e-4);
+        let w = values(2 * 3 * 9, 3);
+        let v = values(2 * p.inner.c_in * 4, 4);
+        assert!((dot(&p.weights(&w), &v) - dot(&w, &p.weights_grad(&v))).abs() < 1e-4);
+    }
+}
