@@ -153,3 +153,49 @@ fn gradients_reach_every_parameter() {
     vgg.visit(&mut check);
     assert_eq!(check.trainable, 0);
 }
+
+/// The G step differentiates through a frozen copy of D (`no_grad`, as `StepContext` does): G's
+/// gradient is the same as through the trainable D, and D gets none.
+#[test]
+fn g_step_through_frozen_d_gives_the_same_g_gradient() {
+    let g = GeneratorConfig::default().init::<B>(&CPU);
+    let d = DiscriminatorConfig {
+        spectral_norm: false,
+        ..DiscriminatorConfig::image()
+    }
+    .init::<B>(&CPU);
+    let photo = Tensor::<B, 4>::random([1, 3, 32, 32], Distribution::Uniform(-1.0, 1.0), &CPU);
+    let stem_grad = |d: &toonsmith::model::Discriminator<B>| {
+        let grads = losses::lsgan_g(d.forward(g.forward(photo.clone()))).backward();
+        let Generator::Paper(paper) = &g else {
+            unreachable!("the default G is the paper's")
+        };
+        let grad = paper
+            .stem
+            .conv
+            .weight
+            .val()
+            .grad(&grads)
+            .expect("G's stem is reached");
+        let mut d_weights = WithoutGradient {
+            grads: &grads,
+            trainable: 0,
+            missing: Vec::new(),
+        };
+        d.visit(&mut d_weights);
+        (grad, d_weights.trainable)
+    };
+    let (through_trainable, trainable) = stem_grad(&d);
+    let (through_frozen, frozen_trainable) = stem_grad(&d.clone().no_grad());
+    assert!(trainable > 0);
+    assert_eq!(
+        frozen_trainable, 0,
+        "the frozen copy has no trainable parameter"
+    );
+    let diff: f32 = (through_trainable.clone() - through_frozen)
+        .abs()
+        .max()
+        .into_scalar();
+    let scale: f32 = through_trainable.abs().max().into_scalar();
+    assert!(scale > 0.0 && diff <= 1e-6 * scale, "{diff} vs {scale}");
+}

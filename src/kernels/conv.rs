@@ -304,6 +304,7 @@ unsafe fn micro<const V: usize>(t: &Tile, src: *const f32, mask: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_values::values;
 
     /// Direct summation in f64.
     fn naive(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
@@ -334,15 +335,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                v as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
     }
 
     #[test]

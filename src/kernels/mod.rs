@@ -11,6 +11,19 @@ pub mod norm;
 pub mod polyphase;
 pub mod wgrad;
 
+#[cfg(test)]
+pub(crate) mod test_values {
+    /// `n` deterministic values in [-0.5, 0.5) (a multiplicative hash of the index and `seed`).
+    pub fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                v as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+}
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 

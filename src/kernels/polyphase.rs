@@ -179,6 +179,7 @@ impl Polyphase {
 mod tests {
     use super::super::conv;
     use super::*;
+    use crate::kernels::test_values::values;
 
     /// Direct stride-2 summation in f64.
     fn naive(x: &[f32], w: &[f32], o: &ConvShape) -> Vec<f32> {
@@ -202,15 +203,6 @@ mod tests {
             *value = sum as f32;
         }
         out
-    }
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                v as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
     }
 
     #[test]

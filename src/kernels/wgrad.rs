@@ -6,7 +6,8 @@
 //! offset: `dW[o, t] = sum_q gw[o, q] xpad[offset(t) + q]`, a matrix product with a contraction
 //! over all pixels whose second operand is never materialised. The micro-kernel keeps 4 output
 //! channels x 6 terms of 16-lane partial sums in 24 vector registers; pixels are taken in
-//! chunks that stay in cache while the threads share the output channels. (Before this, one
+//! chunks that stay in cache while the threads share the output channels, and the partial sums
+//! stay vectors across chunks (summed across lanes once, at the end). (Before this, one
 //! `gemm` call per kernel tap re-packed the whole output gradient k^2 times.)
 
 use rayon::prelude::*;
@@ -31,38 +32,43 @@ pub fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
     let (image_in, image_out) = (s.c_in * s.h * s.w, s.c_out * oh * ow);
     assert_eq!(x.len() / image_in.max(1), g.len() / image_out.max(1));
     let terms = s.c_in * s.k * s.k;
-    // Padded to a multiple of C with a harmless offset; those columns are never written.
+    // Padded to a multiple of C with a harmless offset; those columns are never read back.
     let mut offsets = term_offsets(s);
     offsets.resize(terms.div_ceil(C) * C, 0);
     let wp = s.w + 2 * s.pad;
     let len = (oh * wp).next_multiple_of(LANES);
-    let mut dw = vec![0.0f32; s.c_out * terms];
+    // Per block of R channels and C terms, R x C vectors of 16 partial sums, added to at every
+    // chunk and summed across lanes once at the end.
+    let (blocks, term_blocks) = (s.c_out.div_ceil(R), offsets.len() / C);
+    let per_block = term_blocks * R * C * LANES;
+    let mut partial = vec![0.0f32; blocks * per_block];
     for (xi, gi) in x.chunks(image_in).zip(g.chunks(image_out)) {
         let xpad = pad_input(xi, s);
         let gw = widen(gi, s.c_out, [oh, ow], wp, len);
         for q0 in (0..len).step_by(CHUNK) {
             let vectors = (len - q0).min(CHUNK) / LANES;
-            dw.par_chunks_mut(R * terms)
+            partial
+                .par_chunks_mut(per_block)
                 .enumerate()
-                .for_each(|(block, rows)| {
-                    let o0 = block * R;
-                    for t0 in (0..terms).step_by(C) {
-                        let cols: [usize; C] = std::array::from_fn(|j| offsets[t0 + j] + q0);
-                        let sums = unsafe {
-                            // SAFETY: AVX-512 was checked above; `gw` has R-padded rows of
-                            // `len` floats; every read of `xpad` stays below the largest
-                            // offset + len, inside xpad and its slack (see `pad_input`).
-                            micro(&gw[o0 * len + q0..], len, &xpad, cols, vectors)
-                        };
-                        for (r, row) in sums.iter().enumerate().take(rows.len() / terms) {
-                            for (j, v) in row.iter().enumerate().take(terms - t0) {
-                                rows[r * terms + t0 + j] += v;
-                            }
-                        }
+                .for_each(|(block, sums)| {
+                    let g_rows = &gw[block * R * len + q0..];
+                    for (tb, acc) in sums.chunks_mut(R * C * LANES).enumerate() {
+                        let cols: [usize; C] = std::array::from_fn(|j| offsets[tb * C + j] + q0);
+                        // SAFETY: AVX-512 was checked above; `gw` has R-padded rows of `len`
+                        // floats; every read of `xpad` stays below the largest offset + len,
+                        // inside xpad and its slack (see `pad_input`).
+                        unsafe { micro(g_rows, len, &xpad, cols, vectors, acc) };
                     }
                 });
         }
     }
+    let mut dw = vec![0.0f32; s.c_out * terms];
+    dw.par_iter_mut().enumerate().for_each(|(i, v)| {
+        let (o, t) = (i / terms, i % terms);
+        let (r, j) = (o % R, t % C);
+        let at = (o / R) * per_block + (((t / C) * R + r) * C + j) * LANES;
+        *v = partial[at..at + LANES].iter().sum();
+    });
     dw
 }
 
@@ -80,8 +86,8 @@ fn widen(g: &[f32], c_out: usize, [oh, ow]: [usize; 2], wp: usize, len: usize) -
     gw
 }
 
-/// `R x C` sums over `vectors * 16` pixels: row `r` of `gw` (rows `stride` apart) times `xpad`
-/// at `cols[j]`.
+/// Adds to `acc` (`R x C` vectors of 16 lanes) the products over `vectors * 16` pixels of row
+/// `r` of `gw` (rows `stride` apart) and `xpad` at `cols[j]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn micro(
@@ -90,9 +96,17 @@ unsafe fn micro(
     xpad: &[f32],
     cols: [usize; C],
     vectors: usize,
-) -> [[f32; C]; R] {
+    acc: &mut [f32],
+) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    assert_eq!(acc.len(), R * C * LANES);
+    let sums = acc.as_mut_ptr();
+    let mut reg = [[_mm512_setzero_ps(); C]; R];
+    for (r, row) in reg.iter_mut().enumerate() {
+        for (j, a) in row.iter_mut().enumerate() {
+            *a = unsafe { _mm512_loadu_ps(sums.add((r * C + j) * LANES)) };
+        }
+    }
     let g = gw.as_ptr();
     let x = xpad.as_ptr();
     for v in 0..vectors {
@@ -101,30 +115,29 @@ unsafe fn micro(
         for (slot, &col) in xv.iter_mut().zip(&cols) {
             *slot = unsafe { _mm512_loadu_ps(x.add(col + q)) };
         }
-        for (r, row) in acc.iter_mut().enumerate() {
+        for (r, row) in reg.iter_mut().enumerate() {
             let gv = unsafe { _mm512_loadu_ps(g.add(r * stride + q)) };
             for (a, &b) in row.iter_mut().zip(&xv) {
                 *a = _mm512_fmadd_ps(gv, b, *a);
             }
         }
     }
-    let mut sums = [[0.0f32; C]; R];
-    for (out, row) in sums.iter_mut().zip(&acc) {
-        for (o, &a) in out.iter_mut().zip(row) {
-            *o = _mm512_reduce_add_ps(a);
+    for (r, row) in reg.iter().enumerate() {
+        for (j, &a) in row.iter().enumerate() {
+            unsafe { _mm512_storeu_ps(sums.add((r * C + j) * LANES), a) };
         }
     }
-    sums
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn micro(_: &[f32], _: usize, _: &[f32], _: [usize; C], _: usize) -> [[f32; C]; R] {
+unsafe fn micro(_: &[f32], _: usize, _: &[f32], _: [usize; C], _: usize, _: &mut [f32]) {
     unreachable!("weight_grad checks `available` first")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_values::values;
 
     /// Direct summation in f64.
     fn naive(x: &[f32], g: &[f32], s: &ConvShape, n: usize) -> Vec<f32> {
@@ -158,15 +171,6 @@ mod tests {
             }
         }
         dw.into_iter().map(|v| v as f32).collect()
-    }
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                v as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
     }
 
     #[test]

@@ -136,7 +136,11 @@ impl<B: AutodiffBackend> StepContext<B> {
         let grads = GradientsParams::from_grads(l_dis.backward(), &nets.d);
         nets.d = nets.opt_d.step(self.schedule.lr_d, nets.d.clone(), grads);
 
-        let terms = self.generator_terms(&nets.d, photo, cartoon, fake, strides.1)?;
+        // G's losses differentiate through D, but only G's gradients are used: D's weights are
+        // constants here (as `set_requires_grad(D, False)` in PyTorch GAN code), so their
+        // gradients are never computed.
+        let frozen_d = nets.d.clone().no_grad();
+        let terms = self.generator_terms(&frozen_d, photo, cartoon, fake, strides.1)?;
         let l_gen = terms.total(&self.weights);
         record_terms(&terms, &mut log);
         log.insert("g_total", scalar(&l_gen));
