@@ -11,19 +11,6 @@ pub mod norm;
 pub mod polyphase;
 pub mod wgrad;
 
-#[cfg(test)]
-pub(crate) mod test_values {
-    /// `n` deterministic values in [-0.5, 0.5) (a multiplicative hash of the index and `seed`).
-    pub fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                v as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
-}
-
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
@@ -159,4 +146,17 @@ pub fn conv2d<B: Backend>(
         (y, shape.out_size())
     };
     Tensor::from_data(TensorData::new(out, [n, c_out, oh, ow]), &device)
+}
+
+#[cfg(test)]
+pub(crate) mod test_values {
+    /// `n` deterministic values in [-0.5, 0.5) (a multiplicative hash of the index and `seed`).
+    pub fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                v as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
 }
