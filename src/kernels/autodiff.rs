@@ -119,30 +119,36 @@ fn input_weight_grads(
     let x = checkpointer.retrieve_node_output::<Primitive>(x_state);
     let w = checkpointer.retrieve_node_output::<Primitive>(w_state);
     let (w, wd) = host(w);
-    let (x, xd) = host(x);
+    let xd = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(x.clone())).dims();
     let s = shape(xd, wd, geometry.pad);
     // A stride-2 node differentiates its phase convolution, then maps back.
     let phases = (geometry.stride == 2).then(|| Polyphase::new(s));
-    let (x_inner, w_inner, inner) = match &phases {
-        Some(p) => (p.split_batch(&x), p.weights(&w), p.inner),
-        None => (x, w, s),
+    let inner = phases.as_ref().map_or(s, |p| p.inner);
+    let w_inner = match &phases {
+        Some(p) => p.weights(&w),
+        None => w,
     };
     if let Some(id) = node_x {
         let (c_in, c_out, k) = (inner.c_in, inner.c_out, inner.k);
         let flipped = flip_transpose(&w_inner, [c_out, c_in, k, k]);
-        let dims = [gd[0], gd[1], gd[2], gd[3]];
         let back = Geometry {
             pad: k - 1 - inner.pad,
             stride: 1,
         };
-        let (dx, _) = forward(g, dims, (&flipped, [c_in, c_out, k, k]), None, back);
+        let (dx, _) = forward(g, gd, (&flipped, [c_in, c_out, k, k]), None, back);
         let dx = match &phases {
             Some(p) => p.merge_batch(&dx),
             None => dx,
         };
         grads.register::<CpuBackend>(id, primitive(dx, xd));
     }
+    // The input itself is only needed for the weight gradient (not for a frozen layer).
     if let Some(id) = node_w {
+        let (x, _) = host(x);
+        let x_inner = match &phases {
+            Some(p) => p.split_batch(&x),
+            None => x,
+        };
         let dw = wgrad::weight_grad(&x_inner, g, &inner);
         let dw = match &phases {
             Some(p) => p.weights_grad(&dw),

@@ -137,8 +137,8 @@ impl<B: Backend> OfficialGenerator<B> {
         let x = state.pop().expect("a step's input state is never empty");
         let blocks = 3 * self.blocks.len();
         match i {
-            // The stem's and down1_conv's outputs stay as skips.
             0 => return Some(vec![self.stem.forward_with(x, n)?]),
+            // The inputs of down1 and down2 stay as the full- and half-resolution skips.
             1 => {
                 state.push(x.clone());
                 state.push(self.down1.forward_with(x, n)?);

@@ -72,6 +72,13 @@ pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.strength) {
         bail!("invalid --strength {} (expected 0 to 1)", args.strength);
     }
+    if args.tile_cache.is_nan() || args.tile_cache < 0.0 {
+        bail!(
+            "invalid --tile-cache {} (expected GiB >= 0)",
+            args.tile_cache
+        );
+    }
+    let post = post_config(&args)?;
     let device = device::default_device();
     let file = match &args.model {
         Some(path) => {
@@ -81,17 +88,10 @@ pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
         None => TensorFile::from_safetensors_bytes("<bundled model>", BUNDLED_MODEL)?,
     };
     let g = infer::load_model::<Selected>(&file, &device).context("cannot load the model")?;
-    let post = post_config(&args)?;
     let mut cartoonizer = Cartoonizer::new(g, device, post);
     cartoonizer.max_side = args.max_side;
     cartoonizer.tile_above = (args.tile_above * 1e6) as usize;
     cartoonizer.tile_core = args.tile.max(4);
-    if args.tile_cache.is_nan() || args.tile_cache < 0.0 {
-        bail!(
-            "invalid --tile-cache {} (expected GiB >= 0)",
-            args.tile_cache
-        );
-    }
     cartoonizer.tile_cache = (args.tile_cache * (1u64 << 30) as f64) as usize;
     let jobs = jobs(&args.inputs, &args.out)?;
     let bar = ProgressBar::new(jobs.len() as u64);
