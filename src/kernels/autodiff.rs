@@ -9,6 +9,7 @@
 //!   [`super::wgrad`], on the same padded input, no im2col.
 
 use std::any::Any;
+use std::borrow::Cow;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -47,6 +48,16 @@ fn host(p: Primitive) -> (Vec<f32>, [usize; 4]) {
     let dims = t.dims();
     let values = t.into_data().into_vec::<f32>().unwrap_or_default();
     (values, dims)
+}
+
+/// A primitive's values, borrowed when it is contiguous f32 (the usual case: no copy, even when
+/// the autodiff graph shares it), and its dims.
+fn view(p: &Primitive) -> (Cow<'_, [f32]>, [usize; 4]) {
+    let dims = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(p.clone())).dims();
+    match p.as_slice::<f32>() {
+        Some(values) => (Cow::Borrowed(values), dims),
+        None => (Cow::Owned(host(p.clone()).0), dims),
+    }
 }
 
 fn primitive(values: Vec<f32>, dims: [usize; 4]) -> Primitive {
@@ -118,7 +129,7 @@ fn input_weight_grads(
 ) {
     let x = checkpointer.retrieve_node_output::<Primitive>(x_state);
     let w = checkpointer.retrieve_node_output::<Primitive>(w_state);
-    let (w, wd) = host(w);
+    let (w, wd) = view(&w);
     let xd = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(x.clone())).dims();
     let s = shape(xd, wd, geometry.pad);
     // A stride-2 node differentiates its phase convolution, then maps back.
@@ -126,7 +137,7 @@ fn input_weight_grads(
     let inner = phases.as_ref().map_or(s, |p| p.inner);
     let w_inner = match &phases {
         Some(p) => p.weights(&w),
-        None => w,
+        None => w.into_owned(),
     };
     if let Some(id) = node_x {
         let (c_in, c_out, k) = (inner.c_in, inner.c_out, inner.k);
@@ -144,9 +155,9 @@ fn input_weight_grads(
     }
     // The input itself is only needed for the weight gradient (not for a frozen layer).
     if let Some(id) = node_w {
-        let (x, _) = host(x);
+        let (x, _) = view(&x);
         let x_inner = match &phases {
-            Some(p) => p.split_batch(&x),
+            Some(p) => Cow::Owned(p.split_batch(&x)),
             None => x,
         };
         let dw = wgrad::weight_grad(&x_inner, g, &inner);
@@ -245,8 +256,8 @@ pub fn conv2d<B: Backend>(
     let w: AdPrimitive = same_type(weight.into_primitive().tensor());
     let b: Option<AdPrimitive> = bias.map(|b| same_type(b.into_primitive().tensor()));
     let compute = |x: &AdPrimitive, w: &AdPrimitive, b: Option<&AdPrimitive>| {
-        let (xv, xd) = host(x.primitive.clone());
-        let (wv, wd) = host(w.primitive.clone());
+        let (xv, xd) = view(&x.primitive);
+        let (wv, wd) = view(&w.primitive);
         let bias = b.map(|b| {
             let t = Tensor::<CpuBackend, 1>::from_primitive(TensorPrimitive::Float(
                 b.primitive.clone(),
@@ -367,7 +378,8 @@ impl Backward<CpuBackend, 3> for LayerNormAct {
         let [node_x, node_g, node_b] = ops.parents;
         let (dz, dims) = host(grads.consume::<CpuBackend>(&ops.node));
         let (x_state, g_state, b_state, settings) = ops.state;
-        let (x, _) = host(checkpointer.retrieve_node_output::<Primitive>(x_state));
+        let x = checkpointer.retrieve_node_output::<Primitive>(x_state);
+        let (x, _) = view(&x);
         let gamma = host_1d(checkpointer.retrieve_node_output::<Primitive>(g_state));
         let beta = host_1d(checkpointer.retrieve_node_output::<Primitive>(b_state));
         let [_, c, h, w] = dims;
