@@ -304,7 +304,7 @@ unsafe fn micro<const V: usize>(t: &Tile, src: *const f32, mask: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::values;
+    use crate::kernels::test_values::{unpadded, values};
 
     /// Direct summation in f64.
     fn naive(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
@@ -317,14 +317,11 @@ mod tests {
                     for c in 0..s.c_in {
                         for ky in 0..s.k {
                             for kx in 0..s.k {
-                                let (iy, ix) = (y + ky, xo + kx);
-                                if iy < s.pad || ix < s.pad {
+                                let (Some(iy), Some(ix)) =
+                                    (unpadded(y + ky, s.pad, s.h), unpadded(xo + kx, s.pad, s.w))
+                                else {
                                     continue;
-                                }
-                                let (iy, ix) = (iy - s.pad, ix - s.pad);
-                                if iy >= s.h || ix >= s.w {
-                                    continue;
-                                }
+                                };
                                 let wv = w[((o * s.c_in + c) * s.k + ky) * s.k + kx] as f64;
                                 sum += wv * x[(c * s.h + iy) * s.w + ix] as f64;
                             }

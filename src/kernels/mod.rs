@@ -159,4 +159,9 @@ pub(crate) mod test_values {
             })
             .collect()
     }
+
+    /// Input coordinate of padded coordinate `pos` (`pad` zeros before `len` values), if any.
+    pub fn unpadded(pos: usize, pad: usize, len: usize) -> Option<usize> {
+        pos.checked_sub(pad).filter(|&p| p < len)
+    }
 }

@@ -179,7 +179,7 @@ impl Polyphase {
 mod tests {
     use super::super::conv;
     use super::*;
-    use crate::kernels::test_values::values;
+    use crate::kernels::test_values::{unpadded, values};
 
     /// Direct stride-2 summation in f64.
     fn naive(x: &[f32], w: &[f32], o: &ConvShape) -> Vec<f32> {
@@ -191,12 +191,14 @@ mod tests {
             for c in 0..o.c_in {
                 for ky in 0..o.k {
                     for kx in 0..o.k {
-                        let (y, xx) = (2 * i + ky, 2 * j + kx);
-                        if y < o.pad || xx < o.pad || y - o.pad >= o.h || xx - o.pad >= o.w {
+                        let (Some(y), Some(xx)) = (
+                            unpadded(2 * i + ky, o.pad, o.h),
+                            unpadded(2 * j + kx, o.pad, o.w),
+                        ) else {
                             continue;
-                        }
+                        };
                         let wv = w[((oc * o.c_in + c) * o.k + ky) * o.k + kx] as f64;
-                        sum += wv * x[(c * o.h + y - o.pad) * o.w + xx - o.pad] as f64;
+                        sum += wv * x[(c * o.h + y) * o.w + xx] as f64;
                     }
                 }
             }

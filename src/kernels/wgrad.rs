@@ -137,7 +137,7 @@ unsafe fn micro(_: &[f32], _: usize, _: &[f32], _: [usize; C], _: usize, _: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::values;
+    use crate::kernels::test_values::{unpadded, values};
 
     /// Direct summation in f64.
     fn naive(x: &[f32], g: &[f32], s: &ConvShape, n: usize) -> Vec<f32> {
@@ -151,14 +151,12 @@ mod tests {
                             let mut sum = 0.0f64;
                             for y in 0..oh {
                                 for xo in 0..ow {
-                                    let (iy, ix) = (y + ky, xo + kx);
-                                    if iy < s.pad || ix < s.pad {
+                                    let (Some(iy), Some(ix)) = (
+                                        unpadded(y + ky, s.pad, s.h),
+                                        unpadded(xo + kx, s.pad, s.w),
+                                    ) else {
                                         continue;
-                                    }
-                                    let (iy, ix) = (iy - s.pad, ix - s.pad);
-                                    if iy >= s.h || ix >= s.w {
-                                        continue;
-                                    }
+                                    };
                                     let gv = g[((i * s.c_out + o) * oh + y) * ow + xo] as f64;
                                     let xv = x[((i * s.c_in + c) * s.h + iy) * s.w + ix] as f64;
                                     sum += gv * xv;
