@@ -6,6 +6,11 @@
 //!     cargo bench --bench speed                          # 256x256, 1080x1920, training batch 2
 //!     TOONSMITH_BENCH_SIZES=256x256,2160x3840 TOONSMITH_BENCH_BATCH=0 cargo bench --bench speed
 //!
+//! The backend is the one cargo features select (`device::Selected`): flex on the CPU by default,
+//! `cargo bench --features cuda --bench speed` on a GPU, where the reference runs with
+//! `--device cuda` and the training batch defaults to 8 (2 on the CPU). Results are read on the
+//! host (the image, the loss values), so the device is synchronised before each clock read.
+//!
 //! Each measurement runs in a child process (this binary re-executed) under `/usr/bin/time`, so
 //! the peak resident memory of each side is measured alone. One warm-up, then 5 timed runs:
 //! median, min and max are printed and written to `target/bench-speed.json`, with GFLOP/s of
@@ -16,7 +21,7 @@ use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 use image::RgbImage;
-use toonsmith::device::{CpuBackend, CPU};
+use toonsmith::device::{self, Selected};
 use toonsmith::infer::{Cartoonizer, PostConfig};
 use toonsmith::model::GeneratorConfig;
 use toonsmith::train::config::TrainConfig;
@@ -28,7 +33,12 @@ mod allocator;
 
 const RUNS: usize = 5;
 
-type Train = burn::backend::Autodiff<CpuBackend>;
+type Train = burn::backend::Autodiff<Selected>;
+
+/// Whether the selected backend runs on a GPU (then the reference does too).
+fn on_gpu() -> bool {
+    device::NAME == "cuda"
+}
 
 /// Median, min, max of `RUNS` timed calls after one warm-up, in ms.
 fn time(mut f: impl FnMut()) -> [f64; 3] {
@@ -45,8 +55,9 @@ fn time(mut f: impl FnMut()) -> [f64; 3] {
 }
 
 fn forward_child(h: usize, w: usize) -> [f64; 3] {
-    let g = GeneratorConfig::default().init::<CpuBackend>(&CPU);
-    let cartoonizer = Cartoonizer::new(g, CPU, PostConfig::default());
+    let device = device::default_device();
+    let g = GeneratorConfig::default().init::<Selected>(&device);
+    let cartoonizer = Cartoonizer::new(g, device, PostConfig::default());
     let photo = RgbImage::from_fn(w as u32, h as u32, |x, y| {
         image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
     });
@@ -55,11 +66,17 @@ fn forward_child(h: usize, w: usize) -> [f64; 3] {
 
 fn train_child(batch: usize) -> [f64; 3] {
     let config = TrainConfig::default();
-    let vgg = config.vgg.network.init::<Train>(&CPU);
-    let mut nets = Nets::new(&config, &CPU);
+    let device = device::default_device();
+    let vgg = config.vgg.network.init::<Train>(&device);
+    let mut nets = Nets::new(&config, &device);
     let context = StepContext::new(&config, vgg);
-    let batch_of =
-        || Tensor::<Train, 4>::random([batch, 3, 256, 256], Distribution::Uniform(-1.0, 1.0), &CPU);
+    let batch_of = || {
+        Tensor::<Train, 4>::random(
+            [batch, 3, 256, 256],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        )
+    };
     let (photo, cartoon) = (batch_of(), batch_of());
     time(|| {
         // The reference draws CTSS strides in [48, 72]; the middle one here.
@@ -126,9 +143,13 @@ fn timed(cmd: &mut Command) -> (String, f64) {
 fn reference(script: &str, threads: usize, args: &[&str], key: &str) -> (f64, f64) {
     let threads = threads.to_string();
     let mut cmd = Command::new("python3");
-    cmd.arg(script)
-        .args(["--quick", "--device", "cpu", "--threads", &threads])
-        .args(args);
+    cmd.arg(script).arg("--quick");
+    if on_gpu() {
+        cmd.args(["--device", "cuda"]);
+    } else {
+        cmd.args(["--device", "cpu", "--threads", &threads]);
+    }
+    cmd.args(args);
     let (out, mem) = timed(&mut cmd);
     let value = serde_json::from_str::<serde_json::Value>(&out)
         .ok()
@@ -186,7 +207,7 @@ fn main() {
     let batch: usize = std::env::var("TOONSMITH_BENCH_BATCH")
         .ok()
         .and_then(|b| b.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(if on_gpu() { 8 } else { 2 });
     let script = std::env::var("TSA_REFERENCE").unwrap_or_else(|_| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -197,7 +218,10 @@ fn main() {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    println!("{threads} threads; times in ms; ratio = toonsmith median / PyTorch median");
+    println!(
+        "{} ({threads} CPU threads); times in ms; ratio = toonsmith median / PyTorch median; MiB = peak host RSS",
+        device::NAME
+    );
     println!(
         "{:>18} {:>9} {:>9} {:>9} {:>8} {:>10} {:>7} {:>8} {:>8}",
         "", "median", "min", "max", "GFLOP/s", "pytorch", "ratio", "ts MiB", "pt MiB"
