@@ -85,7 +85,7 @@ pub fn edge_smooth<B: Backend>(cartoon: Tensor<B, 4>) -> Tensor<B, 4> {
     blurred * mask.clone() + x * (mask.neg() + 1.0)
 }
 
-/// RGB in `[-1, 1]` to Y, U, V as in AnimeGAN (Eq. 14's reference [7]):
+/// RGB in `[-1, 1]` to Y, U, V as in AnimeGAN (Eq. 14's reference \[7\]):
 /// `Y = 0.299 R + 0.587 G + 0.114 B`, `U = 0.492 (B - Y)`, `V = 0.877 (R - Y)` on `[0, 1]` RGB.
 ///
 /// # Shapes
@@ -140,7 +140,7 @@ pub fn gram<B: Backend>(features: Tensor<B, 4>) -> Tensor<B, 3> {
     f.clone().matmul(f.swap_dims(1, 2)) / (c * h * w) as f32
 }
 
-/// Gram loss of Table IV (`L_gram`, Gatys et al. [8] as used by AnimeGAN): L1 between the Gram
+/// Gram loss of Table IV (`L_gram`, Gatys et al. \[8\] as used by AnimeGAN): L1 between the Gram
 /// matrices of VGG features of the generated images and of the cartoons.
 pub fn gram_loss<B: Backend>(
     fake_features: Tensor<B, 4>,
@@ -151,7 +151,7 @@ pub fn gram_loss<B: Backend>(
         .mean()
 }
 
-/// Mean-std loss of Table IV (`L_mean_std`, Huang & Belongie [23]):
+/// Mean-std loss of Table IV (`L_mean_std`, Huang & Belongie \[23\]):
 /// `||mu(f) - mu(c)||_2 + ||sigma(f) - sigma(c)||_2` over channels, averaged over the batch,
 /// with `sigma = sqrt(var + 1e-5)` over H, W as AdaIN computes it.
 pub fn mean_std_loss<B: Backend>(

@@ -1,7 +1,7 @@
 //! The cartoon-texture-saliency-sampler (CTSS, Section III-B, Fig. 2b): from a mini-batch it
 //! keeps the K patches with the most distinct edges, in grayscale, for D_patch.
 //!
-//! The pipeline, one function per equation: [`guided_filter`] (Eq. 1) ->
+//! The pipeline, one function per equation: [`guided_filter`](fn@guided_filter) (Eq. 1) ->
 //! [`edge::edge_magnitude`] and [`edge::min_max`] (Eq. 2) -> [`edge::high_pass`] (Eq. 3) ->
 //! [`patches::PatchGrid`] (Eq. 4) -> [`patches::edge_intensity`] (Eq. 5) -> [`patches::top_k`]
 //! (Eq. 6) -> [`patches::gather`] from the unfiltered images -> [`to_gray`].
