@@ -24,6 +24,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::data::image_io::tensor_to_images;
+use crate::kernels::norm::sums;
 use crate::model::generator::State;
 use crate::model::layers::{LayerNorm, NormStats, Normalizer, OwnStats};
 use crate::model::Generator;
@@ -99,23 +100,6 @@ fn state_bytes_per_pixel<B: Backend>(g: &Generator<B>, device: &B::Device) -> Ve
     sizes
 }
 
-/// The sum and the sum of squares of `row`: f32 in 16 lanes (rows are short), then f64.
-fn row_sums(row: &[f32]) -> (f64, f64) {
-    let mut sum = [0.0f32; 16];
-    let mut sum_sq = [0.0f32; 16];
-    let chunks = row.chunks_exact(16);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for ((s, q), &v) in sum.iter_mut().zip(&mut sum_sq).zip(chunk) {
-            *s += v;
-            *q += v * v;
-        }
-    }
-    let lanes = |a: [f32; 16]| a.iter().map(|&v| v as f64).sum::<f64>();
-    let tail = |f: fn(f32) -> f32| rest.iter().map(|&v| f(v) as f64).sum::<f64>();
-    (lanes(sum) + tail(|v| v), lanes(sum_sq) + tail(|v| v * v))
-}
-
 /// Known statistics for the steps before the target; at the target LN layer, sums its input
 /// over the core and ends the pass. Without a target, known statistics throughout.
 struct Gather<'a> {
@@ -150,7 +134,7 @@ impl<B: Backend> Normalizer<B> for Gather<'_> {
             .map(|plane| {
                 plane[y0 * w..y1 * w]
                     .chunks(w)
-                    .map(|row| row_sums(&row[x0..x1]))
+                    .map(|row| sums(&row[x0..x1]))
                     .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
             })
             .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
@@ -254,15 +238,6 @@ pub fn generate_tiled<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn row_sums_match_f64() {
-        let row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-        let (sum, sum_sq) = row_sums(&row);
-        let exact: f64 = row.iter().map(|&v| v as f64).sum();
-        let exact_sq: f64 = row.iter().map(|&v| (v as f64).powi(2)).sum();
-        assert!((sum - exact).abs() < 1e-5 && (sum_sq - exact_sq).abs() < 1e-4);
-    }
 
     #[test]
     fn cores_partition_the_image_and_inputs_stay_inside() {

@@ -22,8 +22,8 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
-use super::conv::{self, ConvShape};
-use super::polyphase::Polyphase;
+use super::conv::ConvShape;
+use super::polyphase::{self, Polyphase};
 use super::wgrad;
 use crate::device::CpuBackend;
 
@@ -92,13 +92,7 @@ fn forward(
     geometry: Geometry,
 ) -> (Vec<f32>, [usize; 4]) {
     let s = shape(xd, wd, geometry.pad);
-    let (y, [oh, ow]) = if geometry.stride == 2 {
-        let p = Polyphase::new(s);
-        let y = conv::conv2d_batch(&p.split_batch(x), &p.weights(w), bias, &p.inner);
-        (y, p.inner.out_size())
-    } else {
-        (conv::conv2d_batch(x, w, bias, &s), s.out_size())
-    };
+    let (y, [oh, ow]) = polyphase::conv2d_batch(x, w, bias, &s, geometry.stride);
     (y, [xd[0], wd[0], oh, ow])
 }
 
@@ -136,8 +130,8 @@ fn input_weight_grads(
     let phases = (geometry.stride == 2).then(|| Polyphase::new(s));
     let inner = phases.as_ref().map_or(s, |p| p.inner);
     let w_inner = match &phases {
-        Some(p) => p.weights(&w),
-        None => w.into_owned(),
+        Some(p) => Cow::Owned(p.weights(&w)),
+        None => w,
     };
     if let Some(id) = node_x {
         let (c_in, c_out, k) = (inner.c_in, inner.c_out, inner.k);
@@ -239,7 +233,7 @@ pub fn is_cpu_autodiff<B: Backend>() -> bool {
 }
 
 /// Differentiable stride-1 or stride-2 convolution on [`CpuAutodiff`] (check [`is_cpu_autodiff`] and
-/// [`conv::available`] first).
+/// [`super::conv::available`] first).
 pub fn conv2d<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
@@ -508,7 +502,7 @@ mod tests {
 
     #[test]
     fn gradients_match_burns_convolution() {
-        if !conv::available() {
+        if !super::super::conv::available() {
             eprintln!("no AVX-512 here: not tested");
             return;
         }

@@ -177,12 +177,10 @@ fn conv2d_into(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape, o
 /// [`conv2d`] of every image of a batch `x` `[N, C_in, H, W]`; returns `[N, C_out, H_out, W_out]`.
 pub fn conv2d_batch(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
     let [oh, ow] = s.out_size();
-    let (image_in, image_out) = ((s.c_in * s.h * s.w).max(1), s.c_out * oh * ow);
-    let mut out = vec![0.0f32; x.len() / image_in * image_out];
-    for (dst, image) in out.chunks_mut(image_out.max(1)).zip(x.chunks(image_in)) {
-        conv2d_into(image, weight, bias, s, dst);
-    }
-    out
+    let lens = (s.c_in * s.h * s.w, s.c_out * oh * ow);
+    super::per_image(x, lens, |image, dst| {
+        conv2d_into(image, weight, bias, s, dst)
+    })
 }
 
 /// One output row `y` of every output channel.

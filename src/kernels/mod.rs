@@ -102,6 +102,24 @@ pub fn conv2d_autodiff_applies<B: Backend>(stride: usize, groups: usize) -> bool
     }
 }
 
+/// `f` on every image of a batch: `input` in images of `in_len` values, each written into its
+/// `out_len` slot of the returned batch.
+pub(crate) fn per_image(
+    input: &[f32],
+    (in_len, out_len): (usize, usize),
+    f: impl Fn(&[f32], &mut [f32]),
+) -> Vec<f32> {
+    let images = input.len() / in_len.max(1);
+    let mut out = vec![0.0f32; images * out_len];
+    for (dst, src) in out
+        .chunks_mut(out_len.max(1))
+        .zip(input.chunks(in_len.max(1)))
+    {
+        f(src, dst);
+    }
+    out
+}
+
 fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
@@ -136,15 +154,7 @@ pub fn conv2d<B: Backend>(
     let x = host_values(x);
     let weight = host_values(weight);
     let bias = bias.map(host_values);
-    let (out, [oh, ow]) = if stride == 2 {
-        let p = polyphase::Polyphase::new(shape);
-        let phases = p.split_batch(&x);
-        let y = conv::conv2d_batch(&phases, &p.weights(&weight), bias.as_deref(), &p.inner);
-        (y, p.inner.out_size())
-    } else {
-        let y = conv::conv2d_batch(&x, &weight, bias.as_deref(), &shape);
-        (y, shape.out_size())
-    };
+    let (out, [oh, ow]) = polyphase::conv2d_batch(&x, &weight, bias.as_deref(), &shape, stride);
     Tensor::from_data(TensorData::new(out, [n, c_out, oh, ow]), &device)
 }
 

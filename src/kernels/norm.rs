@@ -7,18 +7,29 @@ use rayon::prelude::*;
 /// Values summed in f32 before the partial sum joins the f64 total.
 const CHUNK: usize = 4096;
 
+/// The sum and the sum of squares of `x` (a few thousand values at most): f32 in 16 lanes, then
+/// f64.
+pub fn sums(x: &[f32]) -> (f64, f64) {
+    let mut sum = [0.0f32; 16];
+    let mut sum_sq = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for ((s, q), &v) in sum.iter_mut().zip(&mut sum_sq).zip(chunk) {
+            *s += v;
+            *q += v * v;
+        }
+    }
+    let lanes = |a: [f32; 16]| a.iter().map(|&v| v as f64).sum::<f64>();
+    let tail = |f: fn(f32) -> f32| rest.iter().map(|&v| f(v) as f64).sum::<f64>();
+    (lanes(sum) + tail(|v| v), lanes(sum_sq) + tail(|v| v * v))
+}
+
 /// Mean and biased variance of `x`, accumulated in f64 over f32 chunk sums.
 pub fn mean_var(x: &[f32]) -> (f64, f64) {
     let (sum, sum_sq) = x
         .par_chunks(CHUNK)
-        .map(|chunk| {
-            let (mut s, mut q) = (0.0f32, 0.0f32);
-            for &v in chunk {
-                s += v;
-                q += v * v;
-            }
-            (s as f64, q as f64)
-        })
+        .map(sums)
         .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     let n = x.len().max(1) as f64;
     let mean = sum / n;
@@ -71,6 +82,15 @@ pub fn layer_norm_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_match_f64() {
+        let row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let (sum, sum_sq) = sums(&row);
+        let exact: f64 = row.iter().map(|&v| v as f64).sum();
+        let exact_sq: f64 = row.iter().map(|&v| (v as f64).powi(2)).sum();
+        assert!((sum - exact).abs() < 1e-5 && (sum_sq - exact_sq).abs() < 1e-4);
+    }
 
     #[test]
     fn normalised_image_has_zero_mean_unit_variance_and_leaks() {

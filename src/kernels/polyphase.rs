@@ -11,7 +11,8 @@
 
 use rayon::prelude::*;
 
-use super::conv::ConvShape;
+use super::conv::{self, ConvShape};
+use super::per_image;
 
 /// A stride-2 convolution and the stride-1 convolution of its phases.
 #[derive(Clone, Copy, Debug)]
@@ -154,30 +155,44 @@ impl Polyphase {
 
     /// [`Polyphase::split`] of every image of a batch.
     pub fn split_batch(&self, x: &[f32]) -> Vec<f32> {
-        let (o, s) = (self.outer, self.inner);
-        let (image, phases) = ((o.c_in * o.h * o.w).max(1), s.c_in * s.h * s.w);
-        let mut out = vec![0.0f32; x.len() / image * phases];
-        for (dst, src) in out.chunks_mut(phases.max(1)).zip(x.chunks(image)) {
-            self.split_into(src, dst);
-        }
-        out
+        per_image(x, self.lens(), |src, dst| self.split_into(src, dst))
     }
 
     /// [`Polyphase::merge`] of every image of a batch.
     pub fn merge_batch(&self, phases: &[f32]) -> Vec<f32> {
+        let (image, stacked) = self.lens();
+        per_image(phases, (stacked, image), |src, dst| {
+            self.merge_into(src, dst)
+        })
+    }
+
+    /// Values per image and per stacked-phase image.
+    fn lens(&self) -> (usize, usize) {
         let (o, s) = (self.outer, self.inner);
-        let (image, stacked) = (o.c_in * o.h * o.w, (s.c_in * s.h * s.w).max(1));
-        let mut out = vec![0.0f32; phases.len() / stacked * image];
-        for (dst, src) in out.chunks_mut(image.max(1)).zip(phases.chunks(stacked)) {
-            self.merge_into(src, dst);
-        }
-        out
+        (o.c_in * o.h * o.w, s.c_in * s.h * s.w)
+    }
+}
+
+/// Convolution of every image of a batch `x` `[N, C_in, H, W]` with stride 1 or 2 (by the
+/// phases) on [`conv::conv2d_batch`]; returns `[N, C_out, H_out, W_out]` and `[H_out, W_out]`.
+pub fn conv2d_batch(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    stride: usize,
+) -> (Vec<f32>, [usize; 2]) {
+    if stride == 2 {
+        let p = Polyphase::new(*s);
+        let y = conv::conv2d_batch(&p.split_batch(x), &p.weights(weight), bias, &p.inner);
+        (y, p.inner.out_size())
+    } else {
+        (conv::conv2d_batch(x, weight, bias, s), s.out_size())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::conv;
     use super::*;
     use crate::kernels::test_values::{unpadded, values};
 
