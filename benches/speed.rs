@@ -19,6 +19,7 @@
 use std::process::Command;
 use std::time::Instant;
 
+use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use image::RgbImage;
 use toonsmith::device::{self, Selected};
@@ -41,15 +42,18 @@ fn on_gpu() -> bool {
 }
 
 /// Median, min, max of `RUNS` timed calls after one warm-up, in ms.
+/// Each call's time also goes to stderr as it ends (progress, and the warm-up's cost: on a GPU
+/// it holds kernel compilation and autotuning).
 fn time(mut f: impl FnMut()) -> [f64; 3] {
-    f();
-    let mut times: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    let mut timed = |what: &str| {
+        let t = Instant::now();
+        f();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        eprintln!("{what}: {ms:.1} ms");
+        ms
+    };
+    timed("warm-up");
+    let mut times: Vec<f64> = (1..=RUNS).map(|i| timed(&format!("run {i}"))).collect();
     times.sort_by(f64::total_cmp);
     [times[RUNS / 2], times[0], times[RUNS - 1]]
 }
@@ -57,11 +61,14 @@ fn time(mut f: impl FnMut()) -> [f64; 3] {
 fn forward_child(h: usize, w: usize) -> [f64; 3] {
     let device = device::default_device();
     let g = GeneratorConfig::default().init::<Selected>(&device);
-    let cartoonizer = Cartoonizer::new(g, device, PostConfig::default());
+    let cartoonizer = Cartoonizer::new(g, device::default_device(), PostConfig::default());
     let photo = RgbImage::from_fn(w as u32, h as u32, |x, y| {
         image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
     });
-    time(|| drop(cartoonizer.generate(&photo)))
+    time(|| {
+        drop(cartoonizer.generate(&photo));
+        sync(&device);
+    })
 }
 
 fn train_child(batch: usize) -> [f64; 3] {
@@ -82,7 +89,14 @@ fn train_child(batch: usize) -> [f64; 3] {
         // The reference draws CTSS strides in [48, 72]; the middle one here.
         let log = context.adversarial(&mut nets, photo.clone(), cartoon.clone(), (60, 60));
         assert!(log.is_ok());
+        sync(&device);
     })
+}
+
+/// Waits for the device's queued work (results are read back already; this makes it explicit
+/// and, with `CUBECL_DEBUG_OPTION=profile`, prints CubeCL's per-kernel summary of the run).
+fn sync(device: &burn::tensor::Device<Selected>) {
+    Selected::sync(device).expect("device synchronisation");
 }
 
 /// Multiply-adds of the paper's G at `h x w` (Fig. 10), counted from its layer table.

@@ -275,13 +275,12 @@ impl<B: Backend> LayerNorm<B> {
     }
 
     fn forward_burn(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [n, c, h, w] = x.dims();
-        let flat = x.reshape([n, c * h * w]);
-        let (var, mean) = flat.clone().var_mean_bias(1);
-        let normed = (flat - mean) / (var + self.epsilon).sqrt();
+        let c = x.dims()[1];
+        let (var, mean) = sample_var_mean(x.clone());
+        let normed = (x - mean) / (var + self.epsilon).sqrt();
         let scale = self.weight.val().reshape([1, c, 1, 1]);
         let shift = self.bias.val().reshape([1, c, 1, 1]);
-        normed.reshape([n, c, h, w]) * scale + shift
+        normed * scale + shift
     }
 
     /// LN with given statistics instead of those of `x` (exact when they are the statistics of
@@ -303,6 +302,24 @@ impl<B: Backend> LayerNorm<B> {
         let shift = self.bias.val().reshape([1, c, 1, 1]);
         act((x - stats.mean) * scale + shift, slope)
     }
+}
+
+/// Biased variance and mean of each sample over (C, H, W), `[N, 1, 1, 1]` each: first per row
+/// `(c, h)`, then combined by the law of total variance (rows have equal length, so the variance
+/// is the mean of the row variances plus the variance of the row means; exact, and each stage
+/// is two-pass, so no `E[x^2] - E[x]^2` cancellation).
+///
+/// Why not one `var_mean_bias` over `C*H*W`: a GPU backend gives each reduced row one thread
+/// block, so a batch-1 1080p image (66 M values in the first LN) would be reduced by one block,
+/// the weakness of PyTorch's `GroupNorm(1, C)` at batch 1. Here the first stage has `N*C*H`
+/// rows to spread over the device and the second only `C*H` values per sample.
+pub(crate) fn sample_var_mean<B: Backend>(x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [n, c, h, w] = x.dims();
+    let (row_var, row_mean) = x.reshape([n, c * h, w]).var_mean_bias(2);
+    let mean = row_mean.clone().mean_dim(1);
+    let spread = (row_mean - mean.clone()).powi_scalar(2);
+    let var = (row_var + spread).mean_dim(1);
+    (var.reshape([n, 1, 1, 1]), mean.reshape([n, 1, 1, 1]))
 }
 
 fn act<B: Backend>(x: Tensor<B, 4>, slope: Option<f64>) -> Tensor<B, 4> {
@@ -414,6 +431,30 @@ mod tests {
             .assert_approx_eq::<f32>(&TensorData::from([[0.0], [0.0]]), Tolerance::absolute(1e-5));
         var.into_data()
             .assert_approx_eq::<f32>(&TensorData::from([[1.0], [1.0]]), Tolerance::absolute(1e-3));
+    }
+
+    /// The row-then-combine statistics against one `var_mean_bias` over the whole sample in
+    /// f64 (here on the CPU; on a GPU they are what LN uses), with a mean far from zero and
+    /// rows whose means differ, so a missing spread term or cancellation would show.
+    #[test]
+    fn sample_statistics_combine_rows_exactly() {
+        let dims = [2, 3, 5, 7];
+        let base = Tensor::<CpuBackend, 4>::random(dims, Distribution::Normal(100.0, 0.5), &CPU);
+        let ramp = Tensor::<CpuBackend, 1, burn::tensor::Int>::arange(0..15, &CPU)
+            .float()
+            .reshape([1, 3, 5, 1])
+            .mul_scalar(0.3);
+        let x = base + ramp;
+        let (var, mean) = sample_var_mean(x.clone());
+        let values: Vec<f32> = x.into_data().to_vec().unwrap();
+        for (i, sample) in values.chunks(3 * 5 * 7).enumerate() {
+            let m = sample.iter().map(|&v| v as f64).sum::<f64>() / sample.len() as f64;
+            let v = sample.iter().map(|&s| (s as f64 - m).powi(2)).sum::<f64>() / sample.len() as f64;
+            let got_mean: Vec<f32> = mean.clone().into_data().to_vec().unwrap();
+            let got_var: Vec<f32> = var.clone().into_data().to_vec().unwrap();
+            assert!((got_mean[i] as f64 - m).abs() < 1e-4 * m.abs(), "mean {i}");
+            assert!((got_var[i] as f64 - v).abs() < 1e-3 * v, "var {i}: {} vs {v}", got_var[i]);
+        }
     }
 
     #[test]

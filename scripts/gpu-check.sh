@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The GPU checks of one lent-device session, in priority order under one deadline (the device
+# time is short): toonsmith's forward and training children, the PyTorch reference on the same
+# card, an A/B against a baseline binary, and CubeCL's per-kernel profile.
+#
+# Prepared here (no Rust toolchain on the GPU machine):
+#   cargo bench --features cuda --bench speed --no-run      # prints the binary's path
+#   gzip -c target/release/deps/speed-<hash> > .dev/speed-new.gz   (optional: .dev/speed-base.gz)
+#   cp ../shared/reference/tsa_pytorch.py .dev/
+# Run there from the repository root: DEADLINE=480 [STEPS="..."] scripts/gpu-check.sh (logs under
+# $OUT). The children print each timed call to stderr as it ends, so a step cut by its limit
+# still shows how far it got.
+set -u
+DEV=${DEV:-.dev}
+OUT=${OUT:-/tmp/gpu-check}
+DEADLINE=${DEADLINE:-480}
+mkdir -p "$OUT"
+NV=$(python3 -c 'import nvidia,os;print(os.path.dirname(nvidia.__path__[0]))')/nvidia/cu13/lib
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$NV
+LOG=$OUT/log.txt
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv | tee "$LOG"
+for gz in "$DEV"/speed-*.gz; do
+    gunzip -c "$gz" > "${gz%.gz}" && chmod +x "${gz%.gz}"
+done
+
+# CubeCL's autotune results and compiled PTX go to $DEV/cubecl-cache (a cubecl.toml in the
+# working directory says so) and come back as $OUT/cubecl-cache.tgz. Put that file in $DEV
+# before the next session's call: its warm-up then skips the tuning and the NVRTC compiles.
+CACHE=$DEV/cubecl-cache
+[ -f "$DEV/cubecl-cache.tgz" ] && tar xzf "$DEV/cubecl-cache.tgz" -C "$DEV"
+# The profile steps' CUBECL_DEBUG_OPTION=profile sets the level; stdout is where it goes.
+[ -f cubecl.toml ] || cat > cubecl.toml <<TOML
+[autotune]
+cache = { file = "$CACHE" }
+[compilation]
+cache = { file = "$CACHE" }
+[profiling]
+logger = { stdout = true }
+TOML
+
+# step NAME LIMIT_S CMD...: runs CMD under min(LIMIT_S, time left), output to $OUT/NAME.txt
+# when NAME starts with "profile" (one file each), else appended to the common log.
+step() {
+    local name=$1 limit=$2 left=$((DEADLINE - SECONDS))
+    shift 2
+    [ "$left" -lt 20 ] && { echo "== $name skipped (deadline)" | tee -a "$LOG"; return; }
+    [ "$limit" -gt "$left" ] && limit=$left
+    local start=$SECONDS file=$LOG
+    [[ $name == profile* ]] && file=$OUT/$name.txt
+    echo "== $name (limit ${limit}s)" | tee -a "$LOG"
+    timeout "$limit" "$@" >> "$file" 2>&1
+    local rc=$?
+    echo "== $name rc=$rc wall=$((SECONDS - start))s" | tee -a "$LOG"
+    [ "$file" = "$LOG" ] && tail -n 4 "$LOG" | grep -v "^==" || true
+}
+
+NEW=$DEV/speed-new
+BASE=$DEV/speed-base
+PROFILE="env CUBECL_DEBUG_OPTION=profile"
+# STEPS: which checks to run, in this order (default: all, most valuable first).
+STEPS=${STEPS:-"new-forward-1080 new-train-b8 pytorch base-forward-1080 profile-forward-256 profile-train-b8"}
+for s in $STEPS; do
+    case $s in
+        new-forward-1080) step "$s" 140 "$NEW" --child-forward 1080 1920 ;;
+        new-forward-256) step "$s" 90 "$NEW" --child-forward 256 256 ;;
+        new-train-b8) step "$s" 200 "$NEW" --child-train 8 ;;
+        pytorch) step "$s" 150 python3 "$DEV/tsa_pytorch.py" --device cuda --batch 8 --sizes 256x256,1080x1920 ;;
+        base-forward-1080) [ -x "$BASE" ] && step "$s" 90 "$BASE" --child-forward 1080 1920 ;;
+        profile-forward-256) step "$s" 90 $PROFILE "$NEW" --child-forward 256 256 ;;
+        profile-forward-1080) step "$s" 90 $PROFILE "$NEW" --child-forward 1080 1920 ;;
+        profile-train-b8) step "$s" 120 $PROFILE "$NEW" --child-train 8 ;;
+        *) echo "unknown step $s" | tee -a "$LOG" ;;
+    esac
+done
+[ -d "$CACHE" ] && tar czf "$OUT/cubecl-cache.tgz" -C "$DEV" cubecl-cache
+echo "total ${SECONDS}s" | tee -a "$LOG"
+grep "rc=\|warm-up\|run [0-9]\|^[0-9.]* [0-9.]* [0-9.]*$\|_ms_" "$LOG"
