@@ -203,6 +203,7 @@ fn row(what: &str, ts: [f64; 3], pt: f64, flops: f64, mem: (f64, f64)) -> serde_
 }
 
 fn main() {
+    device::keep_compiled_kernels();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child-forward") {
         allocator::keep_freed_memory();
