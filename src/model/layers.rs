@@ -457,6 +457,21 @@ mod tests {
         }
     }
 
+    /// The generic LN (what GPU backends run) against the CPU's fused kernel, with a non-trivial
+    /// scale and shift, so a broadcasting slip in either shows.
+    #[test]
+    fn generic_layer_norm_matches_the_cpu_kernel() {
+        let x = Tensor::<CpuBackend, 4>::random([2, 3, 6, 5], Distribution::Normal(2.0, 3.0), &CPU);
+        let mut ln = LayerNorm::new(3, 1e-5, &CPU);
+        ln.weight = Param::from_tensor(Tensor::from_data([0.5, -1.0, 2.0], &CPU));
+        ln.bias = Param::from_tensor(Tensor::from_data([0.1, 0.2, -0.3], &CPU));
+        let generic = ln.forward_burn(x.clone());
+        let kernel = ln.forward(x);
+        generic
+            .into_data()
+            .assert_approx_eq::<f32>(&kernel.into_data(), Tolerance::absolute(1e-4));
+    }
+
     #[test]
     fn upsample_repeats_each_pixel() {
         let x = Tensor::<CpuBackend, 4>::from_data([[[[1.0, 2.0], [3.0, 4.0]]]], &CPU);
