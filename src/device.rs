@@ -96,7 +96,7 @@ pub fn default_device() -> burn::tensor::Device<Selected> {
 /// CUDA, SPIR-V on Vulkan) in the same folder, so a second `toonsmith` run starts warm. A
 /// `cubecl.toml` in the working folder or above that names a compilation cache wins. Measured
 /// on Vulkan (lavapipe, 64x64 forward): first call 22.6 s cold, 1.13 s with the autotune
-/// cache alone, 0.88 s with both (docs/performance.md "GPU").
+/// cache alone, 0.74-0.88 s with both (docs/performance.md "GPU").
 #[cfg(any(feature = "cuda", feature = "wgpu", feature = "vulkan"))]
 pub fn keep_compiled_kernels() {
     use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};

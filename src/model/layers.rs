@@ -313,7 +313,7 @@ impl<B: Backend> LayerNorm<B> {
 /// block, so a batch-1 1080p image (66 M values in the first LN) would be reduced by one block,
 /// the weakness of PyTorch's `GroupNorm(1, C)` at batch 1. Here the first stage has `N*C*H`
 /// rows to spread over the device and the second only `C*H` values per sample.
-pub(crate) fn sample_var_mean<B: Backend>(x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+fn sample_var_mean<B: Backend>(x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let [n, c, h, w] = x.dims();
     let (row_var, row_mean) = x.reshape([n, c * h, w]).var_mean_bias(2);
     let mean = row_mean.clone().mean_dim(1);
@@ -433,9 +433,9 @@ mod tests {
             .assert_approx_eq::<f32>(&TensorData::from([[1.0], [1.0]]), Tolerance::absolute(1e-3));
     }
 
-    /// The row-then-combine statistics against one `var_mean_bias` over the whole sample in
-    /// f64 (here on the CPU; on a GPU they are what LN uses), with a mean far from zero and
-    /// rows whose means differ, so a missing spread term or cancellation would show.
+    /// The row-then-combine statistics against a direct f64 computation over each whole sample
+    /// (here on the CPU; on a GPU they are what LN uses), with a mean far from zero and rows
+    /// whose means differ, so a missing spread term or cancellation would show.
     #[test]
     fn sample_statistics_combine_rows_exactly() {
         let dims = [2, 3, 5, 7];
@@ -447,13 +447,18 @@ mod tests {
         let x = base + ramp;
         let (var, mean) = sample_var_mean(x.clone());
         let values: Vec<f32> = x.into_data().to_vec().unwrap();
+        let got_mean: Vec<f32> = mean.into_data().to_vec().unwrap();
+        let got_var: Vec<f32> = var.into_data().to_vec().unwrap();
         for (i, sample) in values.chunks(3 * 5 * 7).enumerate() {
             let m = sample.iter().map(|&v| v as f64).sum::<f64>() / sample.len() as f64;
-            let v = sample.iter().map(|&s| (s as f64 - m).powi(2)).sum::<f64>() / sample.len() as f64;
-            let got_mean: Vec<f32> = mean.clone().into_data().to_vec().unwrap();
-            let got_var: Vec<f32> = var.clone().into_data().to_vec().unwrap();
+            let v =
+                sample.iter().map(|&s| (s as f64 - m).powi(2)).sum::<f64>() / sample.len() as f64;
             assert!((got_mean[i] as f64 - m).abs() < 1e-4 * m.abs(), "mean {i}");
-            assert!((got_var[i] as f64 - v).abs() < 1e-3 * v, "var {i}: {} vs {v}", got_var[i]);
+            assert!(
+                (got_var[i] as f64 - v).abs() < 1e-3 * v,
+                "var {i}: {} vs {v}",
+                got_var[i]
+            );
         }
     }
 
