@@ -7,13 +7,14 @@
 #   cargo bench --features cuda --bench speed --no-run      # prints the binary's path
 #   gzip -c target/release/deps/speed-<hash> > .dev/speed-new.gz   (optional: .dev/speed-base.gz)
 #   cp ../shared/reference/tsa_pytorch.py .dev/
-# Run there from the repository root: DEADLINE=480 [STEPS="..."] scripts/gpu-check.sh (logs under
-# $OUT). The children print each timed call to stderr as it ends, so a step cut by its limit
-# still shows how far it got.
+# Run there from the repository root: DEADLINE=480 [STEPS="..."] [MIN_LIMIT=300]
+# scripts/gpu-check.sh (logs under $OUT). The children print each timed call to stderr as it
+# ends, so a step cut by its limit still shows how far it got.
 set -u
 DEV=${DEV:-.dev}
 OUT=${OUT:-/tmp/gpu-check}
 DEADLINE=${DEADLINE:-480}
+MIN_LIMIT=${MIN_LIMIT:-0}   # raise every step's own limit to at least this (a cold warm-up)
 mkdir -p "$OUT"
 NV=$(python3 -c 'import nvidia,os;print(os.path.dirname(nvidia.__path__[0]))')/nvidia/cu13/lib
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$NV
@@ -44,6 +45,7 @@ step() {
     local name=$1 limit=$2 left=$((DEADLINE - SECONDS))
     shift 2
     [ "$left" -lt 20 ] && { echo "== $name skipped (deadline)" | tee -a "$LOG"; return; }
+    [ "$limit" -lt "$MIN_LIMIT" ] && limit=$MIN_LIMIT
     [ "$limit" -gt "$left" ] && limit=$left
     local start=$SECONDS file=$LOG
     [[ $name == profile* ]] && file=$OUT/$name.txt
