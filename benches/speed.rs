@@ -14,17 +14,20 @@
 //! Each measurement runs in a child process (this binary re-executed) under `/usr/bin/time`, so
 //! the peak resident memory of each side is measured alone. One warm-up, then 5 timed runs:
 //! median, min and max are printed and written to `target/bench-speed.json`, with GFLOP/s of
-//! the forward (multiply-adds of Fig. 10 counted twice).
+//! the forward (multiply-adds of Fig. 10 counted twice). Each timed call also goes to stderr as
+//! it ends; `TOONSMITH_BENCH_WARMUP_STEPS=1` adds a first forward run layer by layer, each
+//! step's time printed (where a GPU's first call spends its compilation and autotuning).
 
 use std::process::Command;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 use image::RgbImage;
 use toonsmith::device::{self, Selected};
 use toonsmith::infer::{Cartoonizer, PostConfig};
-use toonsmith::model::GeneratorConfig;
+use toonsmith::model::layers::OwnStats;
+use toonsmith::model::{Generator, GeneratorConfig};
 use toonsmith::train::config::TrainConfig;
 use toonsmith::train::step::{Nets, StepContext};
 
@@ -61,6 +64,9 @@ fn time(mut f: impl FnMut()) -> [f64; 3] {
 fn forward_child(h: usize, w: usize) -> [f64; 3] {
     let device = device::default_device();
     let g = GeneratorConfig::default().init::<Selected>(&device);
+    if std::env::var_os("TOONSMITH_BENCH_WARMUP_STEPS").is_some() {
+        warm_up_by_steps(&g, h, w, &device);
+    }
     let cartoonizer = Cartoonizer::new(g, device::default_device(), PostConfig::default());
     let photo = RgbImage::from_fn(w as u32, h as u32, |x, y| {
         image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
@@ -69,6 +75,23 @@ fn forward_child(h: usize, w: usize) -> [f64; 3] {
         drop(cartoonizer.generate(&photo));
         sync(&device);
     })
+}
+
+/// One first forward run step by step (one LN layer each, `Generator::step`), the time of each
+/// printed as it ends: on a GPU the first call holds kernel compilation and autotuning, and
+/// this shows which layers' shapes it spends them on.
+fn warm_up_by_steps(g: &Generator<Selected>, h: usize, w: usize, device: &Device<Selected>) {
+    let x = Tensor::random([1, 3, h, w], Distribution::Uniform(-1.0, 1.0), device);
+    let mut state = vec![x];
+    for i in 0..g.steps() {
+        let t = Instant::now();
+        state = g
+            .step(i, state, &mut OwnStats)
+            .expect("OwnStats never ends a pass");
+        sync(device);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        eprintln!("first forward, step {i}: {ms:.1} ms");
+    }
 }
 
 fn train_child(batch: usize) -> [f64; 3] {
@@ -95,7 +118,7 @@ fn train_child(batch: usize) -> [f64; 3] {
 
 /// Waits for the device's queued work (results are read back already; this makes it explicit
 /// and, with `CUBECL_DEBUG_OPTION=profile`, prints CubeCL's per-kernel summary of the run).
-fn sync(device: &burn::tensor::Device<Selected>) {
+fn sync(device: &Device<Selected>) {
     Selected::sync(device).expect("device synchronisation");
 }
 
