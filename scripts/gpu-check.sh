@@ -61,8 +61,8 @@ BASE=$DEV/speed-base
 PROFILE="env CUBECL_DEBUG_OPTION=profile"
 # The forward children first run G layer by layer, printing where the first call's time goes.
 export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
-# STEPS: which checks to run, in this order (default: all, most valuable first).
-STEPS=${STEPS:-"new-forward-1080 new-train-b8 pytorch base-forward-1080 profile-forward-256 profile-train-b8"}
+# STEPS: which checks to run, in this order (default: the smallest first, so its tuning ends).
+STEPS=${STEPS:-"new-forward-256 new-forward-1080 new-train-b8 pytorch profile-forward-256 profile-train-b8"}
 for s in $STEPS; do
     case $s in
         new-forward-1080) step "$s" 140 "$NEW" --child-forward 1080 1920 ;;
