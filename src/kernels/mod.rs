@@ -26,9 +26,15 @@ fn is_cpu_backend<B: Backend>() -> bool {
     }
 }
 
+/// Whether the host convolution kernel takes this `stride` and `groups` on this machine (dense,
+/// stride 1 or 2 by its phases, AVX-512), whatever the backend.
+fn host_conv_takes(stride: usize, groups: usize) -> bool {
+    (stride == 1 || stride == 2) && groups == 1 && conv::available()
+}
+
 /// Whether [`conv2d`] can run a convolution with this `stride` and `groups` on backend `B`.
 pub fn conv2d_applies<B: Backend>(stride: usize, groups: usize) -> bool {
-    (stride == 1 || stride == 2) && groups == 1 && is_cpu_backend::<B>() && conv::available()
+    is_cpu_backend::<B>() && host_conv_takes(stride, groups)
 }
 
 /// Whether [`layer_norm`] and [`upsample_nearest2`] replace burn's ops on backend `B`.
@@ -90,10 +96,7 @@ pub fn layer_norm<B: Backend>(
 pub fn conv2d_autodiff_applies<B: Backend>(stride: usize, groups: usize) -> bool {
     #[cfg(feature = "flex")]
     {
-        (stride == 1 || stride == 2)
-            && groups == 1
-            && autodiff::is_cpu_autodiff::<B>()
-            && conv::available()
+        autodiff::is_cpu_autodiff::<B>() && host_conv_takes(stride, groups)
     }
     #[cfg(not(feature = "flex"))]
     {
