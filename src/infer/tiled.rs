@@ -11,12 +11,14 @@
 //! the statistics of layers `0..k` already known, and sums that input over the tile cores (which
 //! partition the image) in f64. After one pass per LN layer, a last pass produces the output.
 //!
-//! Passes resume from kept states: when the states of all tiles before step `k` fit in
-//! [`Tiling::cache_bytes`], pass `k` keeps them and the next pass starts there instead of at the
-//! photo, so with room for every state the whole job costs about two forward passes (each step
-//! once to gather its statistics, once to apply them). States that do not fit are recomputed
-//! from the last kept one; with no room at all every pass starts from the photo, about L/2
-//! forward passes for L LN layers, in the memory of one tile plus the image.
+//! Passes resume from what the tiles kept: their states before the target step and, room
+//! permitting, the target LN layer's input, stashed when the pass summed it, so that the next
+//! pass normalises it with the now-known statistics instead of convolving again. All of it
+//! counts against [`Tiling::cache_bytes`]; when the new states do not fit, the tiles stay at
+//! their last kept ones and the next pass recomputes from there. With room for every state and
+//! stash each convolution runs once, the cost of one forward pass plus the halos; with room for
+//! the states alone each runs twice; with no room at all every pass starts from the photo,
+//! about L/2 forward passes for L LN layers, in the memory of one tile plus the image.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -85,24 +87,113 @@ fn tiles(h: usize, w: usize, tiling: Tiling) -> Vec<Tile> {
     out
 }
 
-/// Bytes per input pixel of the state after each step, measured on a small probe.
-fn state_bytes_per_pixel<B: Backend>(g: &Generator<B>, device: &B::Device) -> Vec<f64> {
-    let side = g.min_side();
-    let mut state: State<B> = vec![Tensor::zeros([1, 3, side, side], device)];
-    let mut sizes = Vec::with_capacity(g.steps());
-    for i in 0..g.steps() {
-        state = g
-            .step(i, state, &mut OwnStats)
-            .expect("OwnStats never ends a pass");
-        let elements: usize = state.iter().map(|t| t.shape().num_elements()).sum();
-        sizes.push((elements * size_of::<f32>()) as f64 / (side * side) as f64);
+/// Bytes per input pixel, measured on a small probe run: of the state after each step, and of
+/// each LN layer's input (what a pass stashes to resume mid-step).
+struct Footprint {
+    state: Vec<f64>,
+    stash: Vec<f64>,
+}
+
+/// [`OwnStats`] that records the size of each LN input.
+struct Probe {
+    pixels: f64,
+    stash: Vec<f64>,
+}
+
+impl<B: Backend> Normalizer<B> for Probe {
+    fn norm(
+        &mut self,
+        ln: &LayerNorm<B>,
+        x: Tensor<B, 4>,
+        slope: Option<f64>,
+    ) -> Option<Tensor<B, 4>> {
+        self.stash
+            .push((x.shape().num_elements() * size_of::<f32>()) as f64 / self.pixels);
+        OwnStats.norm(ln, x, slope)
     }
-    sizes
+}
+
+impl Footprint {
+    fn of<B: Backend>(g: &Generator<B>, device: &B::Device) -> Self {
+        let side = g.min_side();
+        let pixels = (side * side) as f64;
+        let mut probe = Probe {
+            pixels,
+            stash: Vec::with_capacity(g.steps()),
+        };
+        let mut state: State<B> = vec![Tensor::zeros([1, 3, side, side], device)];
+        let mut sizes = Vec::with_capacity(g.steps());
+        for i in 0..g.steps() {
+            state = g.step(i, state, &mut probe).expect("Probe never ends a pass");
+            let elements: usize = state.iter().map(|t| t.shape().num_elements()).sum();
+            sizes.push((elements * size_of::<f32>()) as f64 / pixels);
+        }
+        Self {
+            state: sizes,
+            stash: probe.stash,
+        }
+    }
+
+    /// Bytes of a tile's state before step `step` (the photo before step 0: not kept, free).
+    fn state_before(&self, step: usize, tile: &Tile) -> f64 {
+        match step {
+            0 => 0.0,
+            _ => self.state[step - 1] * tile.area() as f64,
+        }
+    }
+}
+
+/// What a tile's next pass starts from: its state before step `at` (`None`: the photo) and, if
+/// stashed, the input of LN layer `at`, so that step `at` skips its convolution.
+struct Kept<B: Backend> {
+    at: usize,
+    state: Option<State<B>>,
+    stash: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Kept<B> {
+    fn photo() -> Self {
+        Self {
+            at: 0,
+            state: None,
+            stash: None,
+        }
+    }
+}
+
+/// What every tile keeps at the end of the pass that gathers LN layer `target`'s statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Keep {
+    /// Its state before step `target` and the LN input: the next pass convolves once less.
+    Stash,
+    /// Its state before step `target`.
+    State,
+    /// What it kept before (an earlier state).
+    Old,
+}
+
+impl Keep {
+    /// The choice for a pass whose new states take `states` bytes (all tiles) and whose LN
+    /// inputs take `stashes`. All tiles choose alike: a state moved forward saves whole steps in
+    /// every later pass, a stash one convolution in the next, so stashes come only when every
+    /// state fits beside them. (Keeping some tiles' states and not others' fills the budget in
+    /// more passes but saved little at 3840x2160, where the decoder's states are the large ones,
+    /// and the memory it holds through the decoder adds to its working set: 2.6 GiB peak instead
+    /// of 1.5 at the default budget.)
+    fn choose(budget: f64, states: f64, stashes: f64) -> Self {
+        if states + stashes <= budget {
+            Keep::Stash
+        } else if states <= budget {
+            Keep::State
+        } else {
+            Keep::Old
+        }
+    }
 }
 
 /// Known statistics for the steps before the target; at the target LN layer, sums its input
-/// over the core and ends the pass. Without a target, known statistics throughout.
-struct Gather<'a> {
+/// over the core, stashes it and ends the pass. Without a target, known statistics throughout.
+struct Gather<'a, B: Backend> {
     known: &'a [NormStats],
     target: Option<usize>,
     /// The LN layer the next call normalises (= the step being run).
@@ -111,9 +202,17 @@ struct Gather<'a> {
     core: [usize; 4],
     input_height: usize,
     sums: [f64; 3],
+    /// A stashed LN input and its layer, handed to the unit that would compute it.
+    resume: Option<(usize, Tensor<B, 4>)>,
+    /// Whether to keep the target LN layer's input,
+    stash_target: bool,
+    /// and that input, once the pass reached it.
+    stashed: Option<Tensor<B, 4>>,
+    /// LN inputs computed (not resumed) so far: the convolutions run.
+    computed: usize,
 }
 
-impl<B: Backend> Normalizer<B> for Gather<'_> {
+impl<B: Backend> Normalizer<B> for Gather<'_, B> {
     fn norm(
         &mut self,
         ln: &LayerNorm<B>,
@@ -128,7 +227,11 @@ impl<B: Backend> Normalizer<B> for Gather<'_> {
         let [_, c, h, w] = x.dims();
         let scale = self.input_height / h;
         let [y0, y1, x0, x1] = self.core.map(|v| v / scale);
-        let values = x.into_data().into_vec::<f32>().expect("f32 activations");
+        let (data, stashed) = match self.stash_target {
+            true => (x.clone().into_data(), Some(x)),
+            false => (x.into_data(), None),
+        };
+        let values = data.into_vec::<f32>().expect("f32 activations");
         let (sum, sum_sq) = values
             .par_chunks(h * w)
             .map(|plane| {
@@ -141,12 +244,32 @@ impl<B: Backend> Normalizer<B> for Gather<'_> {
         self.sums[0] += sum;
         self.sums[1] += sum_sq;
         self.sums[2] += (c * (y1 - y0) * (x1 - x0)) as f64;
+        self.stashed = stashed;
         None
+    }
+
+    fn resume(&mut self) -> Option<Tensor<B, 4>> {
+        match self.resume.take() {
+            Some((at, x)) if at == self.index => Some(x),
+            other => {
+                self.resume = other;
+                self.computed += 1;
+                None
+            }
+        }
     }
 }
 
-impl<'a> Gather<'a> {
-    fn new(known: &'a [NormStats], target: Option<usize>, tile: &Tile) -> Self {
+impl<'a, B: Backend> Gather<'a, B> {
+    /// A pass of `tile` resuming from `kept`, up to `target` (stashing its input if
+    /// `stash_target`) or, without a target, to the output.
+    fn new(
+        known: &'a [NormStats],
+        target: Option<usize>,
+        stash_target: bool,
+        tile: &Tile,
+        kept: &Kept<B>,
+    ) -> Self {
         Self {
             known,
             target,
@@ -154,11 +277,15 @@ impl<'a> Gather<'a> {
             core: tile.relative_core(),
             input_height: tile.input[1] - tile.input[0],
             sums: [0.0; 3],
+            resume: kept.stash.clone().map(|x| (kept.at, x)),
+            stash_target,
+            stashed: None,
+            computed: 0,
         }
     }
 
     /// Runs steps `from..to` of `g` on `state`; `None` if the target ended the pass.
-    fn run<B: Backend>(
+    fn run(
         &mut self,
         g: &Generator<B>,
         mut state: State<B>,
@@ -181,39 +308,49 @@ pub fn generate_tiled<B: Backend>(
     image: Tensor<B, 4>,
     tiling: Tiling,
 ) -> RgbImage {
+    run_tiled(g, image, tiling).0
+}
+
+/// [`generate_tiled`], and the number of convolutions (LN inputs) it computed, all tiles.
+fn run_tiled<B: Backend>(
+    g: &Generator<B>,
+    image: Tensor<B, 4>,
+    tiling: Tiling,
+) -> (RgbImage, usize) {
     let [_, _, h, w] = image.dims();
     let steps = g.steps();
-    let state_bytes = state_bytes_per_pixel(g, &image.device());
+    let footprint = Footprint::of(g, &image.device());
     let grid = tiles(h, w, tiling);
-    let area: usize = grid.iter().map(Tile::area).sum();
     let photo = |t: &Tile| {
         let [y0, y1, x0, x1] = t.input;
         vec![image.clone().slice([0..1, 0..3, y0..y1, x0..x1])]
     };
-    // `kept[t]`: tile t's state before step `kept_at` (the photo while `kept_at` is 0).
-    let mut kept: Vec<Option<State<B>>> = vec![None; grid.len()];
-    let mut kept_at = 0;
+    let mut kept: Vec<Kept<B>> = grid.iter().map(|_| Kept::photo()).collect();
     let mut known = Vec::with_capacity(steps);
+    let mut computed = 0;
     for target in 0..steps {
-        let keep =
-            target > kept_at && state_bytes[target - 1] * area as f64 <= tiling.cache_bytes as f64;
+        let states = grid.iter().map(|t| footprint.state_before(target, t)).sum();
+        let stashes = footprint.stash[target] * grid.iter().map(Tile::area).sum::<usize>() as f64;
+        let keep = Keep::choose(tiling.cache_bytes as f64, states, stashes);
         let mut sums = [0.0f64; 3];
         for (tile, slot) in grid.iter().zip(kept.iter_mut()) {
-            let start = slot.clone().unwrap_or_else(|| photo(tile));
-            let mut pass = Gather::new(&known, Some(target), tile);
+            let start = slot.state.clone().unwrap_or_else(|| photo(tile));
+            let mut pass = Gather::new(&known, Some(target), keep == Keep::Stash, tile, slot);
             let state = pass
-                .run(g, start, kept_at, target)
+                .run(g, start, slot.at, target)
                 .expect("no target before this step");
-            if keep {
-                *slot = Some(state.clone());
+            let _ = pass.run(g, state.clone(), target, target + 1);
+            if keep != Keep::Old {
+                *slot = Kept {
+                    at: target,
+                    state: (target > 0).then_some(state),
+                    stash: pass.stashed.take(),
+                };
             }
-            let _ = pass.run(g, state, target, target + 1);
+            computed += pass.computed;
             for (total, part) in sums.iter_mut().zip(pass.sums) {
                 *total += part;
             }
-        }
-        if keep {
-            kept_at = target;
         }
         let mean = sums[0] / sums[2];
         known.push(NormStats {
@@ -223,16 +360,18 @@ pub fn generate_tiled<B: Backend>(
     }
     let mut output = RgbImage::new(w as u32, h as u32);
     for (tile, slot) in grid.iter().zip(kept.iter_mut()) {
-        let start = slot.take().unwrap_or_else(|| photo(tile));
-        let mut pass = Gather::new(&known, None, tile);
-        if let Some(y) = pass.run(g, start, kept_at, steps).and_then(|mut s| s.pop()) {
+        let start = slot.state.take().unwrap_or_else(|| photo(tile));
+        let mut pass = Gather::new(&known, None, false, tile, slot);
+        let y = pass.run(g, start, slot.at, steps).and_then(|mut s| s.pop());
+        computed += pass.computed;
+        if let Some(y) = y {
             let [ry0, ry1, rx0, rx1] = tile.relative_core();
             let core = y.slice([0..1, 0..3, ry0..ry1, rx0..rx1]);
             let part = tensor_to_images(core).remove(0);
             image::imageops::replace(&mut output, &part, tile.core[2] as i64, tile.core[0] as i64);
         }
     }
-    output
+    (output, computed)
 }
 
 #[cfg(test)]
@@ -260,5 +399,37 @@ mod tests {
             .iter()
             .all(|t| t.input[0] <= t.core[0] && t.input[1] >= t.core[1] && t.input[1] <= 100));
         assert_eq!(grid[3].input, [24, 72, 24, 60]);
+    }
+
+    #[test]
+    fn states_come_before_stashes() {
+        assert_eq!(Keep::choose(10.0, 6.0, 4.0), Keep::Stash);
+        assert_eq!(Keep::choose(10.0, 6.0, 4.5), Keep::State);
+        assert_eq!(Keep::choose(10.0, 10.5, 0.0), Keep::Old);
+        assert_eq!(Keep::choose(0.0, 0.0, 1.0), Keep::State);
+    }
+
+    /// With room for everything each LN input (each convolution) is computed once per tile; with
+    /// none, pass `k` recomputes layers `0..=k`; both give the same image.
+    #[test]
+    fn stashes_spare_the_second_convolution() {
+        use crate::device::{CpuBackend, CPU};
+        let g = crate::model::GeneratorConfig::default().init::<CpuBackend>(&CPU);
+        let image = Tensor::<CpuBackend, 4>::random(
+            [1, 3, 64, 48],
+            burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            &CPU,
+        );
+        let tiling = |cache_bytes| Tiling {
+            core: 32,
+            halo: g.receptive_radius(),
+            cache_bytes,
+        };
+        let (all, computed_all) = run_tiled(&g, image.clone(), tiling(usize::MAX));
+        let (none, computed_none) = run_tiled(&g, image, tiling(0));
+        let (tiles, steps) = (4, g.steps());
+        assert_eq!(computed_all, tiles * steps);
+        assert_eq!(computed_none, tiles * (steps * (steps + 1) / 2 + steps));
+        assert_eq!(all, none);
     }
 }

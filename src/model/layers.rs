@@ -207,6 +207,12 @@ pub trait Normalizer<B: Backend> {
         x: Tensor<B, 4>,
         slope: Option<f64>,
     ) -> Option<Tensor<B, 4>>;
+
+    /// The input of the next LN layer when it is already known (tiled inference resuming a pass
+    /// from an input it stashed): the unit then skips the convolution that would compute it.
+    fn resume(&mut self) -> Option<Tensor<B, 4>> {
+        None
+    }
 }
 
 /// Each LN uses the statistics of its own input: the network of the paper.
@@ -363,12 +369,14 @@ impl<B: Backend> ConvNormAct<B> {
         x: Tensor<B, 4>,
         normalizer: &mut impl Normalizer<B>,
     ) -> Option<Tensor<B, 4>> {
-        let x = self.conv.forward(x);
         let slope = self.act.then_some(LEAKY_SLOPE);
-        match &self.norm {
-            Some(norm) => normalizer.norm(norm, x, slope),
-            None => Some(act(x, slope)),
-        }
+        let Some(norm) = &self.norm else {
+            return Some(act(self.conv.forward(x), slope));
+        };
+        let x = normalizer
+            .resume()
+            .unwrap_or_else(|| self.conv.forward(x));
+        normalizer.norm(norm, x, slope)
     }
 }
 
