@@ -111,6 +111,22 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A video could not be read or written.
+    #[error("{path}: {reason}")]
+    Video {
+        /// The video file.
+        path: PathBuf,
+        /// What went wrong, with the tool's own words.
+        reason: String,
+    },
+    /// An external program toonsmith needs is not installed.
+    #[error("{tool} not found: {hint}")]
+    MissingTool {
+        /// The program.
+        tool: String,
+        /// How to get it.
+        hint: String,
+    },
     /// A loss became NaN or infinite.
     #[error("{name} loss is {value} at step {step}{last}")]
     NonFinite {

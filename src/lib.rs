@@ -10,6 +10,7 @@
 //! - [`data`]: unpaired image folders to mini-batches.
 //! - [`train`]: the two-phase training loop, checkpoints and run folders.
 //! - [`infer`]: model files to cartoons of any size, and the colour post-processing.
+//! - [`video`]: videos frame by frame through ffmpeg pipes.
 //! - [`metrics`]: Fréchet distance, KID and pytorch-fid `.npz` statistics.
 //! - [`config`]: serde configuration whose defaults are the paper's.
 //! - [`device`]: the backend, chosen once by cargo features.
@@ -27,6 +28,7 @@ pub mod losses;
 pub mod metrics;
 pub mod model;
 pub mod train;
+pub mod video;
 pub mod weights;
 
 pub use error::{Error, Result};

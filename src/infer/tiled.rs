@@ -124,7 +124,9 @@ impl Footprint {
         let mut state: State<B> = vec![Tensor::zeros([1, 3, side, side], device)];
         let mut sizes = Vec::with_capacity(g.steps());
         for i in 0..g.steps() {
-            state = g.step(i, state, &mut probe).expect("Probe never ends a pass");
+            state = g
+                .step(i, state, &mut probe)
+                .expect("Probe never ends a pass");
             let elements: usize = state.iter().map(|t| t.shape().num_elements()).sum();
             sizes.push((elements * size_of::<f32>()) as f64 / pixels);
         }

@@ -373,9 +373,7 @@ impl<B: Backend> ConvNormAct<B> {
         let Some(norm) = &self.norm else {
             return Some(act(self.conv.forward(x), slope));
         };
-        let x = normalizer
-            .resume()
-            .unwrap_or_else(|| self.conv.forward(x));
+        let x = normalizer.resume().unwrap_or_else(|| self.conv.forward(x));
         normalizer.norm(norm, x, slope)
     }
 }

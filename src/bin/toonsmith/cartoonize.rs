@@ -22,6 +22,13 @@ pub struct CartoonizeArgs {
     /// Output folder (or output file for a single input file). Default: ./cartoonized
     #[arg(short, long, default_value = "cartoonized")]
     out: PathBuf,
+    #[command(flatten)]
+    style: StyleArgs,
+}
+
+/// The model and what is done around it: shared by `cartoonize` and `video`.
+#[derive(Args)]
+pub struct StyleArgs {
     /// Model: a .safetensors model file, a checkpoint folder or a run folder. Default: the
     /// bundled model.
     #[arg(long)]
@@ -69,31 +76,39 @@ pub struct CartoonizeArgs {
     tile_cache: f64,
 }
 
-pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
-    if !(0.0..=1.0).contains(&args.strength) {
-        bail!("invalid --strength {} (expected 0 to 1)", args.strength);
-    }
-    if args.tile_cache.is_nan() || args.tile_cache < 0.0 {
-        bail!(
-            "invalid --tile-cache {} (expected GiB >= 0)",
-            args.tile_cache
-        );
-    }
-    let post = post_config(&args)?;
-    let device = device::default_device();
-    let file = match &args.model {
-        Some(path) => {
-            let file = infer::model_file(path)?;
-            TensorFile::read(&file)?
+impl StyleArgs {
+    /// The cartoonizer these settings describe, its model loaded on the selected backend.
+    pub fn cartoonizer(&self) -> anyhow::Result<Cartoonizer<Selected>> {
+        if !(0.0..=1.0).contains(&self.strength) {
+            bail!("invalid --strength {} (expected 0 to 1)", self.strength);
         }
-        None => TensorFile::from_safetensors_bytes("<bundled model>", BUNDLED_MODEL)?,
-    };
-    let g = infer::load_model::<Selected>(&file, &device).context("cannot load the model")?;
-    let mut cartoonizer = Cartoonizer::new(g, device, post);
-    cartoonizer.max_side = args.max_side;
-    cartoonizer.tile_above = (args.tile_above * 1e6) as usize;
-    cartoonizer.tile_core = args.tile.max(4);
-    cartoonizer.tile_cache = (args.tile_cache * (1u64 << 30) as f64) as usize;
+        if self.tile_cache.is_nan() || self.tile_cache < 0.0 {
+            bail!(
+                "invalid --tile-cache {} (expected GiB >= 0)",
+                self.tile_cache
+            );
+        }
+        let post = post_config(self)?;
+        let device = device::default_device();
+        let file = match &self.model {
+            Some(path) => {
+                let file = infer::model_file(path)?;
+                TensorFile::read(&file)?
+            }
+            None => TensorFile::from_safetensors_bytes("<bundled model>", BUNDLED_MODEL)?,
+        };
+        let g = infer::load_model::<Selected>(&file, &device).context("cannot load the model")?;
+        let mut cartoonizer = Cartoonizer::new(g, device, post);
+        cartoonizer.max_side = self.max_side;
+        cartoonizer.tile_above = (self.tile_above * 1e6) as usize;
+        cartoonizer.tile_core = self.tile.max(4);
+        cartoonizer.tile_cache = (self.tile_cache * (1u64 << 30) as f64) as usize;
+        Ok(cartoonizer)
+    }
+}
+
+pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
+    let cartoonizer = args.style.cartoonizer()?;
     let jobs = jobs(&args.inputs, &args.out)?;
     let bar = ProgressBar::new(jobs.len() as u64);
     bar.set_style(
@@ -130,7 +145,7 @@ enum Colour {
     None,
 }
 
-fn post_config(args: &CartoonizeArgs) -> anyhow::Result<PostConfig> {
+fn post_config(args: &StyleArgs) -> anyhow::Result<PostConfig> {
     let official = OfficialColour {
         match_brightness: !args.keep_brightness,
         saturation: args.saturation,

@@ -4,6 +4,7 @@ mod allocator;
 mod cartoonize;
 mod eval;
 mod train;
+mod video;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Info,
     /// Cartoonize photos (files, folders, globs) at their original size.
     Cartoonize(Box<cartoonize::CartoonizeArgs>),
+    /// Cartoonize a video frame by frame, keeping its audio (needs ffmpeg).
+    Video(Box<video::VideoArgs>),
     /// FID and KID between folders, of a model, or of a run's checkpoints.
     Eval(Box<eval::EvalArgs>),
     /// Train on a folder of photos and a folder of cartoons (unpaired).
@@ -57,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info => info(),
         Command::Train(args) => train::run(*args),
         Command::Cartoonize(args) => cartoonize::run(*args),
+        Command::Video(args) => video::run(*args),
         Command::Eval(args) => eval::run(*args),
         Command::Inspect { file } => inspect(&file),
     }
