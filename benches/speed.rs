@@ -227,6 +227,10 @@ fn row(what: &str, ts: [f64; 3], pt: f64, flops: f64, mem: (f64, f64)) -> serde_
 
 fn main() {
     device::keep_compiled_kernels();
+    if let Err(err) = device::check_available() {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child-forward") {
         allocator::keep_freed_memory();

@@ -87,6 +87,36 @@ pub fn default_device() -> burn::tensor::Device<Selected> {
     Default::default()
 }
 
+/// Checks that the selected backend can start on this machine: on CUDA, that the driver
+/// (`libcuda.so`) and NVRTC load, which burn's backend would otherwise find missing by
+/// panicking in its device thread. Nothing to check on the other backends.
+pub fn check_available() -> crate::error::Result<()> {
+    #[cfg(feature = "cuda")]
+    {
+        // SAFETY: these only try to open the libraries (dlopen) and close them again.
+        let (driver, nvrtc) = unsafe {
+            (
+                cudarc::driver::sys::is_culib_present(),
+                cudarc::nvrtc::sys::is_culib_present(),
+            )
+        };
+        let missing = match (driver, nvrtc) {
+            (true, true) => return Ok(()),
+            (false, _) => "the CUDA driver (libcuda.so)",
+            (true, false) => "NVRTC (libnvrtc.so, CUDA's run-time compiler)",
+        };
+        return Err(crate::error::Error::MissingTool {
+            tool: missing.into(),
+            hint: "this toonsmith was built with --features cuda; install the NVIDIA driver \
+                   and CUDA toolkit (or add their library folders to LD_LIBRARY_PATH), or build \
+                   without --features cuda to run on the CPU"
+                .into(),
+        });
+    }
+    #[allow(unreachable_code)]
+    Ok(())
+}
+
 /// Keeps CubeCL's compiled kernels between runs on the GPU backends; call first in `main`,
 /// before any device is used (CubeCL's configuration can be set once, before it is read).
 ///

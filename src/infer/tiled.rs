@@ -194,7 +194,8 @@ impl Keep {
 }
 
 /// Known statistics for the steps before the target; at the target LN layer, sums its input
-/// over the core, stashes it and ends the pass. Without a target, known statistics throughout.
+/// over the core, stashes it if asked and ends the pass. Without a target, known statistics
+/// throughout.
 struct Gather<'a, B: Backend> {
     known: &'a [NormStats],
     target: Option<usize>,

@@ -56,6 +56,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(cli.command, Command::Inspect { .. }) {
+        device::check_available()?;
+    }
     match cli.command {
         Command::Info => info(),
         Command::Train(args) => train::run(*args),
