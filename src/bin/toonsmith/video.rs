@@ -1,6 +1,8 @@
 //! `toonsmith video INPUT [-o OUT]`: a video cartoonized frame by frame, its audio kept.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -77,7 +79,14 @@ fn convert(
     let config = EncodeConfig { crf: args.crf };
     let mut writer: Option<FrameWriter> = None;
     let mut frames = 0;
+    // Ctrl-C stops between frames; the caller then removes the unfinished file.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
     while let Some(frame) = reader.next_frame()? {
+        if stop.load(Ordering::Relaxed) {
+            bail!("interrupted after {frames} frames; nothing written");
+        }
         let cartoon = cartoonize(frame)
             .with_context(|| format!("{}: frame {frames}", args.input.display()))?;
         let writer = match &mut writer {
