@@ -92,19 +92,7 @@ pub fn default_device() -> burn::tensor::Device<Selected> {
 /// panicking in its device thread. Nothing to check on the other backends.
 pub fn check_available() -> crate::error::Result<()> {
     #[cfg(feature = "cuda")]
-    {
-        // SAFETY: these only try to open the libraries (dlopen) and close them again.
-        let (driver, nvrtc) = unsafe {
-            (
-                cudarc::driver::sys::is_culib_present(),
-                cudarc::nvrtc::sys::is_culib_present(),
-            )
-        };
-        let missing = match (driver, nvrtc) {
-            (true, true) => return Ok(()),
-            (false, _) => "the CUDA driver (libcuda.so)",
-            (true, false) => "NVRTC (libnvrtc.so, CUDA's run-time compiler)",
-        };
+    if let Some(missing) = missing_cuda_library() {
         return Err(crate::error::Error::MissingTool {
             tool: missing.into(),
             hint: "this toonsmith was built with --features cuda; install the NVIDIA driver \
@@ -113,8 +101,24 @@ pub fn check_available() -> crate::error::Result<()> {
                 .into(),
         });
     }
-    #[allow(unreachable_code)]
     Ok(())
+}
+
+/// The first of the CUDA driver and NVRTC that does not load, in words.
+#[cfg(feature = "cuda")]
+fn missing_cuda_library() -> Option<&'static str> {
+    // SAFETY: these only try to open the libraries (dlopen) and close them again.
+    let (driver, nvrtc) = unsafe {
+        (
+            cudarc::driver::sys::is_culib_present(),
+            cudarc::nvrtc::sys::is_culib_present(),
+        )
+    };
+    match (driver, nvrtc) {
+        (true, true) => None,
+        (false, _) => Some("the CUDA driver (libcuda.so)"),
+        (true, false) => Some("NVRTC (libnvrtc.so, CUDA's run-time compiler)"),
+    }
 }
 
 /// Keeps CubeCL's compiled kernels between runs on the GPU backends; call first in `main`,

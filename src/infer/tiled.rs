@@ -136,19 +136,20 @@ impl Footprint {
         }
     }
 
-    /// Bytes of a tile's state before step `step` (the photo before step 0: not kept, free).
-    fn state_before(&self, step: usize, tile: &Tile) -> f64 {
+    /// Bytes per input pixel of the state before step `step` (the photo before step 0: not
+    /// kept, free).
+    fn state_before(&self, step: usize) -> f64 {
         match step {
             0 => 0.0,
-            _ => self.state[step - 1] * tile.area() as f64,
+            _ => self.state[step - 1],
         }
     }
 }
 
-/// What a tile's next pass starts from: its state before step `at` (`None`: the photo) and, if
-/// stashed, the input of LN layer `at`, so that step `at` skips its convolution.
+/// What a tile's next pass starts from: its state before step `kept_at` (`None`: the photo)
+/// and, if stashed, the input of LN layer `kept_at`, so that step `kept_at` skips its
+/// convolution. All tiles are kept at the same step.
 struct Kept<B: Backend> {
-    at: usize,
     state: Option<State<B>>,
     stash: Option<Tensor<B, 4>>,
 }
@@ -156,7 +157,6 @@ struct Kept<B: Backend> {
 impl<B: Backend> Kept<B> {
     fn photo() -> Self {
         Self {
-            at: 0,
             state: None,
             stash: None,
         }
@@ -264,14 +264,14 @@ impl<B: Backend> Normalizer<B> for Gather<'_, B> {
 }
 
 impl<'a, B: Backend> Gather<'a, B> {
-    /// A pass of `tile` resuming from `kept`, up to `target` (stashing its input if
-    /// `stash_target`) or, without a target, to the output.
+    /// A pass of `tile` resuming from `kept` (at step `kept_at`), up to `target` (stashing its
+    /// input if `stash_target`) or, without a target, to the output.
     fn new(
         known: &'a [NormStats],
         target: Option<usize>,
         stash_target: bool,
         tile: &Tile,
-        kept: &Kept<B>,
+        (kept_at, kept): (usize, &Kept<B>),
     ) -> Self {
         Self {
             known,
@@ -280,7 +280,7 @@ impl<'a, B: Backend> Gather<'a, B> {
             core: tile.relative_core(),
             input_height: tile.input[1] - tile.input[0],
             sums: [0.0; 3],
-            resume: kept.stash.clone().map(|x| (kept.at, x)),
+            resume: kept.stash.clone().map(|x| (kept_at, x)),
             stash_target,
             stashed: None,
             computed: 0,
@@ -328,24 +328,28 @@ fn run_tiled<B: Backend>(
         let [y0, y1, x0, x1] = t.input;
         vec![image.clone().slice([0..1, 0..3, y0..y1, x0..x1])]
     };
+    let area = grid.iter().map(Tile::area).sum::<usize>() as f64;
     let mut kept: Vec<Kept<B>> = grid.iter().map(|_| Kept::photo()).collect();
+    let mut kept_at = 0;
     let mut known = Vec::with_capacity(steps);
     let mut computed = 0;
     for target in 0..steps {
-        let states = grid.iter().map(|t| footprint.state_before(target, t)).sum();
-        let stashes = footprint.stash[target] * grid.iter().map(Tile::area).sum::<usize>() as f64;
-        let keep = Keep::choose(tiling.cache_bytes as f64, states, stashes);
+        let keep = Keep::choose(
+            tiling.cache_bytes as f64,
+            footprint.state_before(target) * area,
+            footprint.stash[target] * area,
+        );
         let mut sums = [0.0f64; 3];
         for (tile, slot) in grid.iter().zip(kept.iter_mut()) {
             let start = slot.state.clone().unwrap_or_else(|| photo(tile));
-            let mut pass = Gather::new(&known, Some(target), keep == Keep::Stash, tile, slot);
+            let stash = keep == Keep::Stash;
+            let mut pass = Gather::new(&known, Some(target), stash, tile, (kept_at, slot));
             let state = pass
-                .run(g, start, slot.at, target)
+                .run(g, start, kept_at, target)
                 .expect("no target before this step");
             let _ = pass.run(g, state.clone(), target, target + 1);
             if keep != Keep::Old {
                 *slot = Kept {
-                    at: target,
                     state: (target > 0).then_some(state),
                     stash: pass.stashed.take(),
                 };
@@ -354,6 +358,9 @@ fn run_tiled<B: Backend>(
             for (total, part) in sums.iter_mut().zip(pass.sums) {
                 *total += part;
             }
+        }
+        if keep != Keep::Old {
+            kept_at = target;
         }
         let mean = sums[0] / sums[2];
         known.push(NormStats {
@@ -364,8 +371,8 @@ fn run_tiled<B: Backend>(
     let mut output = RgbImage::new(w as u32, h as u32);
     for (tile, slot) in grid.iter().zip(kept.iter_mut()) {
         let start = slot.state.take().unwrap_or_else(|| photo(tile));
-        let mut pass = Gather::new(&known, None, false, tile, slot);
-        let y = pass.run(g, start, slot.at, steps).and_then(|mut s| s.pop());
+        let mut pass = Gather::new(&known, None, false, tile, (kept_at, slot));
+        let y = pass.run(g, start, kept_at, steps).and_then(|mut s| s.pop());
         computed += pass.computed;
         if let Some(y) = y {
             let [ry0, ry1, rx0, rx1] = tile.relative_core();
