@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 /// Output channels per micro-kernel call (rows of the register block).
-const MR: usize = 8;
+pub(crate) const MR: usize = 8;
 /// Floats per AVX-512 vector.
 pub(crate) const LANES: usize = 16;
 /// Vectors per micro-kernel call along a row (48 pixels).
@@ -116,14 +116,14 @@ pub(crate) fn term_offsets(s: &ConvShape) -> Vec<usize> {
 
 /// Pointer to the output, shared by the threads that write disjoint rows of it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: each thread writes only the rows of the output it was given.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// The pointer (a method, so closures capture the `Send` wrapper, not the raw field).
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -147,6 +147,9 @@ fn conv2d_into(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape, o
     assert_eq!(weight.len(), s.c_out * s.c_in * s.k * s.k);
     let (oh, ow) = (s.out_h(), s.out_w());
     assert_eq!(out.len(), s.c_out * oh * ow);
+    if super::winograd::applies(s) {
+        return super::winograd::conv2d_into(x, weight, bias, s, out);
+    }
     let xpad = pad_input(x, s);
     let packed = pack_weights(weight, s);
     let offsets = term_offsets(s);
@@ -252,20 +255,20 @@ unsafe fn conv_row(
 }
 
 /// Where one micro-kernel call reads its weights and writes its outputs.
-struct Tile<'a> {
-    panel: &'a [f32],
-    offsets: &'a [usize],
-    bias: &'a [f32],
-    dst: *mut f32,
-    plane: usize,
-    rows: usize,
+pub(crate) struct Tile<'a> {
+    pub(crate) panel: &'a [f32],
+    pub(crate) offsets: &'a [usize],
+    pub(crate) bias: &'a [f32],
+    pub(crate) dst: *mut f32,
+    pub(crate) plane: usize,
+    pub(crate) rows: usize,
 }
 
 /// `MR x (V * 16)` outputs: every term's `V` input vectors times 8 broadcast weights, summed
 /// in registers, plus the bias, stored with `mask` on the last vector.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro<const V: usize>(t: &Tile, src: *const f32, mask: u16) {
+pub(crate) unsafe fn micro<const V: usize>(t: &Tile, src: *const f32, mask: u16) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); V]; MR];
     let mut a = t.panel.as_ptr();

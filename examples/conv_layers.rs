@@ -1,0 +1,63 @@
+//! Time of each stride-1 dense convolution of the paper's G on the host kernel
+//! (`toonsmith::kernels::conv::conv2d`), at a chosen size, with the direct-convolution
+//! GFLOP/s (2 C_in C_out k^2 per output pixel over the time): where the forward's time goes,
+//! layer by layer, for docs/performance.md.
+//!
+//!     cargo run --release --example conv_layers [H W]
+use std::time::Instant;
+
+use toonsmith::kernels::conv::{available, conv2d, ConvShape};
+
+fn main() {
+    if !available() {
+        eprintln!("the host convolution needs AVX-512");
+        return;
+    }
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let (h, w) = match args[..] {
+        [h, w] => (h, w),
+        _ => (256, 256),
+    };
+    // (C_in, C_out, k, scale): the stride-1 dense convolutions of G (Fig. 10), full size first.
+    let layers = [
+        (3, 32, 7, 1),
+        (64, 64, 3, 2),
+        (128, 256, 3, 4),
+        (256, 128, 1, 4),
+        (128, 256, 1, 4),
+        (256, 128, 3, 4),
+        (128, 128, 3, 2),
+        (128, 64, 3, 1),
+        (64, 64, 3, 1),
+        (64, 32, 7, 1),
+    ];
+    for (c_in, c_out, k, scale) in layers {
+        let s = ConvShape {
+            c_in,
+            c_out,
+            h: h / scale,
+            w: w / scale,
+            k,
+            pad: k / 2,
+        };
+        let x: Vec<f32> = (0..c_in * s.h * s.w).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
+        let wt: Vec<f32> = (0..c_out * c_in * k * k).map(|i| (i % 89) as f32 / 890.0).collect();
+        let _ = conv2d(&x, &wt, None, &s);
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let t = Instant::now();
+            std::hint::black_box(conv2d(&x, &wt, None, &s));
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let flop = 2.0 * (c_in * c_out * k * k * s.h * s.w) as f64;
+        println!(
+            "{c_in:>4} -> {c_out:<4} {k}x{k} at {:>4}x{:<4} {:>8.2} ms {:>6.0} GFLOP/s",
+            s.h,
+            s.w,
+            median * 1e3,
+            flop / median / 1e9
+        );
+    }
+}

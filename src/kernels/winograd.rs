@@ -1,0 +1,426 @@
+//! Stride-1, 3x3, pad-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin and
+//! Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016).
+//!
+//! Each 2x2 block of output pixels ("tile") of an output channel is
+//! `Y = A^T [ sum_c (G g_c G^T) . (B^T d_c B) ] A`, where `g_c` is the 3x3 kernel of input
+//! channel `c`, `d_c` the 4x4 input patch under the tile, `.` the element-wise product, and
+//! (Eq. 8 of the paper above, with its F(2,3) matrices):
+//!
+//! ```text
+//! B^T = [1  0 -1  0]    G = [ 1    0    0 ]    A^T = [1 1  1  0]
+//!       [0  1  1  0]        [1/2  1/2  1/2]          [0 1 -1 -1]
+//!       [0 -1  1  0]        [1/2 -1/2  1/2]
+//!       [0  1  0 -1]        [ 0    0    1 ]
+//! ```
+//!
+//! So the convolution becomes 16 independent matrix products (one per position `p` of the 4x4
+//! transformed tile), `M_p [C_out, tiles] = U_p [C_out, C_in] . V_p [C_in, tiles]`, with 16
+//! multiply-adds per input channel and tile instead of the direct convolution's 36: 2.25x
+//! fewer. The products run on the direct convolution's micro-kernel ([`conv::micro`], 8
+//! output channels x 48 tiles in registers). The work is cut into blocks of one tile row and
+//! 48 tiles, so a block's transformed input (`16 C_in` rows of 48) stays in the core's L2 and
+//! its products (16 x 8 x 48 per panel of output channels) in L1; rows of tiles are shared out
+//! to the rayon threads. The input is stored split into even and odd padded columns, so both
+//! transforms are element-wise over contiguous runs.
+//!
+//! Rounding: the transforms add and subtract at most four terms and halve, so the result
+//! differs from direct summation by a few ulps of the partial sums (checked against direct
+//! summation in f64 below, and against burn's convolution in `tests/`).
+//!
+//! Where the paper's G is concerned, 64% of its multiply-adds are in these convolutions
+//! (`docs/performance.md`).
+
+use rayon::prelude::*;
+
+use super::conv::{self, ConvShape, OutPtr, Tile, LANES, MR};
+
+/// Tiles per block along a row: the width of one micro-kernel call (3 vectors).
+const NB: usize = 3 * LANES;
+/// Positions of the transformed 4x4 tile.
+const P: usize = 16;
+
+/// Whether [`conv2d_into`] takes this convolution: 3x3, zero padding 1 (same-size output), at
+/// least 8 input channels (below that the transforms cost more than they save), AVX-512.
+pub(crate) fn applies(s: &ConvShape) -> bool {
+    s.k == 3 && s.pad == 1 && s.c_in >= 8 && conv::available()
+}
+
+/// Tiles down and across.
+fn tiles(s: &ConvShape) -> (usize, usize) {
+    (s.h.div_ceil(2), s.w.div_ceil(2))
+}
+
+/// `U_p = G g G^T` for every output/input channel pair, packed per position `p` in panels of
+/// [`MR`] output channels, input-channel-major: `[p][panel][c][r]`, zero rows past `C_out`.
+fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
+    let panels = s.c_out.div_ceil(MR);
+    let mut packed = vec![0.0; P * panels * s.c_in * MR];
+    let g_rows = |a: f64, b: f64, c: f64| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    for o in 0..s.c_out {
+        for c in 0..s.c_in {
+            let g: Vec<f64> = weight[(o * s.c_in + c) * 9..][..9]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            // G g: 4 rows of 3, column by column.
+            let cols: [[f64; 4]; 3] = std::array::from_fn(|j| g_rows(g[j], g[3 + j], g[6 + j]));
+            let [c0, c1, c2] = cols;
+            for (i, ((&a, &b), &d)) in c0.iter().zip(&c1).zip(&c2).enumerate() {
+                // (G g) G^T: row i of G g through G.
+                let u = g_rows(a, b, d);
+                for (j, &value) in u.iter().enumerate() {
+                    let p = i * 4 + j;
+                    packed[((p * panels + o / MR) * s.c_in + c) * MR + o % MR] = value as f32;
+                }
+            }
+        }
+    }
+    packed
+}
+
+/// The input zero-padded by one pixel (and to whole tiles), its columns split by parity:
+/// `[c][row][parity][j]` holds padded column `2 j + parity`, `tw + 1` columns per parity and
+/// `2 th + 2` rows.
+struct Split {
+    values: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Split {
+    fn new(x: &[f32], s: &ConvShape) -> Self {
+        let (th, tw) = tiles(s);
+        let (rows, cols) = (2 * th + 2, tw + 1);
+        // A vector of slack at the end for the last tiles' loads.
+        let mut values = vec![0.0; s.c_in * rows * 2 * cols + LANES];
+        values
+            .par_chunks_mut(rows * 2 * cols)
+            .zip(x.par_chunks(s.h * s.w))
+            .for_each(|(dst, src)| {
+                for (y, row) in src.chunks(s.w).enumerate() {
+                    let dst = &mut dst[(y + 1) * 2 * cols..][..2 * cols];
+                    let (even, odd) = dst.split_at_mut(cols);
+                    // Input column x is padded column x + 1.
+                    for (j, pair) in row.chunks(2).enumerate() {
+                        odd[j] = pair[0];
+                        if let Some(&v) = pair.get(1) {
+                            even[j + 1] = v;
+                        }
+                    }
+                }
+            });
+        Self { values, rows, cols }
+    }
+
+    /// Padded row `row` of channel `c`, columns of `parity`, from `j`.
+    fn run(&self, c: usize, row: usize, parity: usize, j: usize) -> &[f32] {
+        &self.values[((c * self.rows + row) * 2 + parity) * self.cols + j..]
+    }
+}
+
+/// Convolution of one image by F(2x2, 3x3) into `out` `[C_out, H, W]`. Check [`applies`].
+pub(crate) fn conv2d_into(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    out: &mut [f32],
+) {
+    assert!(applies(s));
+    assert_eq!(out.len(), s.c_out * s.h * s.w);
+    let split = Split::new(x, s);
+    let packed = transform_weights(weight, s);
+    let mut bias_padded = vec![0.0; s.c_out.div_ceil(MR) * MR];
+    if let Some(b) = bias {
+        bias_padded[..s.c_out].copy_from_slice(b);
+    }
+    let offsets: Vec<usize> = (0..s.c_in).map(|c| c * NB).collect();
+    let block = Block {
+        split: &split,
+        packed: &packed,
+        offsets: &offsets,
+        bias: &bias_padded,
+        out: OutPtr(out.as_mut_ptr()),
+        s,
+    };
+    let (th, tw) = tiles(s);
+    (0..th).into_par_iter().for_each(|ty| {
+        SCRATCH.with_borrow_mut(|(v, m)| {
+            // Grown once per thread and kept: fresh pages for every row would be cleared by
+            // the kernel each time.
+            v.resize(v.len().max(P * s.c_in * NB), 0.0);
+            m.resize(P * MR * NB, 0.0);
+            for tx0 in (0..tw).step_by(NB) {
+                let nb = NB.min(tw - tx0);
+                // SAFETY: AVX-512 was checked by `applies`; this iteration alone writes output
+                // rows 2 ty and 2 ty + 1; the micro-kernel reads `NB` floats per term inside
+                // `v` and writes `MR` rows of `NB` inside `m`.
+                unsafe { block.run(ty, tx0, nb, v, m) };
+            }
+        })
+    });
+}
+
+thread_local! {
+    /// Each thread's transformed input and products of one block.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// What every block reads, and where it writes.
+struct Block<'a> {
+    split: &'a Split,
+    packed: &'a [f32],
+    offsets: &'a [usize],
+    bias: &'a [f32],
+    out: OutPtr,
+    s: &'a ConvShape,
+}
+
+impl Block<'_> {
+    /// Tiles `tx0..tx0 + nb` of tile row `ty`, every output channel.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run(&self, ty: usize, tx0: usize, nb: usize, v: &mut [f32], m: &mut [f32]) {
+        let s = self.s;
+        for c in 0..s.c_in {
+            // SAFETY: AVX-512 is enabled here.
+            unsafe { self.transform_input(c, ty, tx0, nb, v) };
+        }
+        let panels = s.c_out.div_ceil(MR);
+        let nv = nb.div_ceil(LANES);
+        let tail = nb - (nv - 1) * LANES;
+        let mask = lanes(tail);
+        for panel in 0..panels {
+            for p in 0..P {
+                let weights = &self.packed[(p * panels + panel) * s.c_in * MR..][..s.c_in * MR];
+                let tile = Tile {
+                    panel: weights,
+                    offsets: self.offsets,
+                    bias: &[0.0; MR],
+                    dst: m[p * MR * NB..].as_mut_ptr(),
+                    plane: NB,
+                    rows: MR,
+                };
+                let src = v[p * s.c_in * NB..].as_ptr();
+                // SAFETY: every term reads `nv` vectors at `src + c NB`, inside `v`; the
+                // stores stay in position p's `MR x NB` slot of `m`.
+                match nv {
+                    1 => unsafe { conv::micro::<1>(&tile, src, mask) },
+                    2 => unsafe { conv::micro::<2>(&tile, src, mask) },
+                    _ => unsafe { conv::micro::<3>(&tile, src, mask) },
+                }
+            }
+            // SAFETY: as in `conv2d_into`.
+            unsafe { self.transform_output(panel, ty, tx0, nb, m) };
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn run(&self, _: usize, _: usize, _: usize, _: &mut [f32], _: &mut [f32]) {
+        unreachable!("`applies` checks for AVX-512")
+    }
+
+    /// `V_p[c][t] = (B^T d B)_p` for the block's tiles of input channel `c`, into
+    /// `v[p][c][0..nb]` (rounded up to whole vectors: the lanes past `nb` are never stored
+    /// as outputs).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transform_input(&self, c: usize, ty: usize, tx0: usize, nb: usize, v: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let c_in = self.s.c_in;
+        let rows: [[*const f32; 2]; 4] = std::array::from_fn(|i| {
+            std::array::from_fn(|parity| self.split.run(c, 2 * ty + i, parity, tx0).as_ptr())
+        });
+        let out = v.as_mut_ptr();
+        for t in (0..nb).step_by(LANES) {
+            // SAFETY: `Split` has a vector of slack past its last row, so the loads at
+            // `t + 1 + 15 < NB + 1` stay inside it; the stores stay in `v`'s NB slot.
+            unsafe {
+                // Padded columns 2t, 2t + 1, 2t + 2, 2t + 3 of the tiles t..t + 16, per row.
+                let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
+                    let [even, odd] = rows[i];
+                    [
+                        _mm512_loadu_ps(even.add(t)),
+                        _mm512_loadu_ps(odd.add(t)),
+                        _mm512_loadu_ps(even.add(t + 1)),
+                        _mm512_loadu_ps(odd.add(t + 1)),
+                    ]
+                });
+                // B^T d, column by column.
+                let bt: [[__m512; 4]; 4] = [
+                    std::array::from_fn(|q| _mm512_sub_ps(d[0][q], d[2][q])),
+                    std::array::from_fn(|q| _mm512_add_ps(d[1][q], d[2][q])),
+                    std::array::from_fn(|q| _mm512_sub_ps(d[2][q], d[1][q])),
+                    std::array::from_fn(|q| _mm512_sub_ps(d[1][q], d[3][q])),
+                ];
+                // (B^T d) B, row by row.
+                for (i, r) in bt.iter().enumerate() {
+                    let values = [
+                        _mm512_sub_ps(r[0], r[2]),
+                        _mm512_add_ps(r[1], r[2]),
+                        _mm512_sub_ps(r[2], r[1]),
+                        _mm512_sub_ps(r[1], r[3]),
+                    ];
+                    for (j, value) in values.into_iter().enumerate() {
+                        _mm512_storeu_ps(out.add(((i * 4 + j) * c_in + c) * NB + t), value);
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn transform_input(&self, _: usize, _: usize, _: usize, _: usize, _: &mut [f32]) {
+        unreachable!("`applies` checks for AVX-512")
+    }
+
+    /// `Y = A^T M A` plus the bias for the `MR` output channels of `panel`, written to output
+    /// rows 2 ty and 2 ty + 1 (those inside the image).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transform_output(&self, panel: usize, ty: usize, tx0: usize, nb: usize, m: &[f32]) {
+        use std::arch::x86_64::*;
+        let s = self.s;
+        // Lanes of (even, odd) interleaved: the first and the second 16 output columns.
+        let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let second =
+            _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        let rows = MR.min(s.c_out - panel * MR);
+        for r in 0..rows {
+            let o = panel * MR + r;
+            let bias = _mm512_set1_ps(self.bias[o]);
+            for t in (0..nb).step_by(LANES) {
+                // SAFETY: the loads stay in position p's `MR x NB` slot of `m`.
+                let mp: [__m512; P] = std::array::from_fn(|p| unsafe {
+                    _mm512_loadu_ps(m.as_ptr().add((p * MR + r) * NB + t))
+                });
+                // A^T M: the two rows of the 2x4 intermediate.
+                let top: [__m512; 4] = std::array::from_fn(|b| {
+                    _mm512_add_ps(_mm512_add_ps(mp[b], mp[4 + b]), mp[8 + b])
+                });
+                let bottom: [__m512; 4] = std::array::from_fn(|b| {
+                    _mm512_sub_ps(_mm512_sub_ps(mp[4 + b], mp[8 + b]), mp[12 + b])
+                });
+                let x = 2 * (tx0 + t);
+                // Output columns of these tiles inside the image.
+                let width = (2 * (nb - t)).min(s.w - x).min(2 * LANES);
+                for (dy, z) in [top, bottom].iter().enumerate() {
+                    let y = 2 * ty + dy;
+                    if y >= s.h {
+                        break;
+                    }
+                    let even = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(z[0], z[1]), z[2]), bias);
+                    let odd = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(z[1], z[2]), z[3]), bias);
+                    // SAFETY: row y of channel o, columns x..x + width, inside the output; no
+                    // other iteration writes this row (see `conv2d_into`).
+                    unsafe {
+                        let dst = self.out.get().add((o * s.h + y) * s.w + x);
+                        let lo = _mm512_permutex2var_ps(even, first, odd);
+                        let hi = _mm512_permutex2var_ps(even, second, odd);
+                        _mm512_mask_storeu_ps(dst, lanes(width), lo);
+                        if width > LANES {
+                            _mm512_mask_storeu_ps(dst.add(LANES), lanes(width - LANES), hi);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn transform_output(&self, _: usize, _: usize, _: usize, _: usize, _: &[f32]) {
+        unreachable!("`applies` checks for AVX-512")
+    }
+}
+
+/// Store mask of the first `n` lanes (all for `n >= 16`).
+fn lanes(n: usize) -> u16 {
+    if n >= LANES {
+        u16::MAX
+    } else {
+        (1u16 << n) - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_values::{unpadded, values};
+
+    /// Direct 3x3 pad-1 summation in f64.
+    fn naive(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+        let mut out = vec![0.0; s.c_out * s.h * s.w];
+        for o in 0..s.c_out {
+            for y in 0..s.h {
+                for xo in 0..s.w {
+                    let mut sum = bias.map_or(0.0, |b| b[o] as f64);
+                    for c in 0..s.c_in {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (Some(iy), Some(ix)) =
+                                    (unpadded(y + ky, 1, s.h), unpadded(xo + kx, 1, s.w))
+                                else {
+                                    continue;
+                                };
+                                let wv = w[((o * s.c_in + c) * 3 + ky) * 3 + kx] as f64;
+                                sum += wv * x[(c * s.h + iy) * s.w + ix] as f64;
+                            }
+                        }
+                    }
+                    out[(o * s.h + y) * s.w + xo] = sum as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_direct_summation() {
+        if !conv::available() {
+            eprintln!("no AVX-512 here: the Winograd convolution not tested");
+            return;
+        }
+        // Odd and even sides (a last tile half outside), rows of tiles wider than one block
+        // (tw = 53 > 48) and narrower (tail masks), output channels not a multiple of 8.
+        let shapes = [(8, 8, 6, 16), (9, 13, 7, 105), (16, 5, 1, 1), (12, 17, 11, 3)];
+        for (i, &(c_in, c_out, h, w)) in shapes.iter().enumerate() {
+            let s = ConvShape {
+                c_in,
+                c_out,
+                h,
+                w,
+                k: 3,
+                pad: 1,
+            };
+            assert!(applies(&s));
+            let x = values(c_in * h * w, i as u32);
+            let wt = values(c_out * c_in * 9, 50 + i as u32);
+            let b = values(c_out, 3);
+            let bias = (i % 2 == 1).then_some(b.as_slice());
+            let mut got = vec![f32::NAN; c_out * h * w];
+            conv2d_into(&x, &wt, bias, &s, &mut got);
+            let want = naive(&x, &wt, bias, &s);
+            for (j, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!((g - e).abs() < 1e-4, "{s:?} at {j}: {g} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn takes_only_same_size_3x3_convolutions_with_enough_channels() {
+        let s = |c_in, k, pad| ConvShape {
+            c_in,
+            c_out: 8,
+            h: 8,
+            w: 8,
+            k,
+            pad,
+        };
+        assert!(!applies(&s(4, 3, 1)));
+        assert!(!applies(&s(16, 3, 0)));
+        assert!(!applies(&s(16, 7, 3)));
+        assert_eq!(applies(&s(16, 3, 1)), conv::available());
+    }
+}
