@@ -3,7 +3,7 @@
 //! GFLOP/s (2 C_in C_out k^2 per output pixel over the time): where the forward's time goes,
 //! layer by layer, for docs/performance.md.
 //!
-//!     cargo run --release --example conv_layers [H W]
+//!     cargo run --release --example conv_layers [H W [C_in C_out k scale]]
 use std::time::Instant;
 
 use toonsmith::kernels::conv::{available, conv2d, ConvShape};
@@ -13,9 +13,12 @@ fn main() {
         eprintln!("the host convolution needs AVX-512");
         return;
     }
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let (h, w) = match args[..] {
-        [h, w] => (h, w),
+        [h, w, ..] => (h, w),
         _ => (256, 256),
     };
     // (C_in, C_out, k, scale): the stride-1 dense convolutions of G (Fig. 10), full size first.
@@ -31,7 +34,12 @@ fn main() {
         (64, 64, 3, 1),
         (64, 32, 7, 1),
     ];
-    for (c_in, c_out, k, scale) in layers {
+    // One layer alone (for a profile) when given.
+    let one = match args[..] {
+        [_, _, c_in, c_out, k, scale] => Some((c_in, c_out, k, scale)),
+        _ => None,
+    };
+    for (c_in, c_out, k, scale) in one.map_or(layers.to_vec(), |l| vec![l]) {
         let s = ConvShape {
             c_in,
             c_out,
@@ -40,11 +48,15 @@ fn main() {
             k,
             pad: k / 2,
         };
-        let x: Vec<f32> = (0..c_in * s.h * s.w).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
-        let wt: Vec<f32> = (0..c_out * c_in * k * k).map(|i| (i % 89) as f32 / 890.0).collect();
+        let x: Vec<f32> = (0..c_in * s.h * s.w)
+            .map(|i| (i % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let wt: Vec<f32> = (0..c_out * c_in * k * k)
+            .map(|i| (i % 89) as f32 / 890.0)
+            .collect();
         let _ = conv2d(&x, &wt, None, &s);
         let mut times = Vec::new();
-        for _ in 0..7 {
+        for _ in 0..if one.is_some() { 50 } else { 7 } {
             let t = Instant::now();
             std::hint::black_box(conv2d(&x, &wt, None, &s));
             times.push(t.elapsed().as_secs_f64());

@@ -20,8 +20,8 @@
 //! output channels x 48 tiles in registers). The work is cut into blocks of one tile row and
 //! 48 tiles, so a block's transformed input (`16 C_in` rows of 48) stays in the core's L2 and
 //! its products (16 x 8 x 48 per panel of output channels) in L1; rows of tiles are shared out
-//! to the rayon threads. The input is stored split into even and odd padded columns, so both
-//! transforms are element-wise over contiguous runs.
+//! to the rayon threads. Each block gathers its input rows split into even and odd padded
+//! columns (zero padding included), so both transforms are element-wise over contiguous runs.
 //!
 //! Rounding: the transforms add and subtract at most four terms and halve, so the result
 //! differs from direct summation by a few ulps of the partial sums (checked against direct
@@ -38,6 +38,13 @@ use super::conv::{self, ConvShape, OutPtr, Tile, LANES, MR};
 const NB: usize = 3 * LANES;
 /// Positions of the transformed 4x4 tile.
 const P: usize = 16;
+/// Gathered columns of one parity per block row: `NB + 1` rounded up to whole vectors, plus a
+/// vector of slack for the loads at `t + 1`.
+const GATHER: usize = NB + 2 * LANES;
+/// Channels ahead whose input rows are prefetched.
+const PREFETCH: usize = 4;
+/// The four padded input rows under a row of tiles, even and odd columns.
+type Rows = [[[f32; GATHER]; 2]; 4];
 
 /// Whether [`conv2d_into`] takes this convolution: 3x3, zero padding 1 (same-size output), at
 /// least 8 input channels (below that the transforms cost more than they save), AVX-512.
@@ -78,46 +85,6 @@ fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
     packed
 }
 
-/// The input zero-padded by one pixel (and to whole tiles), its columns split by parity:
-/// `[c][row][parity][j]` holds padded column `2 j + parity`, `tw + 1` columns per parity and
-/// `2 th + 2` rows.
-struct Split {
-    values: Vec<f32>,
-    rows: usize,
-    cols: usize,
-}
-
-impl Split {
-    fn new(x: &[f32], s: &ConvShape) -> Self {
-        let (th, tw) = tiles(s);
-        let (rows, cols) = (2 * th + 2, tw + 1);
-        // A vector of slack at the end for the last tiles' loads.
-        let mut values = vec![0.0; s.c_in * rows * 2 * cols + LANES];
-        values
-            .par_chunks_mut(rows * 2 * cols)
-            .zip(x.par_chunks(s.h * s.w))
-            .for_each(|(dst, src)| {
-                for (y, row) in src.chunks(s.w).enumerate() {
-                    let dst = &mut dst[(y + 1) * 2 * cols..][..2 * cols];
-                    let (even, odd) = dst.split_at_mut(cols);
-                    // Input column x is padded column x + 1.
-                    for (j, pair) in row.chunks(2).enumerate() {
-                        odd[j] = pair[0];
-                        if let Some(&v) = pair.get(1) {
-                            even[j + 1] = v;
-                        }
-                    }
-                }
-            });
-        Self { values, rows, cols }
-    }
-
-    /// Padded row `row` of channel `c`, columns of `parity`, from `j`.
-    fn run(&self, c: usize, row: usize, parity: usize, j: usize) -> &[f32] {
-        &self.values[((c * self.rows + row) * 2 + parity) * self.cols + j..]
-    }
-}
-
 /// Convolution of one image by F(2x2, 3x3) into `out` `[C_out, H, W]`. Check [`applies`].
 pub(crate) fn conv2d_into(
     x: &[f32],
@@ -128,7 +95,6 @@ pub(crate) fn conv2d_into(
 ) {
     assert!(applies(s));
     assert_eq!(out.len(), s.c_out * s.h * s.w);
-    let split = Split::new(x, s);
     let packed = transform_weights(weight, s);
     let mut bias_padded = vec![0.0; s.c_out.div_ceil(MR) * MR];
     if let Some(b) = bias {
@@ -136,7 +102,7 @@ pub(crate) fn conv2d_into(
     }
     let offsets: Vec<usize> = (0..s.c_in).map(|c| c * NB).collect();
     let block = Block {
-        split: &split,
+        x,
         packed: &packed,
         offsets: &offsets,
         bias: &bias_padded,
@@ -170,7 +136,7 @@ thread_local! {
 
 /// What every block reads, and where it writes.
 struct Block<'a> {
-    split: &'a Split,
+    x: &'a [f32],
     packed: &'a [f32],
     offsets: &'a [usize],
     bias: &'a [f32],
@@ -184,9 +150,16 @@ impl Block<'_> {
     #[target_feature(enable = "avx512f")]
     unsafe fn run(&self, ty: usize, tx0: usize, nb: usize, v: &mut [f32], m: &mut [f32]) {
         let s = self.s;
+        // Lanes past the block's columns keep earlier values: they only reach outputs that
+        // are never stored.
+        let mut rows = [[[0.0f32; GATHER]; 2]; 4];
         for c in 0..s.c_in {
+            // The rows are one plane apart per channel, too far for the hardware prefetcher.
+            if c + PREFETCH < s.c_in {
+                self.prefetch(c + PREFETCH, ty, tx0, nb);
+            }
             // SAFETY: AVX-512 is enabled here.
-            unsafe { self.transform_input(c, ty, tx0, nb, v) };
+            unsafe { self.transform_input(c, (ty, tx0, nb), &mut rows, v) };
         }
         let panels = s.c_out.div_ceil(MR);
         let nv = nb.div_ceil(LANES);
@@ -227,25 +200,32 @@ impl Block<'_> {
     /// as outputs).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn transform_input(&self, c: usize, ty: usize, tx0: usize, nb: usize, v: &mut [f32]) {
+    unsafe fn transform_input(
+        &self,
+        c: usize,
+        (ty, tx0, nb): (usize, usize, usize),
+        rows: &mut Rows,
+        v: &mut [f32],
+    ) {
         use std::arch::x86_64::*;
         let c_in = self.s.c_in;
-        let rows: [[*const f32; 2]; 4] = std::array::from_fn(|i| {
-            std::array::from_fn(|parity| self.split.run(c, 2 * ty + i, parity, tx0).as_ptr())
-        });
+        for (i, row) in rows.iter_mut().enumerate() {
+            // SAFETY: AVX-512 is enabled here.
+            unsafe { self.gather(c, 2 * ty + i, tx0, nb, row) };
+        }
         let out = v.as_mut_ptr();
         for t in (0..nb).step_by(LANES) {
-            // SAFETY: `Split` has a vector of slack past its last row, so the loads at
-            // `t + 1 + 15 < NB + 1` stay inside it; the stores stay in `v`'s NB slot.
+            // SAFETY: the loads at `t + 1 + 15 < GATHER` stay inside `rows`; the stores stay in
+            // `v`'s NB slot.
             unsafe {
                 // Padded columns 2t, 2t + 1, 2t + 2, 2t + 3 of the tiles t..t + 16, per row.
                 let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
-                    let [even, odd] = rows[i];
+                    let [even, odd] = &rows[i];
                     [
-                        _mm512_loadu_ps(even.add(t)),
-                        _mm512_loadu_ps(odd.add(t)),
-                        _mm512_loadu_ps(even.add(t + 1)),
-                        _mm512_loadu_ps(odd.add(t + 1)),
+                        _mm512_loadu_ps(even.as_ptr().add(t)),
+                        _mm512_loadu_ps(odd.as_ptr().add(t)),
+                        _mm512_loadu_ps(even.as_ptr().add(t + 1)),
+                        _mm512_loadu_ps(odd.as_ptr().add(t + 1)),
                     ]
                 });
                 // B^T d, column by column.
@@ -271,8 +251,79 @@ impl Block<'_> {
         }
     }
 
+    /// Asks for the input rows [`Self::gather`] will read for channel `c` to be brought into
+    /// the cache.
+    #[cfg(target_arch = "x86_64")]
+    fn prefetch(&self, c: usize, ty: usize, tx0: usize, nb: usize) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let s = self.s;
+        let (start, end) = ((2 * tx0).saturating_sub(1), (2 * (tx0 + nb) + 1).min(s.w));
+        for y in (2 * ty).saturating_sub(1)..(2 * ty + 3).min(s.h) {
+            let line = &self.x[(c * s.h + y) * s.w..][start..end];
+            for at in (0..line.len()).step_by(16) {
+                // SAFETY: a prefetch of an address inside `line`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(line[at..].as_ptr().cast()) };
+            }
+        }
+    }
+
+    /// Padded row `row` (input row `row - 1`) of channel `c`, padded columns
+    /// `2 tx0..2 (tx0 + nb) + 2`, into `[even, odd]`: `even[j]` is padded column `2 (tx0 + j)`,
+    /// `odd[j]` the one after it; zeros outside the image.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gather(
+        &self,
+        c: usize,
+        row: usize,
+        tx0: usize,
+        nb: usize,
+        out: &mut [[f32; GATHER]; 2],
+    ) {
+        use std::arch::x86_64::*;
+        let s = self.s;
+        let Some(y) = row.checked_sub(1).filter(|&y| y < s.h) else {
+            *out = [[0.0; GATHER]; 2];
+            return;
+        };
+        let line = &self.x[(c * s.h + y) * s.w..][..s.w];
+        // Padded column p is input column p - 1: this run starts at input column 2 tx0 - 1.
+        let first = (2 * tx0) as isize - 1;
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for k in (0..2 * (nb + 1)).step_by(2 * LANES) {
+            let [a, b] = [0, LANES].map(|half| {
+                let start = first + (k + half) as isize;
+                // Lanes whose input column lies inside the row.
+                let lo = (-start).clamp(0, LANES as isize) as u32;
+                let hi = (s.w as isize - start).clamp(0, LANES as isize) as u32;
+                let mask = (lanes(hi as usize) as u32 & !(lanes(lo as usize) as u32)) as u16;
+                // SAFETY: only lanes inside `line` are read (the masked-off lanes are not
+                // accessed); the address itself is formed with wrapping arithmetic.
+                unsafe { _mm512_maskz_loadu_ps(mask, line.as_ptr().wrapping_offset(start)) }
+            });
+            // SAFETY: `k / 2 + 16 <= nb + 1 + 15 < GATHER`.
+            unsafe {
+                _mm512_storeu_ps(
+                    out[0].as_mut_ptr().add(k / 2),
+                    _mm512_permutex2var_ps(a, evens, b),
+                );
+                _mm512_storeu_ps(
+                    out[1].as_mut_ptr().add(k / 2),
+                    _mm512_permutex2var_ps(a, odds, b),
+                );
+            }
+        }
+    }
+
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn transform_input(&self, _: usize, _: usize, _: usize, _: usize, _: &mut [f32]) {
+    unsafe fn transform_input(
+        &self,
+        _: usize,
+        _: (usize, usize, usize),
+        _: &mut Rows,
+        _: &mut [f32],
+    ) {
         unreachable!("`applies` checks for AVX-512")
     }
 
@@ -384,7 +435,12 @@ mod tests {
         }
         // Odd and even sides (a last tile half outside), rows of tiles wider than one block
         // (tw = 53 > 48) and narrower (tail masks), output channels not a multiple of 8.
-        let shapes = [(8, 8, 6, 16), (9, 13, 7, 105), (16, 5, 1, 1), (12, 17, 11, 3)];
+        let shapes = [
+            (8, 8, 6, 16),
+            (9, 13, 7, 105),
+            (16, 5, 1, 1),
+            (12, 17, 11, 3),
+        ];
         for (i, &(c_in, c_out, h, w)) in shapes.iter().enumerate() {
             let s = ConvShape {
                 c_in,
