@@ -140,6 +140,28 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) ->
     out
 }
 
+/// A 1x1 convolution without padding sees the image as `[C, pixels]`, whatever its rows: the
+/// same pixels cut into the rows (at least 8, for the threads) that leave the least of the
+/// last 48-pixel micro-kernel block empty, when that beats the image's own rows. (A 64-pixel
+/// row runs one full block and one third-full: the residual blocks' 1x1 convolutions at
+/// 256x256 ran at 250-310 GFLOP/s.)
+fn recut_1x1(s: &ConvShape) -> Option<ConvShape> {
+    let block = NV * LANES;
+    let waste = |w: usize| (w.div_ceil(block) * block - w) as f64 / w as f64;
+    if s.k != 1 || s.pad != 0 || s.h < 8 {
+        return None;
+    }
+    let pixels = s.h * s.w;
+    let rows = (8..=s.h)
+        .filter(|r| pixels % r == 0)
+        .min_by(|&a, &b| waste(pixels / a).total_cmp(&waste(pixels / b)))?;
+    (waste(pixels / rows) < waste(s.w)).then_some(ConvShape {
+        h: rows,
+        w: pixels / rows,
+        ..*s
+    })
+}
+
 /// [`conv2d`] into `out` `[C_out, H_out, W_out]`.
 fn conv2d_into(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape, out: &mut [f32]) {
     assert!(available(), "conv2d needs AVX-512");
@@ -149,6 +171,9 @@ fn conv2d_into(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape, o
     assert_eq!(out.len(), s.c_out * oh * ow);
     if super::winograd::applies(s) {
         return super::winograd::conv2d_into(x, weight, bias, s, out);
+    }
+    if let Some(recut) = recut_1x1(s) {
+        return conv2d_into(x, weight, bias, &recut, out);
     }
     let xpad = pad_input(x, s);
     let packed = pack_weights(weight, s);
@@ -336,6 +361,24 @@ mod tests {
     }
 
     #[test]
+    fn recut_1x1_rows_keep_the_pixels_and_fill_blocks_better() {
+        let s = |k, pad, h, w| ConvShape {
+            c_in: 4,
+            c_out: 4,
+            h,
+            w,
+            k,
+            pad,
+        };
+        let r = recut_1x1(&s(1, 0, 64, 64)).expect("64-pixel rows waste a third of a block");
+        assert_eq!(r.h * r.w, 64 * 64);
+        assert!(r.h >= 8 && r.w % 16 == 0 && r.w > 64, "{r:?}");
+        assert!(recut_1x1(&s(1, 0, 64, 96)).is_none(), "96 = two full blocks");
+        assert!(recut_1x1(&s(3, 1, 64, 64)).is_none());
+        assert!(recut_1x1(&s(1, 0, 4, 64)).is_none());
+    }
+
+    #[test]
     fn matches_direct_summation() {
         if !available() {
             eprintln!("no AVX-512 here: conv2d not tested");
@@ -347,6 +390,7 @@ mod tests {
             (3, 5, 9, 53, 7, 3),
             (4, 8, 6, 16, 3, 1),
             (9, 3, 5, 100, 1, 0),
+            (5, 9, 16, 20, 1, 0),
             (2, 17, 7, 49, 3, 0),
             (16, 12, 4, 33, 3, 1),
         ];
