@@ -153,7 +153,7 @@ fn recut_1x1(s: &ConvShape) -> Option<ConvShape> {
     }
     let pixels = s.h * s.w;
     let rows = (8..=s.h)
-        .filter(|r| pixels % r == 0)
+        .filter(|&r| pixels.is_multiple_of(r))
         .min_by(|&a, &b| waste(pixels / a).total_cmp(&waste(pixels / b)))?;
     (waste(pixels / rows) < waste(s.w)).then_some(ConvShape {
         h: rows,
@@ -372,7 +372,7 @@ mod tests {
         };
         let r = recut_1x1(&s(1, 0, 64, 64)).expect("64-pixel rows waste a third of a block");
         assert_eq!(r.h * r.w, 64 * 64);
-        assert!(r.h >= 8 && r.w % 16 == 0 && r.w > 64, "{r:?}");
+        assert!(r.h >= 8 && r.w.is_multiple_of(16) && r.w > 64, "{r:?}");
         assert!(recut_1x1(&s(1, 0, 64, 96)).is_none(), "96 = two full blocks");
         assert!(recut_1x1(&s(3, 1, 64, 64)).is_none());
         assert!(recut_1x1(&s(1, 0, 4, 64)).is_none());
