@@ -25,9 +25,9 @@
 //!
 //! Rounding: the transforms add and subtract at most four terms and halve, so the result
 //! differs from direct summation by a few ulps of the partial sums (checked against direct
-//! summation in f64 below, and against burn's convolution in `tests/`).
+//! summation in f64 below, and through G against PyTorch's output in `tests/reference.rs`).
 //!
-//! Where the paper's G is concerned, 64% of its multiply-adds are in these convolutions
+//! In the paper's G, 64% of the multiply-adds are in these convolutions
 //! (`docs/performance.md`).
 
 use rayon::prelude::*;
@@ -316,17 +316,6 @@ impl Block<'_> {
         }
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn transform_input(
-        &self,
-        _: usize,
-        _: (usize, usize, usize),
-        _: &mut Rows,
-        _: &mut [f32],
-    ) {
-        unreachable!("`applies` checks for AVX-512")
-    }
-
     /// `Y = A^T M A` plus the bias for the `MR` output channels of `panel`, written to output
     /// rows 2 ty and 2 ty + 1 (those inside the image).
     #[cfg(target_arch = "x86_64")]
@@ -380,10 +369,6 @@ impl Block<'_> {
         }
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn transform_output(&self, _: usize, _: usize, _: usize, _: usize, _: &[f32]) {
-        unreachable!("`applies` checks for AVX-512")
-    }
 }
 
 /// Store mask of the first `n` lanes (all for `n >= 16`).
