@@ -373,7 +373,10 @@ mod tests {
         let r = recut_1x1(&s(1, 0, 64, 64)).expect("64-pixel rows waste a third of a block");
         assert_eq!(r.h * r.w, 64 * 64);
         assert!(r.h >= 8 && r.w.is_multiple_of(16) && r.w > 64, "{r:?}");
-        assert!(recut_1x1(&s(1, 0, 64, 96)).is_none(), "96 = two full blocks");
+        assert!(
+            recut_1x1(&s(1, 0, 64, 96)).is_none(),
+            "96 = two full blocks"
+        );
         assert!(recut_1x1(&s(3, 1, 64, 64)).is_none());
         assert!(recut_1x1(&s(1, 0, 4, 64)).is_none());
     }
