@@ -18,9 +18,10 @@
 //! multiply-adds per input channel and tile instead of the direct convolution's 36: 2.25x
 //! fewer. The products run on the direct convolution's micro-kernel ([`conv::micro`], 8
 //! output channels x 48 tiles in registers). The work is cut into blocks of one tile row and
-//! 48 tiles, so a block's transformed input (`16 C_in` rows of 48) stays in the core's L2 and
-//! its products (16 x 8 x 48 per panel of output channels) in L1; rows of tiles are shared out
-//! to the rayon threads. Each block gathers its input rows split into even and odd padded
+//! 48 tiles, so a block's transformed input (`16 C_in` rows of 48) stays in the core's L2
+//! (up to 256 input channels: [`applies`]) and its products (16 x 8 x 48 per panel of output
+//! channels, panels in small groups) near L1; rows of tiles are shared out to the rayon
+//! threads. Each block gathers its input rows split into even and odd padded
 //! columns (zero padding included), so both transforms are element-wise over contiguous runs.
 //!
 //! Rounding: the transforms add and subtract at most four terms and halve, so the result
@@ -133,7 +134,7 @@ pub(crate) fn conv2d_into(
             m.resize(P * GROUP * MR * NB, 0.0);
             for tx0 in (0..tw).step_by(NB) {
                 let nb = NB.min(tw - tx0);
-                // SAFETY: AVX-512 was checked by `applies`; this iteration alone writes output
+                // SAFETY: AVX-512 was checked by `can_run`; this iteration alone writes output
                 // rows 2 ty and 2 ty + 1; the micro-kernel reads `NB` floats per term inside
                 // `v` and writes `MR` rows of `NB` inside `m`.
                 unsafe { block.run(ty, tx0, nb, v, m) };
@@ -160,7 +161,7 @@ struct Block<'a> {
     /// Panels per group: one per 32 input channels, up to [`GROUP`]. Each position's
     /// transformed input (`C_in x 48` floats) is read once per group rather than once per
     /// panel, which matters when the block's (`16 C_in x 48`) outgrows L2; with few input
-    /// channels small groups keep the products in L1. (`conv_layers`: 256 -> 256 at 64x64
+    /// channels small groups keep the products (`16 x 8 x 48` floats per panel) near L1. (`conv_layers`: 256 -> 256 at 64x64
     /// 13.5 ms with one panel at a time, 8.4 ms in groups of 8.)
     group: usize,
 }
