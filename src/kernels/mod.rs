@@ -10,7 +10,7 @@ pub mod conv;
 pub mod norm;
 pub mod polyphase;
 pub mod wgrad;
-pub mod winograd;
+pub(crate) mod winograd;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
