@@ -330,35 +330,7 @@ pub(crate) unsafe fn micro<const V: usize>(t: &Tile, src: *const f32, mask: u16)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::{unpadded, values};
-
-    /// Direct summation in f64.
-    fn naive(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
-        let [oh, ow] = s.out_size();
-        let mut out = vec![0.0; s.c_out * oh * ow];
-        for o in 0..s.c_out {
-            for y in 0..oh {
-                for xo in 0..ow {
-                    let mut sum = bias.map_or(0.0, |b| b[o] as f64);
-                    for c in 0..s.c_in {
-                        for ky in 0..s.k {
-                            for kx in 0..s.k {
-                                let (Some(iy), Some(ix)) =
-                                    (unpadded(y + ky, s.pad, s.h), unpadded(xo + kx, s.pad, s.w))
-                                else {
-                                    continue;
-                                };
-                                let wv = w[((o * s.c_in + c) * s.k + ky) * s.k + kx] as f64;
-                                sum += wv * x[(c * s.h + iy) * s.w + ix] as f64;
-                            }
-                        }
-                    }
-                    out[(o * oh + y) * ow + xo] = sum as f32;
-                }
-            }
-        }
-        out
-    }
+    use crate::kernels::test_values::{direct_conv, values};
 
     #[test]
     fn recut_1x1_rows_keep_the_pixels_and_fill_blocks_better() {
@@ -411,7 +383,7 @@ mod tests {
             let b = values(c_out, 7);
             let bias = (i % 2 == 0).then_some(b.as_slice());
             let got = conv2d(&x, &wt, bias, &s);
-            let want = naive(&x, &wt, bias, &s);
+            let want = direct_conv(&x, &wt, bias, &s);
             assert_eq!(got.len(), want.len());
             for (j, (g, e)) in got.iter().zip(&want).enumerate() {
                 assert!((g - e).abs() < 1e-4, "{s:?} at {j}: {g} vs {e}");

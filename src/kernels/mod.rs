@@ -178,4 +178,37 @@ pub(crate) mod test_values {
     pub fn unpadded(pos: usize, pad: usize, len: usize) -> Option<usize> {
         pos.checked_sub(pad).filter(|&p| p < len)
     }
+
+    /// Stride-1 convolution by direct summation in f64 (the kernels' yardstick).
+    pub fn direct_conv(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        s: &super::conv::ConvShape,
+    ) -> Vec<f32> {
+        let [oh, ow] = s.out_size();
+        let mut out = vec![0.0; s.c_out * oh * ow];
+        for o in 0..s.c_out {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let mut sum = bias.map_or(0.0, |b| b[o] as f64);
+                    for c in 0..s.c_in {
+                        for ky in 0..s.k {
+                            for kx in 0..s.k {
+                                let (Some(iy), Some(ix)) =
+                                    (unpadded(y + ky, s.pad, s.h), unpadded(xo + kx, s.pad, s.w))
+                                else {
+                                    continue;
+                                };
+                                let wv = w[((o * s.c_in + c) * s.k + ky) * s.k + kx] as f64;
+                                sum += wv * x[(c * s.h + iy) * s.w + ix] as f64;
+                            }
+                        }
+                    }
+                    out[(o * oh + y) * ow + xo] = sum as f32;
+                }
+            }
+        }
+        out
+    }
 }

@@ -79,10 +79,8 @@ fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
     let g_rows = |a: f64, b: f64, c: f64| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
     for o in 0..s.c_out {
         for c in 0..s.c_in {
-            let g: Vec<f64> = weight[(o * s.c_in + c) * 9..][..9]
-                .iter()
-                .map(|&v| v as f64)
-                .collect();
+            let kernel = &weight[(o * s.c_in + c) * 9..][..9];
+            let g: [f64; 9] = std::array::from_fn(|k| kernel[k] as f64);
             // G g: 4 rows of 3, column by column.
             let cols: [[f64; 4]; 3] = std::array::from_fn(|j| g_rows(g[j], g[3 + j], g[6 + j]));
             let [c0, c1, c2] = cols;
@@ -418,34 +416,7 @@ fn lanes(n: usize) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::{unpadded, values};
-
-    /// Direct 3x3 pad-1 summation in f64.
-    fn naive(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
-        let mut out = vec![0.0; s.c_out * s.h * s.w];
-        for o in 0..s.c_out {
-            for y in 0..s.h {
-                for xo in 0..s.w {
-                    let mut sum = bias.map_or(0.0, |b| b[o] as f64);
-                    for c in 0..s.c_in {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let (Some(iy), Some(ix)) =
-                                    (unpadded(y + ky, 1, s.h), unpadded(xo + kx, 1, s.w))
-                                else {
-                                    continue;
-                                };
-                                let wv = w[((o * s.c_in + c) * 3 + ky) * 3 + kx] as f64;
-                                sum += wv * x[(c * s.h + iy) * s.w + ix] as f64;
-                            }
-                        }
-                    }
-                    out[(o * s.h + y) * s.w + xo] = sum as f32;
-                }
-            }
-        }
-        out
-    }
+    use crate::kernels::test_values::{direct_conv, values};
 
     #[test]
     fn matches_direct_summation() {
@@ -479,7 +450,7 @@ mod tests {
             let bias = (i % 2 == 1).then_some(b.as_slice());
             let mut got = vec![f32::NAN; c_out * h * w];
             conv2d_into(&x, &wt, bias, &s, &mut got);
-            let want = naive(&x, &wt, bias, &s);
+            let want = direct_conv(&x, &wt, bias, &s);
             for (j, (g, e)) in got.iter().zip(&want).enumerate() {
                 assert!((g - e).abs() < 1e-4, "{s:?} at {j}: {g} vs {e}");
             }
