@@ -17,12 +17,15 @@
 //! transformed tile), `M_p [C_out, tiles] = U_p [C_out, C_in] . V_p [C_in, tiles]`, with 16
 //! multiply-adds per input channel and tile instead of the direct convolution's 36: 2.25x
 //! fewer. The products run on the direct convolution's micro-kernel ([`conv::micro`], 8
-//! output channels x 48 tiles in registers). The work is cut into blocks of one tile row and
-//! 48 tiles, so a block's transformed input (`16 C_in` rows of 48) stays in the core's L2
-//! (up to 256 input channels: [`applies`]) and its products (16 x 8 x 48 per panel of output
-//! channels, panels in small groups) near L1; rows of tiles are shared out to the rayon
-//! threads. Each block gathers its input rows split into even and odd padded
-//! columns (zero padding included), so both transforms are element-wise over contiguous runs.
+//! output channels x 48 tiles in registers). The work is cut into blocks of 48 consecutive
+//! tiles in row-major order (a block may end one row of tiles and begin the next, so narrow
+//! images fill the micro-kernel's three vectors too), so a block's transformed input
+//! (`16 C_in` rows of 48) stays in or near the core's L2 (1.5 MiB at 512 input channels, read
+//! once per group of panels: [`Block::group`]) and its products (16 x 8 x 48 per panel of
+//! output channels) near L1; blocks are shared out to the rayon threads. The weights are
+//! transformed once per batch ([`transform_weights`]). Each block gathers, per row of tiles it
+//! touches, the input rows split into even and odd padded columns (zero padding included), so
+//! both transforms are element-wise over contiguous runs.
 //!
 //! Rounding: the transforms add and subtract at most four terms and halve, so the result
 //! differs from direct summation by a few ulps of the partial sums (checked against direct
@@ -58,12 +61,15 @@ fn can_run(s: &ConvShape) -> bool {
 
 /// Whether the host convolution should run this convolution here rather than directly: it
 /// [`can_run`] it, and it is faster on this shape. Below 8 input channels the transforms cost
-/// more than they save; above 256 a block's transformed input (`16 C_in x 48` floats) outgrows
-/// L2; below 32 columns the blocks are a single, partly empty vector wide. (`conv_layers`,
-/// direct / Winograd: 512 -> 512 at 32x32 11.2 / 19.2 ms, at 16x16 6.4 / 14.8 ms;
-/// 256 -> 512 at 32x32 7.6 / 7.8 ms; 256 -> 256 at 64x64 11.3 / 8.0 ms.)
+/// more than they save; above 512 (not measured) a block's transformed input (`16 C_in x 48`
+/// floats) outgrows L2 twice over; below 64 tiles (16x16 pixels) there is less than a block
+/// per thread. (`conv_layers H W C_in C_out 3 1`, direct / Winograd, ms: 512 -> 512 at
+/// 64x64 51.7 / 23.1, at 32x32 11.1 / 8.0, at 16x16 4.0 / 3.7; 256 -> 256 at 24x24
+/// 1.94 / 1.31, at 16x16 1.01 / 0.87; 128 -> 128 at 24x24 0.92 / 0.40; 64 -> 64 at 16x16
+/// 0.09 / 0.11.)
 pub(crate) fn applies(s: &ConvShape) -> bool {
-    can_run(s) && (8..=256).contains(&s.c_in) && s.w >= 32
+    let (th, tw) = tiles(s);
+    can_run(s) && (8..=512).contains(&s.c_in) && th * tw >= 64
 }
 
 /// Tiles down and across.
@@ -71,74 +77,111 @@ fn tiles(s: &ConvShape) -> (usize, usize) {
     (s.h.div_ceil(2), s.w.div_ceil(2))
 }
 
-/// `U_p = G g G^T` for every output/input channel pair, packed per position `p` in panels of
-/// [`MR`] output channels, input-channel-major: `[p][panel][c][r]`, zero rows past `C_out`.
-fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
+/// `U_p = G g G^T` for every output/input channel pair, packed in panels of [`MR`] output
+/// channels, per position `p`, input-channel-major: `[panel][p][c][r]`, zero rows past
+/// `C_out`. Each thread writes whole panels; an input channel's 16 x 8 values are computed
+/// together and stored as 16 runs of 8 (one value at a time, 16 planes apart, thrashed the
+/// cache: 4.4 ms for 512 -> 512).
+pub(crate) fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
     let panels = s.c_out.div_ceil(MR);
-    let mut packed = vec![0.0; P * panels * s.c_in * MR];
-    let g_rows = |a: f64, b: f64, c: f64| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-    for o in 0..s.c_out {
-        for c in 0..s.c_in {
-            let kernel = &weight[(o * s.c_in + c) * 9..][..9];
-            let g: [f64; 9] = std::array::from_fn(|k| kernel[k] as f64);
-            // G g: 4 rows of 3, column by column.
-            let cols: [[f64; 4]; 3] = std::array::from_fn(|j| g_rows(g[j], g[3 + j], g[6 + j]));
-            let [c0, c1, c2] = cols;
-            for (i, ((&a, &b), &d)) in c0.iter().zip(&c1).zip(&c2).enumerate() {
-                // (G g) G^T: row i of G g through G.
-                let u = g_rows(a, b, d);
-                for (j, &value) in u.iter().enumerate() {
-                    let p = i * 4 + j;
-                    packed[((p * panels + o / MR) * s.c_in + c) * MR + o % MR] = value as f32;
+    let mut packed = vec![0.0; panels * P * s.c_in * MR];
+    packed
+        .par_chunks_mut(P * s.c_in * MR)
+        .enumerate()
+        .for_each(|(panel, dst)| {
+            let outputs = panel * MR..s.c_out.min(panel * MR + MR);
+            for c in 0..s.c_in {
+                let mut u = [[0.0f32; MR]; P];
+                for (r, o) in outputs.clone().enumerate() {
+                    let kernel = &weight[(o * s.c_in + c) * 9..][..9];
+                    for (p, value) in transform_kernel(kernel).into_iter().enumerate() {
+                        u[p][r] = value;
+                    }
+                }
+                for (p, run) in u.iter().enumerate() {
+                    dst[(p * s.c_in + c) * MR..][..MR].copy_from_slice(run);
                 }
             }
-        }
-    }
+        });
     packed
 }
 
-/// Convolution of one image by F(2x2, 3x3) into `out` `[C_out, H, W]`. Check [`can_run`]
-/// (and [`applies`] for speed).
-pub(crate) fn conv2d_into(
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    s: &ConvShape,
-    out: &mut [f32],
-) {
+/// `G g G^T` of one 3x3 kernel `g` (row-major), row-major 4x4, in f64.
+fn transform_kernel(kernel: &[f32]) -> [f32; P] {
+    let g_rows = |a: f64, b: f64, c: f64| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    let g: [f64; 9] = std::array::from_fn(|k| kernel[k] as f64);
+    // G g: 4 rows of 3, column by column.
+    let [c0, c1, c2]: [[f64; 4]; 3] = std::array::from_fn(|j| g_rows(g[j], g[3 + j], g[6 + j]));
+    // (G g) G^T: row i of G g through G.
+    let u: [[f64; 4]; 4] = std::array::from_fn(|i| g_rows(c0[i], c1[i], c2[i]));
+    std::array::from_fn(|p| u[p / 4][p % 4] as f32)
+}
+
+/// Convolution of one image `x` `[C_in, H, W]` by F(2x2, 3x3) into `out` `[C_out, H, W]`, on
+/// the weights of [`transform_weights`] and the bias padded to whole panels. Check
+/// [`can_run`] (and [`applies`] for speed).
+pub(crate) fn conv2d_into(x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape, out: &mut [f32]) {
     assert!(can_run(s));
+    assert_eq!(x.len(), s.c_in * s.h * s.w);
     assert_eq!(out.len(), s.c_out * s.h * s.w);
-    let packed = transform_weights(weight, s);
-    let mut bias_padded = vec![0.0; s.c_out.div_ceil(MR) * MR];
-    if let Some(b) = bias {
-        bias_padded[..s.c_out].copy_from_slice(b);
-    }
+    let panels = s.c_out.div_ceil(MR);
+    assert_eq!(packed.len(), panels * P * s.c_in * MR);
+    assert_eq!(bias.len(), panels * MR);
     let offsets: Vec<usize> = (0..s.c_in).map(|c| c * NB).collect();
     let block = Block {
         x,
-        packed: &packed,
+        packed,
         offsets: &offsets,
-        bias: &bias_padded,
+        bias,
         out: OutPtr(out.as_mut_ptr()),
         s,
         group: (s.c_in / 32).clamp(1, GROUP),
     };
     let (th, tw) = tiles(s);
-    (0..th).into_par_iter().for_each(|ty| {
+    let total = th * tw;
+    (0..total.div_ceil(NB)).into_par_iter().for_each(|b| {
         SCRATCH.with_borrow_mut(|(v, m)| {
-            // Grown once per thread and kept: fresh pages for every row would be cleared by
-            // the kernel each time.
+            // Grown once per thread and kept: fresh pages for every block would be cleared by
+            // the kernel each time. `m` has a vector of slack for the output transform's
+            // loads past a block's last tile.
             v.resize(v.len().max(P * s.c_in * NB), 0.0);
-            m.resize(P * GROUP * MR * NB, 0.0);
-            for tx0 in (0..tw).step_by(NB) {
-                let nb = NB.min(tw - tx0);
-                // SAFETY: AVX-512 was checked by `can_run`; this iteration alone writes output
-                // rows 2 ty and 2 ty + 1; the micro-kernel reads `NB` floats per term inside
-                // `v` and writes `MR` rows of `NB` inside `m`.
-                unsafe { block.run(ty, tx0, nb, v, m) };
-            }
+            m.resize(P * GROUP * MR * NB + LANES, 0.0);
+            let tiles = b * NB..(b * NB + NB).min(total);
+            // SAFETY: AVX-512 was checked by `can_run`; this iteration alone writes the output
+            // pixels of its tiles; the micro-kernel reads `NB` floats per term inside `v` and
+            // writes `MR` rows of `NB` inside `m`.
+            unsafe { block.run(tiles, tw, v, m) };
         })
     });
+}
+
+/// Tiles `tx0..tx0 + n` of tile row `ty`, at lanes `at..at + n` of their block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Segment {
+    ty: usize,
+    tx0: usize,
+    n: usize,
+    at: usize,
+}
+
+/// The tiles `range` (row-major indices, `tw` tiles a row) cut at the ends of tile rows.
+fn segments(range: std::ops::Range<usize>, tw: usize) -> impl Iterator<Item = Segment> {
+    let start = range.start;
+    let mut next = start;
+    std::iter::from_fn(move || {
+        (next < range.end).then(|| {
+            let (ty, tx0) = (next / tw, next % tw);
+            let n = (tw - tx0).min(range.end - next);
+            let segment = Segment {
+                ty,
+                tx0,
+                n,
+                at: next - start,
+            };
+            next += n;
+            segment
+        })
+    })
 }
 
 thread_local! {
@@ -165,21 +208,25 @@ struct Block<'a> {
 }
 
 impl Block<'_> {
-    /// Tiles `tx0..tx0 + nb` of tile row `ty`, every output channel.
+    /// The tiles `tiles` (at most [`NB`], row-major, `tw` a row), every output channel.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run(&self, ty: usize, tx0: usize, nb: usize, v: &mut [f32], m: &mut [f32]) {
+    unsafe fn run(&self, tiles: std::ops::Range<usize>, tw: usize, v: &mut [f32], m: &mut [f32]) {
         let s = self.s;
-        // Lanes past the block's columns keep earlier values: they only reach outputs that
-        // are never stored.
+        let nb = tiles.len();
+        // Lanes past the block's tiles keep earlier values: they only reach outputs that are
+        // never stored.
         let mut rows = [[[0.0f32; GATHER]; 2]; 4];
         for c in 0..s.c_in {
-            // The rows are one plane apart per channel, too far for the hardware prefetcher.
-            if c + PREFETCH < s.c_in {
-                self.prefetch(c + PREFETCH, ty, tx0, nb);
+            for segment in segments(tiles.clone(), tw) {
+                // The rows are one plane apart per channel, too far for the hardware
+                // prefetcher.
+                if c + PREFETCH < s.c_in {
+                    self.prefetch(c + PREFETCH, segment);
+                }
+                // SAFETY: AVX-512 is enabled here.
+                unsafe { self.transform_input(c, segment, &mut rows, v) };
             }
-            // SAFETY: AVX-512 is enabled here.
-            unsafe { self.transform_input(c, (ty, tx0, nb), &mut rows, v) };
         }
         let panels = s.c_out.div_ceil(MR);
         let nv = nb.div_ceil(LANES);
@@ -191,7 +238,7 @@ impl Block<'_> {
                 let src = v[p * s.c_in * NB..].as_ptr();
                 for k in 0..group {
                     let panel = first + k;
-                    let weights = &self.packed[(p * panels + panel) * s.c_in * MR..][..s.c_in * MR];
+                    let weights = &self.packed[(panel * P + p) * s.c_in * MR..][..s.c_in * MR];
                     let tile = Tile {
                         panel: weights,
                         offsets: self.offsets,
@@ -210,39 +257,36 @@ impl Block<'_> {
                 }
             }
             for k in 0..group {
-                // SAFETY: as in `conv2d_into`.
-                unsafe { self.transform_output((first + k, k), ty, tx0, nb, m) };
+                for segment in segments(tiles.clone(), tw) {
+                    // SAFETY: as in `conv2d_into`.
+                    unsafe { self.transform_output((first + k, k), segment, m) };
+                }
             }
         }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run(&self, _: usize, _: usize, _: usize, _: &mut [f32], _: &mut [f32]) {
+    unsafe fn run(&self, _: std::ops::Range<usize>, _: usize, _: &mut [f32], _: &mut [f32]) {
         unreachable!("`applies` checks for AVX-512")
     }
 
-    /// `V_p[c][t] = (B^T d B)_p` for the block's tiles of input channel `c`, into
-    /// `v[p][c][0..nb]` (rounded up to whole vectors: the lanes past `nb` are never stored
-    /// as outputs).
+    /// `V_p[c][t] = (B^T d B)_p` for the segment's tiles of input channel `c`, into lanes
+    /// `at..at + n` of `v[p][c]`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn transform_input(
-        &self,
-        c: usize,
-        (ty, tx0, nb): (usize, usize, usize),
-        rows: &mut Rows,
-        v: &mut [f32],
-    ) {
+    unsafe fn transform_input(&self, c: usize, segment: Segment, rows: &mut Rows, v: &mut [f32]) {
         use std::arch::x86_64::*;
         let c_in = self.s.c_in;
+        let Segment { ty, tx0, n, at } = segment;
         for (i, row) in rows.iter_mut().enumerate() {
             // SAFETY: AVX-512 is enabled here.
-            unsafe { self.gather(c, 2 * ty + i, tx0, nb, row) };
+            unsafe { self.gather(c, 2 * ty + i, tx0, n, row) };
         }
-        let out = v.as_mut_ptr();
-        for t in (0..nb).step_by(LANES) {
-            // SAFETY: the loads at `t + 1 + 15 < GATHER` stay inside `rows`; the stores stay in
-            // `v`'s NB slot.
+        let out = v.as_mut_ptr().wrapping_add(at);
+        for t in (0..n).step_by(LANES) {
+            let mask = lanes(n - t);
+            // SAFETY: the loads at `t + 1 + 15 < GATHER` stay inside `rows`; the stores, lanes
+            // `at + t..at + n` at most, stay in `v`'s NB slot.
             unsafe {
                 // Padded columns 2t, 2t + 1, 2t + 2, 2t + 3 of the tiles t..t + 16, per row.
                 let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
@@ -270,20 +314,21 @@ impl Block<'_> {
                         _mm512_sub_ps(r[1], r[3]),
                     ];
                     for (j, value) in values.into_iter().enumerate() {
-                        _mm512_storeu_ps(out.add(((i * 4 + j) * c_in + c) * NB + t), value);
+                        let dst = out.add(((i * 4 + j) * c_in + c) * NB + t);
+                        _mm512_mask_storeu_ps(dst, mask, value);
                     }
                 }
             }
         }
     }
 
-    /// Asks for the input rows [`Self::gather`] will read for channel `c` to be brought into
-    /// the cache.
+    /// Asks for the input rows [`Self::gather`] will read for channel `c` and this segment to
+    /// be brought into the cache.
     #[cfg(target_arch = "x86_64")]
-    fn prefetch(&self, c: usize, ty: usize, tx0: usize, nb: usize) {
+    fn prefetch(&self, c: usize, Segment { ty, tx0, n, .. }: Segment) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let s = self.s;
-        let (start, end) = ((2 * tx0).saturating_sub(1), (2 * (tx0 + nb) + 1).min(s.w));
+        let (start, end) = ((2 * tx0).saturating_sub(1), (2 * (tx0 + n) + 1).min(s.w));
         for y in (2 * ty).saturating_sub(1)..(2 * ty + 3).min(s.h) {
             let line = &self.x[(c * s.h + y) * s.w..][start..end];
             for at in (0..line.len()).step_by(16) {
@@ -343,20 +388,14 @@ impl Block<'_> {
     }
 
     /// `Y = A^T M A` plus the bias for the `MR` output channels of `panel`, whose products are
-    /// slot `k` of its group in `m`, written to output rows 2 ty and 2 ty + 1 (those inside
-    /// the image).
+    /// slot `k` of its group in `m`, for the segment's tiles (lanes `at..at + n`), written to
+    /// output rows 2 ty and 2 ty + 1 (those inside the image).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn transform_output(
-        &self,
-        (panel, k): (usize, usize),
-        ty: usize,
-        tx0: usize,
-        nb: usize,
-        m: &[f32],
-    ) {
+    unsafe fn transform_output(&self, (panel, k): (usize, usize), segment: Segment, m: &[f32]) {
         use std::arch::x86_64::*;
         let s = self.s;
+        let Segment { ty, tx0, n, at } = segment;
         // Lanes of (even, odd) interleaved: the first and the second 16 output columns.
         let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         let second =
@@ -365,10 +404,12 @@ impl Block<'_> {
         for r in 0..rows {
             let o = panel * MR + r;
             let bias = _mm512_set1_ps(self.bias[o]);
-            for t in (0..nb).step_by(LANES) {
-                // SAFETY: the loads stay in the `MR x NB` slot (p, k) of `m`.
+            for t in (0..n).step_by(LANES) {
+                // SAFETY: the loads start in the `MR x NB` slot (p, k) of `m` and end at most
+                // 15 floats past it (`m` has that slack after its last slot).
                 let mp: [__m512; P] = std::array::from_fn(|p| unsafe {
-                    _mm512_loadu_ps(m.as_ptr().add(((p * self.group + k) * MR + r) * NB + t))
+                    let row = ((p * self.group + k) * MR + r) * NB;
+                    _mm512_loadu_ps(m.as_ptr().add(row + at + t))
                 });
                 // A^T M: the two rows of the 2x4 intermediate.
                 let top: [__m512; 4] = std::array::from_fn(|b| {
@@ -379,7 +420,7 @@ impl Block<'_> {
                 });
                 let x = 2 * (tx0 + t);
                 // Output columns of these tiles inside the image.
-                let width = (2 * (nb - t)).min(s.w - x).min(2 * LANES);
+                let width = (2 * (n - t)).min(s.w - x).min(2 * LANES);
                 for (dy, z) in [top, bottom].iter().enumerate() {
                     let y = 2 * ty + dy;
                     if y >= s.h {
@@ -425,14 +466,17 @@ mod tests {
             return;
         }
         // Odd and even sides (a last tile half outside), rows of tiles wider than one block
-        // (tw = 53 > 48) and narrower (tail masks), output channels not a multiple of 8 and
-        // more than one group of panels (72 channels: groups of 2).
+        // (tw = 53 > 48: blocks end and begin mid-row) and narrower (blocks of several rows,
+        // tail masks), output channels not a multiple of 8 and more than one group of panels
+        // (72 channels: groups of 2).
         let shapes = [
             (8, 8, 6, 16),
             (9, 13, 7, 105),
             (16, 5, 1, 1),
             (72, 72, 5, 9),
             (12, 17, 11, 3),
+            (16, 9, 20, 10),
+            (32, 16, 31, 33),
         ];
         for (i, &(c_in, c_out, h, w)) in shapes.iter().enumerate() {
             let s = ConvShape {
@@ -449,12 +493,24 @@ mod tests {
             let b = values(c_out, 3);
             let bias = (i % 2 == 1).then_some(b.as_slice());
             let mut got = vec![f32::NAN; c_out * h * w];
-            conv2d_into(&x, &wt, bias, &s, &mut got);
+            let mut bias_padded = vec![0.0; c_out.div_ceil(MR) * MR];
+            bias_padded[..c_out].copy_from_slice(bias.unwrap_or(&vec![0.0; c_out]));
+            conv2d_into(&x, &transform_weights(&wt, &s), &bias_padded, &s, &mut got);
             let want = direct_conv(&x, &wt, bias, &s);
             for (j, (g, e)) in got.iter().zip(&want).enumerate() {
                 assert!((g - e).abs() < 1e-4, "{s:?} at {j}: {g} vs {e}");
             }
         }
+    }
+
+    #[test]
+    fn blocks_are_cut_at_the_ends_of_tile_rows() {
+        let cut: Vec<_> = segments(40..88, 32)
+            .map(|g| (g.ty, g.tx0, g.n, g.at))
+            .collect();
+        assert_eq!(cut, [(1, 8, 24, 0), (2, 0, 24, 24)]);
+        let cut: Vec<_> = segments(0..11, 5).map(|g| (g.ty, g.n, g.at)).collect();
+        assert_eq!(cut, [(0, 5, 0), (1, 5, 5), (2, 1, 10)]);
     }
 
     #[test]
@@ -470,9 +526,9 @@ mod tests {
         assert!(!applies(&s(4, 3, 1, 64)));
         assert!(!applies(&s(16, 3, 0, 64)));
         assert!(!applies(&s(16, 7, 3, 64)));
-        assert!(!applies(&s(512, 3, 1, 64)));
+        assert!(!applies(&s(1024, 3, 1, 64)));
         assert!(!applies(&s(16, 3, 1, 16)));
         assert_eq!(applies(&s(16, 3, 1, 64)), conv::available());
-        assert_eq!(applies(&s(256, 3, 1, 32)), conv::available());
+        assert_eq!(applies(&s(512, 3, 1, 32)), conv::available());
     }
 }
