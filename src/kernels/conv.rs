@@ -183,7 +183,10 @@ enum Algorithm {
     Winograd(Vec<f32>),
     /// Direct summation on panels of weights ([`pack_weights`]) and each term's offset in the
     /// padded input ([`term_offsets`]).
-    Direct { packed: Vec<f32>, offsets: Vec<usize> },
+    Direct {
+        packed: Vec<f32>,
+        offsets: Vec<usize>,
+    },
 }
 
 impl Plan {

@@ -13,8 +13,8 @@ pub mod wgrad;
 pub(crate) mod winograd;
 
 use burn::tensor::backend::Backend;
-use rayon::prelude::*;
 use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
 
 /// Whether `B` is the plain CPU backend, whose tensors these kernels may replace.
 fn is_cpu_backend<B: Backend>() -> bool {
@@ -211,5 +211,42 @@ pub(crate) mod test_values {
             }
         }
         out
+    }
+
+    /// `dL/dW` of a stride-1 convolution over `n` images by direct summation in f64.
+    pub fn direct_weight_grad(
+        x: &[f32],
+        g: &[f32],
+        s: &super::conv::ConvShape,
+        n: usize,
+    ) -> Vec<f32> {
+        let [oh, ow] = s.out_size();
+        let mut dw = vec![0.0f64; s.c_out * s.c_in * s.k * s.k];
+        for i in 0..n {
+            for o in 0..s.c_out {
+                for c in 0..s.c_in {
+                    for ky in 0..s.k {
+                        for kx in 0..s.k {
+                            let mut sum = 0.0f64;
+                            for y in 0..oh {
+                                for xo in 0..ow {
+                                    let (Some(iy), Some(ix)) = (
+                                        unpadded(y + ky, s.pad, s.h),
+                                        unpadded(xo + kx, s.pad, s.w),
+                                    ) else {
+                                        continue;
+                                    };
+                                    let gv = g[((i * s.c_out + o) * oh + y) * ow + xo] as f64;
+                                    let xv = x[((i * s.c_in + c) * s.h + iy) * s.w + ix] as f64;
+                                    sum += gv * xv;
+                                }
+                            }
+                            dw[((o * s.c_in + c) * s.k + ky) * s.k + kx] += sum;
+                        }
+                    }
+                }
+            }
+        }
+        dw.into_iter().map(|v| v as f32).collect()
     }
 }

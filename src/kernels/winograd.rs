@@ -37,6 +37,7 @@
 use rayon::prelude::*;
 
 use super::conv::{self, ConvShape, OutPtr, Tile, LANES, MR};
+use super::wgrad;
 
 /// Tiles per block along a row: the width of one micro-kernel call (3 vectors).
 const NB: usize = 3 * LANES;
@@ -275,116 +276,26 @@ impl Block<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn transform_input(&self, c: usize, segment: Segment, rows: &mut Rows, v: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let c_in = self.s.c_in;
-        let Segment { ty, tx0, n, at } = segment;
-        for (i, row) in rows.iter_mut().enumerate() {
-            // SAFETY: AVX-512 is enabled here.
-            unsafe { self.gather(c, 2 * ty + i, tx0, n, row) };
-        }
-        let out = v.as_mut_ptr().wrapping_add(at);
-        for t in (0..n).step_by(LANES) {
-            let mask = lanes(n - t);
-            // SAFETY: the loads at `t + 1 + 15 < GATHER` stay inside `rows`; the stores, lanes
-            // `at + t..at + n` at most, stay in `v`'s NB slot.
-            unsafe {
-                // Padded columns 2t, 2t + 1, 2t + 2, 2t + 3 of the tiles t..t + 16, per row.
-                let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
-                    let [even, odd] = &rows[i];
-                    [
-                        _mm512_loadu_ps(even.as_ptr().add(t)),
-                        _mm512_loadu_ps(odd.as_ptr().add(t)),
-                        _mm512_loadu_ps(even.as_ptr().add(t + 1)),
-                        _mm512_loadu_ps(odd.as_ptr().add(t + 1)),
-                    ]
-                });
-                // B^T d, column by column.
-                let bt: [[__m512; 4]; 4] = [
-                    std::array::from_fn(|q| _mm512_sub_ps(d[0][q], d[2][q])),
-                    std::array::from_fn(|q| _mm512_add_ps(d[1][q], d[2][q])),
-                    std::array::from_fn(|q| _mm512_sub_ps(d[2][q], d[1][q])),
-                    std::array::from_fn(|q| _mm512_sub_ps(d[1][q], d[3][q])),
-                ];
-                // (B^T d) B, row by row.
-                for (i, r) in bt.iter().enumerate() {
-                    let values = [
-                        _mm512_sub_ps(r[0], r[2]),
-                        _mm512_add_ps(r[1], r[2]),
-                        _mm512_sub_ps(r[2], r[1]),
-                        _mm512_sub_ps(r[1], r[3]),
-                    ];
-                    for (j, value) in values.into_iter().enumerate() {
-                        let dst = out.add(((i * 4 + j) * c_in + c) * NB + t);
-                        _mm512_mask_storeu_ps(dst, mask, value);
-                    }
-                }
-            }
-        }
+        let s = self.s;
+        let plane = &self.x[c * s.h * s.w..][..s.h * s.w];
+        let dst = v[c * NB + segment.at..].as_mut_ptr();
+        // SAFETY: AVX-512 is enabled here; position p's lanes `at..at + n` of channel c are
+        // inside `v` (`[p][c][NB]`).
+        unsafe { input_tiles(plane, s, segment, rows, dst, s.c_in * NB) };
     }
 
-    /// Asks for the input rows [`Self::gather`] will read for channel `c` and this segment to
+    /// Asks for the input rows [`gather`] will read for channel `c` and this segment to
     /// be brought into the cache.
-    #[cfg(target_arch = "x86_64")]
     fn prefetch(&self, c: usize, Segment { ty, tx0, n, .. }: Segment) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let s = self.s;
-        let (start, end) = ((2 * tx0).saturating_sub(1), (2 * (tx0 + n) + 1).min(s.w));
-        for y in (2 * ty).saturating_sub(1)..(2 * ty + 3).min(s.h) {
-            let line = &self.x[(c * s.h + y) * s.w..][start..end];
-            for at in (0..line.len()).step_by(16) {
-                // SAFETY: a prefetch of an address inside `line`.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(line[at..].as_ptr().cast()) };
-            }
-        }
-    }
-
-    /// Padded row `row` (input row `row - 1`) of channel `c`, padded columns
-    /// `2 tx0..2 (tx0 + nb) + 2`, into `[even, odd]`: `even[j]` is padded column `2 (tx0 + j)`,
-    /// `odd[j]` the one after it; zeros outside the image.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn gather(
-        &self,
-        c: usize,
-        row: usize,
-        tx0: usize,
-        nb: usize,
-        out: &mut [[f32; GATHER]; 2],
-    ) {
-        use std::arch::x86_64::*;
-        let s = self.s;
-        let Some(y) = row.checked_sub(1).filter(|&y| y < s.h) else {
-            *out = [[0.0; GATHER]; 2];
-            return;
-        };
-        let line = &self.x[(c * s.h + y) * s.w..][..s.w];
-        // Padded column p is input column p - 1: this run starts at input column 2 tx0 - 1.
-        let first = (2 * tx0) as isize - 1;
-        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        for k in (0..2 * (nb + 1)).step_by(2 * LANES) {
-            let [a, b] = [0, LANES].map(|half| {
-                let start = first + (k + half) as isize;
-                // Lanes whose input column lies inside the row.
-                let lo = (-start).clamp(0, LANES as isize) as u32;
-                let hi = (s.w as isize - start).clamp(0, LANES as isize) as u32;
-                let mask = (lanes(hi as usize) as u32 & !(lanes(lo as usize) as u32)) as u16;
-                // SAFETY: only lanes inside `line` are read (the masked-off lanes are not
-                // accessed); the address itself is formed with wrapping arithmetic.
-                unsafe { _mm512_maskz_loadu_ps(mask, line.as_ptr().wrapping_offset(start)) }
-            });
-            // SAFETY: `k / 2 + 16 <= nb + 1 + 15 < GATHER`.
-            unsafe {
-                _mm512_storeu_ps(
-                    out[0].as_mut_ptr().add(k / 2),
-                    _mm512_permutex2var_ps(a, evens, b),
-                );
-                _mm512_storeu_ps(
-                    out[1].as_mut_ptr().add(k / 2),
-                    _mm512_permutex2var_ps(a, odds, b),
-                );
-            }
-        }
+        let plane = &self.x[c * s.h * s.w..][..s.h * s.w];
+        prefetch(
+            plane,
+            (s.h, s.w),
+            2 * ty..2 * ty + 4,
+            2 * tx0..2 * (tx0 + n) + 2,
+            1,
+        );
     }
 
     /// `Y = A^T M A` plus the bias for the `MR` output channels of `panel`, whose products are
@@ -445,6 +356,319 @@ impl Block<'_> {
     }
 }
 
+/// Asks for rows `rows` and columns `cols` of `plane` (`h x w`), both shifted back by `pad`
+/// and clipped to the plane, to be brought into the cache. (A channel's rows are a plane apart
+/// from the next channel's, too far for the hardware prefetcher.)
+fn prefetch(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    pad: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let (start, end) = (cols.start.saturating_sub(pad), (cols.end - pad).min(w));
+        for y in rows.start.saturating_sub(pad)..(rows.end - pad).min(h) {
+            let line = &plane[y * w..][start..end];
+            for at in (0..line.len()).step_by(16) {
+                // SAFETY: a prefetch of an address inside `line`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(line[at..].as_ptr().cast()) };
+            }
+        }
+    }
+}
+
+/// Row `y` of `plane` (`h x w`; zeros when `y` is outside it), columns `first + 2 j` into
+/// `even[j]` and `first + 2 j + 1` into `odd[j]` for `j` in `0..=n` (zeros outside the row).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    y: isize,
+    first: isize,
+    n: usize,
+    out: &mut [[f32; GATHER]; 2],
+) {
+    use std::arch::x86_64::*;
+    let Some(y) = usize::try_from(y).ok().filter(|&y| y < h) else {
+        *out = [[0.0; GATHER]; 2];
+        return;
+    };
+    let line = &plane[y * w..][..w];
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for k in (0..2 * (n + 1)).step_by(2 * LANES) {
+        let [a, b] = [0, LANES].map(|half| {
+            let start = first + (k + half) as isize;
+            // Lanes whose column lies inside the row.
+            let lo = (-start).clamp(0, LANES as isize) as u32;
+            let hi = (w as isize - start).clamp(0, LANES as isize) as u32;
+            let mask = (lanes(hi as usize) as u32 & !(lanes(lo as usize) as u32)) as u16;
+            // SAFETY: only lanes inside `line` are read (the masked-off lanes are not
+            // accessed); the address itself is formed with wrapping arithmetic.
+            unsafe { _mm512_maskz_loadu_ps(mask, line.as_ptr().wrapping_offset(start)) }
+        });
+        // SAFETY: `k / 2 + 16 <= n + 1 + 15 < GATHER`.
+        unsafe {
+            _mm512_storeu_ps(
+                out[0].as_mut_ptr().add(k / 2),
+                _mm512_permutex2var_ps(a, evens, b),
+            );
+            _mm512_storeu_ps(
+                out[1].as_mut_ptr().add(k / 2),
+                _mm512_permutex2var_ps(a, odds, b),
+            );
+        }
+    }
+}
+
+/// `V_p = (B^T d B)_p` for the segment's tiles of one input channel `plane` (`s.h x s.w`):
+/// tile `t` of the segment, position `p`, at `dst + p * p_stride + t` (masked stores: lanes
+/// past `n` are not written).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tiles(
+    plane: &[f32],
+    s: &ConvShape,
+    Segment { ty, tx0, n, .. }: Segment,
+    rows: &mut Rows,
+    dst: *mut f32,
+    p_stride: usize,
+) {
+    use std::arch::x86_64::*;
+    for (i, row) in rows.iter_mut().enumerate() {
+        // Padded row 2 ty + i is input row 2 ty + i - 1; padded column 2 tx0 is input column
+        // 2 tx0 - 1.
+        let (y, first) = ((2 * ty + i) as isize - 1, (2 * tx0) as isize - 1);
+        // SAFETY: AVX-512 is enabled here.
+        unsafe { gather(plane, (s.h, s.w), y, first, n, row) };
+    }
+    for t in (0..n).step_by(LANES) {
+        let mask = lanes(n - t);
+        // SAFETY: the loads at `t + 1 + 15 < GATHER` stay inside `rows`; the caller vouches
+        // for the stores.
+        unsafe {
+            // Padded columns 2t, 2t + 1, 2t + 2, 2t + 3 of the tiles t..t + 16, per row.
+            let d: [[__m512; 4]; 4] = std::array::from_fn(|i| {
+                let [even, odd] = &rows[i];
+                [
+                    _mm512_loadu_ps(even.as_ptr().add(t)),
+                    _mm512_loadu_ps(odd.as_ptr().add(t)),
+                    _mm512_loadu_ps(even.as_ptr().add(t + 1)),
+                    _mm512_loadu_ps(odd.as_ptr().add(t + 1)),
+                ]
+            });
+            // B^T d, column by column.
+            let bt: [[__m512; 4]; 4] = [
+                std::array::from_fn(|q| _mm512_sub_ps(d[0][q], d[2][q])),
+                std::array::from_fn(|q| _mm512_add_ps(d[1][q], d[2][q])),
+                std::array::from_fn(|q| _mm512_sub_ps(d[2][q], d[1][q])),
+                std::array::from_fn(|q| _mm512_sub_ps(d[1][q], d[3][q])),
+            ];
+            // (B^T d) B, row by row.
+            for (i, r) in bt.iter().enumerate() {
+                let values = [
+                    _mm512_sub_ps(r[0], r[2]),
+                    _mm512_add_ps(r[1], r[2]),
+                    _mm512_sub_ps(r[2], r[1]),
+                    _mm512_sub_ps(r[1], r[3]),
+                ];
+                for (j, value) in values.into_iter().enumerate() {
+                    _mm512_mask_storeu_ps(dst.add((i * 4 + j) * p_stride + t), mask, value);
+                }
+            }
+        }
+    }
+}
+
+/// Tiles per chunk of the weight gradient: the chunk's transformed input and output gradient
+/// (`16 x C x 480` floats each) stay in L2/L3 while its 16 products are summed.
+const CHUNK: usize = 10 * NB;
+
+/// `dL/dW` `[C_out, C_in, 3, 3]` of this convolution summed over the images of `x`
+/// `[N, C_in, H, W]` and the output gradient `g` `[N, C_out, H, W]`, by the same F(2x2, 3x3)
+/// read backwards. The forward is bilinear in `U = G g G^T` and `V = B^T d B`, so
+/// `dL/dW_oc = G^T [ sum over tiles of (A dY_o A^T) . V_c ] G`: per position `p` a matrix
+/// product `S_p [C_out, C_in] = Y_p [C_out, tiles] V_p^T [tiles, C_in]` whose contraction
+/// runs over the tiles, 2.25x fewer multiply-adds than the direct weight gradient's.
+/// The tiles of all images are taken in chunks of [`CHUNK`]: the threads transform a chunk's
+/// blocks of tiles, then share out its 16 products (on [`wgrad::micro`], summed across lanes
+/// at the end of each chunk). Check [`can_run`] (and [`applies`] for speed).
+pub(crate) fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
+    assert!(can_run(s));
+    let plane = s.h * s.w;
+    let images = x.len() / (s.c_in * plane).max(1);
+    assert_eq!(x.len(), images * s.c_in * plane);
+    assert_eq!(g.len(), images * s.c_out * plane);
+    let (th, tw) = tiles(s);
+    let total = images * th * tw;
+    // Rows padded to whole micro-kernel calls; the padding rows stay zero.
+    let (rows_out, rows_in) = (
+        s.c_out.div_ceil(wgrad::R) * wgrad::R,
+        s.c_in.div_ceil(wgrad::C) * wgrad::C,
+    );
+    let mut v = vec![0.0f32; P * rows_in * CHUNK];
+    let mut y = vec![0.0f32; P * rows_out * CHUNK];
+    let mut sums = vec![0.0f32; P * rows_out * rows_in];
+    for start in (0..total).step_by(CHUNK) {
+        let len = CHUNK.min(total - start);
+        if len < CHUNK {
+            // The last vector's lanes past `len` reach the products: zero in one operand.
+            y.fill(0.0);
+        }
+        let (vp, yp) = (OutPtr(v.as_mut_ptr()), OutPtr(y.as_mut_ptr()));
+        (0..len.div_ceil(NB)).into_par_iter().for_each(|b| {
+            let first = start + b * NB;
+            let mut rows = [[[0.0f32; GATHER]; 2]; 4];
+            // Rows of tiles counted across the images: a segment never spans two.
+            for segment in segments(first..(first + NB).min(start + len), tw) {
+                let (image, ty) = (segment.ty / th, segment.ty % th);
+                let local = Segment { ty, ..segment };
+                let at = b * NB + segment.at;
+                let (hw, (ty, tx0, n)) = ((s.h, s.w), (local.ty, local.tx0, local.n));
+                let (rows_x, cols_x) = (2 * ty..2 * ty + 4, 2 * tx0..2 * (tx0 + n) + 2);
+                for c in 0..s.c_in {
+                    if c + PREFETCH < s.c_in {
+                        let ahead = &x[(image * s.c_in + c + PREFETCH) * plane..][..plane];
+                        prefetch(ahead, hw, rows_x.clone(), cols_x.clone(), 1);
+                    }
+                    let src = &x[(image * s.c_in + c) * plane..][..plane];
+                    // SAFETY: AVX-512 was checked by `can_run`; lanes `at..at + n` of row c
+                    // of every position are this segment's alone, inside `v`.
+                    unsafe {
+                        let dst = vp.get().add(c * CHUNK + at);
+                        input_tiles(src, s, local, &mut rows, dst, rows_in * CHUNK)
+                    };
+                }
+                for o in 0..s.c_out {
+                    if o + PREFETCH < s.c_out {
+                        let ahead = &g[(image * s.c_out + o + PREFETCH) * plane..][..plane];
+                        prefetch(ahead, hw, 2 * ty..2 * ty + 2, 2 * tx0..2 * (tx0 + n), 0);
+                    }
+                    let src = &g[(image * s.c_out + o) * plane..][..plane];
+                    // SAFETY: as above, in `y`.
+                    unsafe {
+                        let dst = yp.get().add(o * CHUNK + at);
+                        gradient_tiles(src, s, local, &mut rows, dst, rows_out * CHUNK)
+                    };
+                }
+            }
+        });
+        let vectors = len.div_ceil(LANES);
+        sums.par_chunks_mut(rows_out * rows_in)
+            .enumerate()
+            .for_each(|(p, sum)| {
+                let vp = &v[p * rows_in * CHUNK..][..rows_in * CHUNK];
+                let yp = &y[p * rows_out * CHUNK..][..rows_out * CHUNK];
+                // SAFETY: AVX-512 was checked by `can_run`; the reads stay in this position's
+                // rows of `v` and `y` (`vectors * 16 <= CHUNK`).
+                unsafe { products(yp, vp, vectors, sum, rows_in) };
+            });
+    }
+    let mut dw = vec![0.0f32; s.c_out * s.c_in * 9];
+    dw.par_chunks_mut(9).enumerate().for_each(|(i, kernel)| {
+        let (o, c) = (i / s.c_in, i % s.c_in);
+        let m: [f32; P] = std::array::from_fn(|p| sums[(p * rows_out + o) * rows_in + c]);
+        kernel.copy_from_slice(&untransform_kernel(&m));
+    });
+    dw
+}
+
+/// `sum += Y V^T` over `vectors * 16` tiles: `y` rows of `CHUNK` (output channels), `v` rows of
+/// `CHUNK` (input channels), `sum` `[rows_out][rows_in]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn products(y: &[f32], v: &[f32], vectors: usize, sum: &mut [f32], rows_in: usize) {
+    use std::arch::x86_64::*;
+    let (r, c) = (wgrad::R, wgrad::C);
+    for ob in 0..sum.len() / rows_in / r {
+        for cb in 0..rows_in / c {
+            let mut acc = [0.0f32; wgrad::R * wgrad::C * LANES];
+            let cols = std::array::from_fn(|j| (cb * c + j) * CHUNK);
+            // SAFETY: rows `ob R..ob R + R` of `y` and `cb C..cb C + C` of `v`, `vectors`
+            // vectors each.
+            unsafe { wgrad::micro(&y[ob * r * CHUNK..], CHUNK, v, cols, vectors, &mut acc) };
+            for (k, lanes) in acc.chunks(LANES).enumerate() {
+                // SAFETY: `lanes` holds 16 floats.
+                let total = unsafe { _mm512_reduce_add_ps(_mm512_loadu_ps(lanes.as_ptr())) };
+                sum[(ob * r + k / c) * rows_in + cb * c + k % c] += total;
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn products(_: &[f32], _: &[f32], _: usize, _: &mut [f32], _: usize) {
+    unreachable!("`can_run` checks for AVX-512")
+}
+
+/// `G^T M G`: the 3x3 weight gradient of one channel pair from its 4x4 sums (row-major), the
+/// adjoint of [`transform_kernel`].
+fn untransform_kernel(m: &[f32; P]) -> [f32; 9] {
+    let gt = |a: f64, b: f64, c: f64, d: f64| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d];
+    let m: [f64; P] = std::array::from_fn(|p| m[p] as f64);
+    // G^T M: 3 rows of 4, column by column.
+    let cols: [[f64; 3]; 4] = std::array::from_fn(|j| gt(m[j], m[4 + j], m[8 + j], m[12 + j]));
+    // (G^T M) G: row i through G.
+    std::array::from_fn(|k| {
+        let i = k / 3;
+        gt(cols[0][i], cols[1][i], cols[2][i], cols[3][i])[k % 3] as f32
+    })
+}
+
+/// `A dY A^T` for the segment's tiles of one output-gradient channel `plane` (`s.h x s.w`):
+/// `dY` is the tile's 2x2 output gradient (zero outside the image); tile `t`, position `p`,
+/// at `dst + p * p_stride + t` (masked stores).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gradient_tiles(
+    plane: &[f32],
+    s: &ConvShape,
+    Segment { ty, tx0, n, .. }: Segment,
+    rows: &mut Rows,
+    dst: *mut f32,
+    p_stride: usize,
+) {
+    use std::arch::x86_64::*;
+    for (i, row) in rows.iter_mut().take(2).enumerate() {
+        let (y, first) = ((2 * ty + i) as isize, (2 * tx0) as isize);
+        // SAFETY: AVX-512 is enabled here.
+        unsafe { gather(plane, (s.h, s.w), y, first, n, row) };
+    }
+    let zero = _mm512_setzero_ps();
+    for t in (0..n).step_by(LANES) {
+        let mask = lanes(n - t);
+        // SAFETY: the loads at `t + 15 < GATHER` stay inside `rows`; the caller vouches for
+        // the stores.
+        unsafe {
+            let load = |i: usize, parity: usize| _mm512_loadu_ps(rows[i][parity].as_ptr().add(t));
+            let (a, b, c, d) = (load(0, 0), load(0, 1), load(1, 0), load(1, 1));
+            // A dY: four rows of two.
+            let ady = [
+                (a, b),
+                (_mm512_add_ps(a, c), _mm512_add_ps(b, d)),
+                (_mm512_sub_ps(a, c), _mm512_sub_ps(b, d)),
+                (_mm512_sub_ps(zero, c), _mm512_sub_ps(zero, d)),
+            ];
+            // (A dY) A^T, row by row.
+            for (i, &(u, w)) in ady.iter().enumerate() {
+                let values = [
+                    u,
+                    _mm512_add_ps(u, w),
+                    _mm512_sub_ps(u, w),
+                    _mm512_sub_ps(zero, w),
+                ];
+                for (j, value) in values.into_iter().enumerate() {
+                    _mm512_mask_storeu_ps(dst.add((i * 4 + j) * p_stride + t), mask, value);
+                }
+            }
+        }
+    }
+}
+
 /// Store mask of the first `n` lanes (all for `n >= 16`).
 fn lanes(n: usize) -> u16 {
     if n >= LANES {
@@ -457,7 +681,7 @@ fn lanes(n: usize) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::{direct_conv, values};
+    use crate::kernels::test_values::{direct_conv, direct_weight_grad, values};
 
     #[test]
     fn matches_direct_summation() {
@@ -501,6 +725,51 @@ mod tests {
                 assert!((g - e).abs() < 1e-4, "{s:?} at {j}: {g} vs {e}");
             }
         }
+    }
+
+    #[test]
+    fn weight_gradient_matches_direct_summation() {
+        if !conv::available() {
+            eprintln!("no AVX-512 here: the Winograd weight gradient not tested");
+            return;
+        }
+        // Odd sides (half-outside tiles), channel counts that are not multiples of 4 and 6,
+        // chunks that span images (3 x 10 x 17 = 510 tiles > 480) and a single partial chunk.
+        let shapes = [(5, 7, 19, 33, 3), (13, 9, 6, 6, 2), (8, 4, 9, 7, 1)];
+        for (i, &(c_in, c_out, h, w, n)) in shapes.iter().enumerate() {
+            let s = ConvShape {
+                c_in,
+                c_out,
+                h,
+                w,
+                k: 3,
+                pad: 1,
+            };
+            let x = values(n * c_in * h * w, 70 + i as u32);
+            let g = values(n * c_out * h * w, 80 + i as u32);
+            let got = weight_grad(&x, &g, &s);
+            let want = direct_weight_grad(&x, &g, &s, n);
+            assert_eq!(got.len(), want.len());
+            for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() < 1e-3, "{s:?} at {j}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_untransform_is_the_adjoint_of_the_transform() {
+        // <G g G^T, M> = <g, G^T M G> for any g and M.
+        let g = values(9, 1);
+        let m: [f32; P] = values(P, 2).try_into().unwrap();
+        let u = transform_kernel(&g);
+        let left: f64 = u.iter().zip(&m).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let back = untransform_kernel(&m);
+        let right: f64 = g
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        assert!((left - right).abs() < 1e-6, "{left} vs {right}");
     }
 
     #[test]

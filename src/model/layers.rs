@@ -545,7 +545,11 @@ mod tests {
         // and V (36x36), so sigma_max(W) = 2 exactly and W / sigma must have sigma_max 1.
         let s = [2.0f32, 1.0, 0.8, 0.5, 0.3, 0.1];
         let u = householder(&[1.0, -2.0, 0.5, 3.0, 1.5, -1.0]);
-        let v = householder(&(0..36).map(|i| (i as f32 * 0.7).sin() + 0.2).collect::<Vec<_>>());
+        let v = householder(
+            &(0..36)
+                .map(|i| (i as f32 * 0.7).sin() + 0.2)
+                .collect::<Vec<_>>(),
+        );
         let w: Vec<f32> = (0..6)
             .flat_map(|i| {
                 let (u, v) = (&u, &v);
@@ -565,7 +569,10 @@ mod tests {
         // W / sigma_est, so the ratio of Frobenius norms is the estimated sigma.
         let frobenius = |t: Tensor<CpuBackend, 4>| t.powi_scalar(2).sum().sqrt().into_scalar();
         let scale = frobenius(conv.weight.val()) / frobenius(normalized.clone());
-        assert!((scale - 2.0).abs() < 1e-4, "estimated sigma = {scale}, true 2");
+        assert!(
+            (scale - 2.0).abs() < 1e-4,
+            "estimated sigma = {scale}, true 2"
+        );
         let n = normalized.reshape([6, 36]);
         // Largest eigenvalue of N N^T by power iteration from a fresh start: must be 1.
         let nnt = n.clone().matmul(n.transpose());
@@ -575,6 +582,10 @@ mod tests {
             e = next.clone() / next.powi_scalar(2).sum().sqrt().reshape([1, 1]);
         }
         let lambda = (e.clone().transpose().matmul(nnt.matmul(e))).into_scalar();
-        assert!((lambda.sqrt() - 1.0).abs() < 1e-4, "sigma = {}", lambda.sqrt());
+        assert!(
+            (lambda.sqrt() - 1.0).abs() < 1e-4,
+            "sigma = {}",
+            lambda.sqrt()
+        );
     }
 }
