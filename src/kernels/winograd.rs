@@ -34,6 +34,8 @@
 //! In the paper's G, 64% of the multiply-adds are in these convolutions
 //! (`docs/performance.md`).
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::conv::{self, ConvShape, OutPtr, Tile, LANES, MR};
@@ -166,7 +168,7 @@ struct Segment {
 }
 
 /// The tiles `range` (row-major indices, `tw` tiles a row) cut at the ends of tile rows.
-fn segments(range: std::ops::Range<usize>, tw: usize) -> impl Iterator<Item = Segment> {
+fn segments(range: Range<usize>, tw: usize) -> impl Iterator<Item = Segment> {
     let start = range.start;
     let mut next = start;
     std::iter::from_fn(move || {
@@ -212,22 +214,28 @@ impl Block<'_> {
     /// The tiles `tiles` (at most [`NB`], row-major, `tw` a row), every output channel.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run(&self, tiles: std::ops::Range<usize>, tw: usize, v: &mut [f32], m: &mut [f32]) {
+    unsafe fn run(&self, tiles: Range<usize>, tw: usize, v: &mut [f32], m: &mut [f32]) {
         let s = self.s;
         let nb = tiles.len();
         // Lanes past the block's tiles keep earlier values: they only reach outputs that are
         // never stored.
         let mut rows = [[[0.0f32; GATHER]; 2]; 4];
-        for c in 0..s.c_in {
-            for segment in segments(tiles.clone(), tw) {
-                // The rows are one plane apart per channel, too far for the hardware
-                // prefetcher.
-                if c + PREFETCH < s.c_in {
-                    self.prefetch(c + PREFETCH, segment);
-                }
-                // SAFETY: AVX-512 is enabled here.
-                unsafe { self.transform_input(c, segment, &mut rows, v) };
-            }
+        for segment in segments(tiles.clone(), tw) {
+            let dst = v[segment.at..].as_mut_ptr();
+            // SAFETY: AVX-512 is enabled here; position p's lanes `at..at + n` of every
+            // channel are inside `v` (`[p][c][NB]`).
+            unsafe {
+                transform_channels(
+                    self.x,
+                    s,
+                    segment,
+                    Side::Input,
+                    &mut rows,
+                    dst,
+                    NB,
+                    s.c_in * NB,
+                )
+            };
         }
         let panels = s.c_out.div_ceil(MR);
         let nv = nb.div_ceil(LANES);
@@ -267,35 +275,8 @@ impl Block<'_> {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run(&self, _: std::ops::Range<usize>, _: usize, _: &mut [f32], _: &mut [f32]) {
+    unsafe fn run(&self, _: Range<usize>, _: usize, _: &mut [f32], _: &mut [f32]) {
         unreachable!("`applies` checks for AVX-512")
-    }
-
-    /// `V_p[c][t] = (B^T d B)_p` for the segment's tiles of input channel `c`, into lanes
-    /// `at..at + n` of `v[p][c]`.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn transform_input(&self, c: usize, segment: Segment, rows: &mut Rows, v: &mut [f32]) {
-        let s = self.s;
-        let plane = &self.x[c * s.h * s.w..][..s.h * s.w];
-        let dst = v[c * NB + segment.at..].as_mut_ptr();
-        // SAFETY: AVX-512 is enabled here; position p's lanes `at..at + n` of channel c are
-        // inside `v` (`[p][c][NB]`).
-        unsafe { input_tiles(plane, s, segment, rows, dst, s.c_in * NB) };
-    }
-
-    /// Asks for the input rows [`gather`] will read for channel `c` and this segment to
-    /// be brought into the cache.
-    fn prefetch(&self, c: usize, Segment { ty, tx0, n, .. }: Segment) {
-        let s = self.s;
-        let plane = &self.x[c * s.h * s.w..][..s.h * s.w];
-        prefetch(
-            plane,
-            (s.h, s.w),
-            2 * ty..2 * ty + 4,
-            2 * tx0..2 * (tx0 + n) + 2,
-            1,
-        );
     }
 
     /// `Y = A^T M A` plus the bias for the `MR` output channels of `panel`, whose products are
@@ -356,14 +337,82 @@ impl Block<'_> {
     }
 }
 
+/// Which of the two tile transforms a channel loop runs.
+#[derive(Clone, Copy)]
+enum Side {
+    /// `B^T d B` of the input ([`input_tiles`]).
+    Input,
+    /// `A dY A^T` of the output gradient ([`gradient_tiles`]).
+    Gradient,
+}
+
+impl Side {
+    /// The rows and columns of a plane that [`gather`] reads for `segment`, before shifting
+    /// back by the padding, and the padding.
+    fn window(self, Segment { ty, tx0, n, .. }: Segment) -> (Range<usize>, Range<usize>, usize) {
+        match self {
+            Side::Input => (2 * ty..2 * ty + 4, 2 * tx0..2 * (tx0 + n) + 2, 1),
+            Side::Gradient => (2 * ty..2 * ty + 2, 2 * tx0..2 * (tx0 + n), 0),
+        }
+    }
+}
+
+/// The transform `side` of the segment's tiles in every channel of `planes` (`[C, s.h, s.w]`):
+/// channel `c`, position `p`, tile `t` at `dst + c * row + p * p_stride + t` (masked stores),
+/// with the channel [`PREFETCH`] ahead asked into the cache (a channel's rows are a plane
+/// apart from the next channel's, too far for the hardware prefetcher).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn transform_channels(
+    planes: &[f32],
+    s: &ConvShape,
+    segment: Segment,
+    side: Side,
+    rows: &mut Rows,
+    dst: *mut f32,
+    row: usize,
+    p_stride: usize,
+) {
+    let plane = s.h * s.w;
+    let (ys, xs, pad) = side.window(segment);
+    for (c, src) in planes.chunks_exact(plane).enumerate() {
+        if let Some(ahead) = planes.chunks_exact(plane).nth(c + PREFETCH) {
+            prefetch(ahead, (s.h, s.w), ys.clone(), xs.clone(), pad);
+        }
+        let dst = dst.wrapping_add(c * row);
+        // SAFETY: AVX-512 is enabled here; the caller vouches for the stores.
+        unsafe {
+            match side {
+                Side::Input => input_tiles(src, s, segment, rows, dst, p_stride),
+                Side::Gradient => gradient_tiles(src, s, segment, rows, dst, p_stride),
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn transform_channels(
+    _: &[f32],
+    _: &ConvShape,
+    _: Segment,
+    _: Side,
+    _: &mut Rows,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+) {
+    unreachable!("`can_run` checks for AVX-512")
+}
+
 /// Asks for rows `rows` and columns `cols` of `plane` (`h x w`), both shifted back by `pad`
-/// and clipped to the plane, to be brought into the cache. (A channel's rows are a plane apart
-/// from the next channel's, too far for the hardware prefetcher.)
+/// and clipped to the plane, to be brought into the cache.
 fn prefetch(
     plane: &[f32],
     (h, w): (usize, usize),
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
+    rows: Range<usize>,
+    cols: Range<usize>,
     pad: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
@@ -528,32 +577,15 @@ pub(crate) fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
                 let (image, ty) = (segment.ty / th, segment.ty % th);
                 let local = Segment { ty, ..segment };
                 let at = b * NB + segment.at;
-                let (hw, (ty, tx0, n)) = ((s.h, s.w), (local.ty, local.tx0, local.n));
-                let (rows_x, cols_x) = (2 * ty..2 * ty + 4, 2 * tx0..2 * (tx0 + n) + 2);
-                for c in 0..s.c_in {
-                    if c + PREFETCH < s.c_in {
-                        let ahead = &x[(image * s.c_in + c + PREFETCH) * plane..][..plane];
-                        prefetch(ahead, hw, rows_x.clone(), cols_x.clone(), 1);
-                    }
-                    let src = &x[(image * s.c_in + c) * plane..][..plane];
-                    // SAFETY: AVX-512 was checked by `can_run`; lanes `at..at + n` of row c
-                    // of every position are this segment's alone, inside `v`.
-                    unsafe {
-                        let dst = vp.get().add(c * CHUNK + at);
-                        input_tiles(src, s, local, &mut rows, dst, rows_in * CHUNK)
-                    };
-                }
-                for o in 0..s.c_out {
-                    if o + PREFETCH < s.c_out {
-                        let ahead = &g[(image * s.c_out + o + PREFETCH) * plane..][..plane];
-                        prefetch(ahead, hw, 2 * ty..2 * ty + 2, 2 * tx0..2 * (tx0 + n), 0);
-                    }
-                    let src = &g[(image * s.c_out + o) * plane..][..plane];
-                    // SAFETY: as above, in `y`.
-                    unsafe {
-                        let dst = yp.get().add(o * CHUNK + at);
-                        gradient_tiles(src, s, local, &mut rows, dst, rows_out * CHUNK)
-                    };
+                let xi = &x[image * s.c_in * plane..][..s.c_in * plane];
+                let gi = &g[image * s.c_out * plane..][..s.c_out * plane];
+                // SAFETY: AVX-512 was checked by `can_run`; lanes `at..at + n` of every row
+                // of `v` and `y` are this segment's alone, inside them.
+                unsafe {
+                    let (v, y) = (vp.get().add(at), yp.get().add(at));
+                    let (v_rows, y_rows) = (rows_in * CHUNK, rows_out * CHUNK);
+                    transform_channels(xi, s, local, Side::Input, &mut rows, v, CHUNK, v_rows);
+                    transform_channels(gi, s, local, Side::Gradient, &mut rows, y, CHUNK, y_rows);
                 }
             }
         });
