@@ -9,7 +9,7 @@
 //! chunks that stay in cache while the threads share the output channels, and the partial sums
 //! stay vectors across chunks (summed across lanes once, at the end). (Before this, one
 //! `gemm` call per kernel tap re-packed the whole output gradient k^2 times.) Same-size 3x3
-//! convolutions of the shapes [`super::winograd`] takes go there instead.
+//! convolutions of the shapes the Winograd convolution takes go to its weight gradient instead.
 
 use rayon::prelude::*;
 
