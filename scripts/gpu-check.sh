@@ -6,6 +6,8 @@
 # Prepared here (no Rust toolchain on the GPU machine):
 #   cargo bench --features cuda --bench speed --no-run      # prints the binary's path
 #   gzip -c target/release/deps/speed-<hash> > .dev/speed-new.gz   (optional: .dev/speed-base.gz)
+#   cargo bench --features cuda-untuned --bench speed --no-run  # no autotuning: fast first call
+#   gzip -c target/release/deps/speed-<hash> > .dev/speed-untuned.gz
 #   cp ../shared/reference/tsa_pytorch.py .dev/
 # Run there from the repository root: DEADLINE=480 [STEPS="..."] [MIN_LIMIT=300]
 # scripts/gpu-check.sh (logs under $OUT). The children print each timed call to stderr as it
@@ -57,17 +59,25 @@ step() {
 }
 
 NEW=$DEV/speed-new
+UNTUNED=$DEV/speed-untuned
 BASE=$DEV/speed-base
 PROFILE="env CUBECL_DEBUG_OPTION=profile"
 # The forward children first run G layer by layer, printing where the first call's time goes.
 export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
-# STEPS: which checks to run, in this order (default: the smallest first, so its tuning ends).
-STEPS=${STEPS:-"new-forward-256 new-forward-1080 new-train-b8 pytorch profile-forward-256 profile-train-b8"}
+# STEPS: which checks to run, in this order. By default the untuned binary first (its first
+# call compiles one kernel per shape, so figures come within the budget), then the reference,
+# then the autotuned binary (whose first calls tune every shape: minutes on CUDA).
+STEPS=${STEPS:-"untuned-forward-256 untuned-forward-1080 untuned-train-b8 pytorch profile-untuned-forward-1080 profile-untuned-train-b8 new-forward-256 new-forward-1080 new-train-b8"}
 for s in $STEPS; do
     case $s in
         new-forward-1080) step "$s" 140 "$NEW" --child-forward 1080 1920 ;;
         new-forward-256) step "$s" 90 "$NEW" --child-forward 256 256 ;;
         new-train-b8) step "$s" 200 "$NEW" --child-train 8 ;;
+        untuned-forward-256) step "$s" 60 "$UNTUNED" --child-forward 256 256 ;;
+        untuned-forward-1080) step "$s" 90 "$UNTUNED" --child-forward 1080 1920 ;;
+        untuned-train-b8) step "$s" 120 "$UNTUNED" --child-train 8 ;;
+        profile-untuned-forward-1080) step "$s" 60 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
+        profile-untuned-train-b8) step "$s" 90 $PROFILE "$UNTUNED" --child-train 8 ;;
         pytorch) step "$s" 150 python3 "$DEV/tsa_pytorch.py" --device cuda --batch 8 --sizes 256x256,1080x1920 ;;
         base-forward-1080) [ -x "$BASE" ] && step "$s" 90 "$BASE" --child-forward 1080 1920 ;;
         profile-forward-256) step "$s" 90 $PROFILE "$NEW" --child-forward 256 256 ;;

@@ -17,15 +17,19 @@ pub type CpuBackend = Flex<f32>;
 #[cfg(feature = "flex")]
 pub const CPU: FlexDevice = FlexDevice;
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-backend")]
 mod selected {
     /// The backend selected by cargo features.
     pub type Selected = burn::backend::Cuda<f32>;
     /// Name of the selected backend, for logs.
+    #[cfg(feature = "cuda")]
     pub const NAME: &str = "cuda";
+    /// Name of the selected backend, for logs (built with `cuda-untuned`: no autotuning).
+    #[cfg(not(feature = "cuda"))]
+    pub const NAME: &str = "cuda-untuned";
 }
 
-#[cfg(all(feature = "vulkan", not(feature = "cuda")))]
+#[cfg(all(feature = "vulkan", not(feature = "cuda-backend")))]
 mod selected {
     /// The backend selected by cargo features.
     pub type Selected = burn::backend::Vulkan<f32>;
@@ -33,7 +37,7 @@ mod selected {
     pub const NAME: &str = "vulkan";
 }
 
-#[cfg(all(feature = "wgpu", not(any(feature = "cuda", feature = "vulkan"))))]
+#[cfg(all(feature = "wgpu", not(any(feature = "cuda-backend", feature = "vulkan"))))]
 mod selected {
     /// The backend selected by cargo features.
     pub type Selected = burn::backend::Wgpu<f32>;
@@ -43,7 +47,7 @@ mod selected {
 
 #[cfg(all(
     feature = "tch",
-    not(any(feature = "cuda", feature = "vulkan", feature = "wgpu"))
+    not(any(feature = "cuda-backend", feature = "vulkan", feature = "wgpu"))
 ))]
 mod selected {
     /// The backend selected by cargo features.
@@ -55,7 +59,7 @@ mod selected {
 #[cfg(all(
     feature = "flex",
     not(any(
-        feature = "cuda",
+        feature = "cuda-backend",
         feature = "vulkan",
         feature = "wgpu",
         feature = "tch"
@@ -70,7 +74,7 @@ mod selected {
 
 #[cfg(not(any(
     feature = "flex",
-    feature = "cuda",
+    feature = "cuda-backend",
     feature = "vulkan",
     feature = "wgpu",
     feature = "tch"
@@ -91,7 +95,7 @@ pub fn default_device() -> burn::tensor::Device<Selected> {
 /// (`libcuda.so`) and NVRTC load, which burn's backend would otherwise find missing by
 /// panicking in its device thread. Nothing to check on the other backends.
 pub fn check_available() -> crate::error::Result<()> {
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "cuda-backend")]
     if let Some(missing) = missing_cuda_library() {
         return Err(crate::error::Error::MissingTool {
             tool: missing.into(),
@@ -105,7 +109,7 @@ pub fn check_available() -> crate::error::Result<()> {
 }
 
 /// The first of the CUDA driver and NVRTC that does not load, in words.
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-backend")]
 fn missing_cuda_library() -> Option<&'static str> {
     // SAFETY: these only try to open the libraries (dlopen) and close them again.
     let (driver, nvrtc) = unsafe {
@@ -131,7 +135,7 @@ fn missing_cuda_library() -> Option<&'static str> {
 /// `cubecl.toml` in the working folder or above that names a compilation cache wins. Measured
 /// on Vulkan (lavapipe, 64x64 forward): first call 22.6 s cold, 1.13 s with the autotune
 /// cache alone, 0.74-0.88 s with both (docs/performance.md "GPU").
-#[cfg(any(feature = "cuda", feature = "wgpu", feature = "vulkan"))]
+#[cfg(any(feature = "cuda-backend", feature = "wgpu", feature = "vulkan"))]
 pub fn keep_compiled_kernels() {
     use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
     let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
@@ -142,5 +146,5 @@ pub fn keep_compiled_kernels() {
 }
 
 /// Nothing to keep on the CPU backends.
-#[cfg(not(any(feature = "cuda", feature = "wgpu", feature = "vulkan")))]
+#[cfg(not(any(feature = "cuda-backend", feature = "wgpu", feature = "vulkan")))]
 pub fn keep_compiled_kernels() {}
