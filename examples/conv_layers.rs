@@ -3,10 +3,13 @@
 //! GFLOP/s (2 C_in C_out k^2 per output pixel over the time): where the forward's time goes,
 //! layer by layer, for docs/performance.md.
 //!
-//!     cargo run --release --example conv_layers [H W [C_in C_out k scale]]
+//!     cargo run --release --example conv_layers [H W [C_in C_out k scale [pad images]]]
+//!
+//! With `pad` and `images`, one layer of any shape as the training step calls it (a batch
+//! through `conv2d_batch`), e.g. a stride-2 layer's phase convolution `128 64 2 1 0 2`.
 use std::time::Instant;
 
-use toonsmith::kernels::conv::{available, conv2d, ConvShape};
+use toonsmith::kernels::conv::{available, conv2d_batch, ConvShape};
 
 fn main() {
     if !available() {
@@ -36,8 +39,12 @@ fn main() {
     ];
     // One layer alone (for a profile) when given.
     let one = match args[..] {
-        [_, _, c_in, c_out, k, scale] => Some((c_in, c_out, k, scale)),
+        [_, _, c_in, c_out, k, scale, ..] => Some((c_in, c_out, k, scale)),
         _ => None,
+    };
+    let (pad, images) = match args[..] {
+        [_, _, _, _, _, _, pad, images] => (Some(pad), images.max(1)),
+        _ => (None, 1),
     };
     for (c_in, c_out, k, scale) in one.map_or(layers.to_vec(), |l| vec![l]) {
         let s = ConvShape {
@@ -46,28 +53,30 @@ fn main() {
             h: h / scale,
             w: w / scale,
             k,
-            pad: k / 2,
+            pad: pad.unwrap_or(k / 2),
         };
-        let x: Vec<f32> = (0..c_in * s.h * s.w)
+        let x: Vec<f32> = (0..images * c_in * s.h * s.w)
             .map(|i| (i % 97) as f32 / 97.0 - 0.5)
             .collect();
         let wt: Vec<f32> = (0..c_out * c_in * k * k)
             .map(|i| (i % 89) as f32 / 890.0)
             .collect();
-        let _ = conv2d(&x, &wt, None, &s);
+        let _ = conv2d_batch(&x, &wt, None, &s);
         let mut times = Vec::new();
         for _ in 0..if one.is_some() { 50 } else { 7 } {
             let t = Instant::now();
-            std::hint::black_box(conv2d(&x, &wt, None, &s));
+            std::hint::black_box(conv2d_batch(&x, &wt, None, &s));
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
-        let flop = 2.0 * (c_in * c_out * k * k * s.h * s.w) as f64;
+        let [oh, ow] = s.out_size();
+        let flop = 2.0 * (images * c_in * c_out * k * k * oh * ow) as f64;
         println!(
-            "{c_in:>4} -> {c_out:<4} {k}x{k} at {:>4}x{:<4} {:>8.2} ms {:>6.0} GFLOP/s",
+            "{c_in:>4} -> {c_out:<4} {k}x{k} at {:>4}x{:<4} pad {} x{images} {:>8.2} ms {:>6.0} GFLOP/s",
             s.h,
             s.w,
+            s.pad,
             median * 1e3,
             flop / median / 1e9
         );
