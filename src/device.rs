@@ -83,6 +83,20 @@ compile_error!("toonsmith needs one backend feature: flex (default), cuda, vulka
 
 pub use selected::{Selected, NAME};
 
+/// Whether the selected backend keeps its tensors in host memory (the CPU backend), so that
+/// the system's free memory bounds what one forward may allocate.
+pub fn tensors_in_host_memory() -> bool {
+    cfg!(all(
+        feature = "flex",
+        not(any(
+            feature = "cuda-backend",
+            feature = "vulkan",
+            feature = "wgpu",
+            feature = "tch"
+        ))
+    ))
+}
+
 /// The selected backend with automatic differentiation, for training.
 pub type SelectedAutodiff = burn::backend::Autodiff<Selected>;
 

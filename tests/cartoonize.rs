@@ -255,3 +255,28 @@ fn cli_official_colour_chain_matches_the_photo_brightness() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lightness"));
 }
+
+/// `--tile-above` takes megapixels >= 0 and refuses anything else by name.
+#[test]
+fn cli_refuses_a_negative_tile_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo_path = dir.path().join("photo.png");
+    gradient(20, 12).save(&photo_path).unwrap();
+    let run = |value: &str| {
+        Command::cargo_bin("toonsmith")
+            .unwrap()
+            .arg("cartoonize")
+            .arg(&photo_path)
+            .arg("-o")
+            .arg(dir.path().join(format!("out{value}.png")))
+            .arg(format!("--tile-above={value}"))
+            .output()
+            .unwrap()
+    };
+    assert!(run("0").status.success());
+    let bad = run("-1");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--tile-above -1"), "{err}");
+    assert!(!dir.path().join("out-1.png").exists());
+}

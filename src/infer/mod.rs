@@ -5,6 +5,7 @@
 //! where it is too small to reflect) and cropped back, so the output has the input's size. No
 //! downscaling happens unless `max_side` asks for it.
 
+pub mod memory;
 pub mod official_colour;
 pub mod postprocess;
 pub mod tiled;
@@ -87,7 +88,7 @@ impl<B: Backend> Cartoonizer<B> {
             device,
             post,
             max_side: None,
-            tile_above: 2_100_000,
+            tile_above: memory::MIN_TILE_ABOVE,
             tile_core: 512,
             tile_cache: 1 << 30,
         }

@@ -63,9 +63,10 @@ pub struct StyleArgs {
     #[arg(long)]
     max_side: Option<u32>,
     /// Images above this many megapixels run in tiles with whole-image LN statistics (same
-    /// result, bounded memory, a few times slower).
-    #[arg(long, default_value_t = 2.1)]
-    tile_above: f64,
+    /// result, bounded memory, up to 3x slower). Default: on the CPU, the largest photo whose
+    /// whole forward fits in 3/4 of the available memory (at least 2.1); on a GPU, 2.1.
+    #[arg(long)]
+    tile_above: Option<f64>,
     /// Core side of the tiles in pixels.
     #[arg(long, default_value_t = 512)]
     tile: usize,
@@ -88,6 +89,9 @@ impl StyleArgs {
                 self.tile_cache
             );
         }
+        if let Some(mp) = self.tile_above.filter(|mp| mp.is_nan() || *mp < 0.0) {
+            bail!("invalid --tile-above {mp} (expected megapixels >= 0)");
+        }
         let post = post_config(self)?;
         let device = device::default_device();
         let file = match &self.model {
@@ -100,10 +104,21 @@ impl StyleArgs {
         let g = infer::load_model::<Selected>(&file, &device).context("cannot load the model")?;
         let mut cartoonizer = Cartoonizer::new(g, device, post);
         cartoonizer.max_side = self.max_side;
-        cartoonizer.tile_above = (self.tile_above * 1e6) as usize;
+        cartoonizer.tile_above = match self.tile_above {
+            Some(megapixels) => (megapixels * 1e6) as usize,
+            None => auto_tile_above(),
+        };
         cartoonizer.tile_core = self.tile.max(4);
         cartoonizer.tile_cache = (self.tile_cache * (1u64 << 30) as f64) as usize;
         Ok(cartoonizer)
+    }
+}
+
+/// `--tile-above`'s default: what fits in host memory when the tensors live there.
+fn auto_tile_above() -> usize {
+    match infer::memory::available_bytes() {
+        Some(bytes) if device::tensors_in_host_memory() => infer::memory::tile_above_for(bytes),
+        _ => infer::memory::MIN_TILE_ABOVE,
     }
 }
 
