@@ -1,6 +1,8 @@
 //! toonsmith's speed next to the PyTorch reference users would otherwise run
 //! (`../shared/reference/tsa_pytorch.py`, or `TSA_REFERENCE=path`), in the same run, as ratios:
-//! the generator forward at each size (tiled where `toonsmith cartoonize` tiles: above 2.1 MP)
+//! the generator forward at each size (tiled where `toonsmith cartoonize` tiles: on the CPU above
+//! what fits in 3/4 of the available memory, on a GPU above 2.1 MP; `TOONSMITH_BENCH_TILE_ABOVE`
+//! megapixels to choose)
 //! and one training iteration (D step + G step, paper config, 256x256).
 //!
 //!     cargo bench --bench speed                          # 256x256, 1080x1920, training batch 2
@@ -67,7 +69,11 @@ fn forward_child(h: usize, w: usize) -> [f64; 3] {
     if std::env::var_os("TOONSMITH_BENCH_WARMUP_STEPS").is_some() {
         warm_up_by_steps(&g, h, w, &device);
     }
-    let cartoonizer = Cartoonizer::new(g, device::default_device(), PostConfig::default());
+    let mut cartoonizer = Cartoonizer::new(g, device::default_device(), PostConfig::default());
+    cartoonizer.tile_above = match std::env::var("TOONSMITH_BENCH_TILE_ABOVE") {
+        Ok(mp) => (mp.parse::<f64>().expect("TOONSMITH_BENCH_TILE_ABOVE: megapixels") * 1e6) as usize,
+        Err(_) => toonsmith::infer::memory::auto_tile_above(),
+    };
     let photo = RgbImage::from_fn(w as u32, h as u32, |x, y| {
         image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
     });

@@ -106,19 +106,11 @@ impl StyleArgs {
         cartoonizer.max_side = self.max_side;
         cartoonizer.tile_above = match self.tile_above {
             Some(megapixels) => (megapixels * 1e6) as usize,
-            None => auto_tile_above(),
+            None => infer::memory::auto_tile_above(),
         };
         cartoonizer.tile_core = self.tile.max(4);
         cartoonizer.tile_cache = (self.tile_cache * (1u64 << 30) as f64) as usize;
         Ok(cartoonizer)
-    }
-}
-
-/// `--tile-above`'s default: what fits in host memory when the tensors live there.
-fn auto_tile_above() -> usize {
-    match infer::memory::available_bytes() {
-        Some(bytes) if device::tensors_in_host_memory() => infer::memory::tile_above_for(bytes),
-        _ => infer::memory::MIN_TILE_ABOVE,
     }
 }
 
