@@ -71,7 +71,11 @@ fn forward_child(h: usize, w: usize) -> [f64; 3] {
     }
     let mut cartoonizer = Cartoonizer::new(g, device::default_device(), PostConfig::default());
     cartoonizer.tile_above = match std::env::var("TOONSMITH_BENCH_TILE_ABOVE") {
-        Ok(mp) => (mp.parse::<f64>().expect("TOONSMITH_BENCH_TILE_ABOVE: megapixels") * 1e6) as usize,
+        Ok(mp) => {
+            (mp.parse::<f64>()
+                .expect("TOONSMITH_BENCH_TILE_ABOVE: megapixels")
+                * 1e6) as usize
+        }
         Err(_) => toonsmith::infer::memory::auto_tile_above(),
     };
     let photo = RgbImage::from_fn(w as u32, h as u32, |x, y| {

@@ -37,7 +37,10 @@ mod selected {
     pub const NAME: &str = "vulkan";
 }
 
-#[cfg(all(feature = "wgpu", not(any(feature = "cuda-backend", feature = "vulkan"))))]
+#[cfg(all(
+    feature = "wgpu",
+    not(any(feature = "cuda-backend", feature = "vulkan"))
+))]
 mod selected {
     /// The backend selected by cargo features.
     pub type Selected = burn::backend::Wgpu<f32>;
