@@ -2,8 +2,8 @@
 //! memory the system has free.
 //!
 //! Tiled inference ([`super::tiled`]) gives the same cartoon in bounded memory but runs each
-//! convolution up to twice: a 3840x2160 photo took 82-90 s tiled and 32.5 s whole on 2 cores
-//! (`docs/performance.md`). So where the whole forward fits, it is the better choice; the
+//! convolution up to twice: a 3840x2160 photo took 84.7 s tiled and 25.5 s whole on 2 cores
+//! (`docs/performance.md`, "Tiled inference"). So where the whole forward fits, it is the better choice; the
 //! measured peak of the whole forward on the CPU backend decides whether it fits.
 
 /// The threshold below which photos always run whole: 1920x1080 (2.07 MP) and smaller, as
