@@ -86,18 +86,17 @@ compile_error!("toonsmith needs one backend feature: flex (default), cuda, vulka
 
 pub use selected::{Selected, NAME};
 
-/// Whether the selected backend keeps its tensors in host memory (the CPU backend), so that
-/// the system's free memory bounds what one forward may allocate.
-pub fn tensors_in_host_memory() -> bool {
-    cfg!(all(
-        feature = "flex",
-        not(any(
-            feature = "cuda-backend",
-            feature = "vulkan",
-            feature = "wgpu",
-            feature = "tch"
-        ))
-    ))
+/// Whether `B` is the plain CPU backend: its tensors live in host memory, and toonsmith's own
+/// CPU kernels may replace its ops (`kernels`).
+pub fn is_cpu_backend<B: burn::tensor::backend::Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        std::any::TypeId::of::<B>() == std::any::TypeId::of::<CpuBackend>()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        false
+    }
 }
 
 /// The selected backend with automatic differentiation, for training.

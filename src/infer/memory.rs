@@ -6,6 +6,8 @@
 //! (`docs/performance.md`, "Tiled inference"). So where the whole forward fits, it is the better choice; the
 //! measured peak of the whole forward on the CPU backend decides whether it fits.
 
+use crate::device;
+
 /// The threshold below which photos always run whole: 1920x1080 (2.07 MP) and smaller, as
 /// [`super::Cartoonizer::new`] sets it.
 pub const MIN_TILE_ABOVE: usize = 2_100_000;
@@ -41,7 +43,7 @@ pub fn tile_above_for(available: u64) -> usize {
 /// available memory ([`tile_above_for`]), elsewhere (GPU memory is not read) [`MIN_TILE_ABOVE`].
 pub fn auto_tile_above() -> usize {
     match available_bytes() {
-        Some(bytes) if crate::device::tensors_in_host_memory() => tile_above_for(bytes),
+        Some(bytes) if device::is_cpu_backend::<device::Selected>() => tile_above_for(bytes),
         _ => MIN_TILE_ABOVE,
     }
 }

@@ -14,19 +14,9 @@ pub(crate) mod winograd;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use rayon::prelude::*;
 
-/// Whether `B` is the plain CPU backend, whose tensors these kernels may replace.
-fn is_cpu_backend<B: Backend>() -> bool {
-    #[cfg(feature = "flex")]
-    {
-        std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::device::CpuBackend>()
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        false
-    }
-}
+use crate::device::is_cpu_backend;
+use rayon::prelude::*;
 
 /// Whether the host convolution kernel takes this `stride` and `groups` on this machine (dense,
 /// stride 1 or 2 by its phases, AVX-512), whatever the backend.

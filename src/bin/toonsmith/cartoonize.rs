@@ -83,14 +83,9 @@ impl StyleArgs {
         if !(0.0..=1.0).contains(&self.strength) {
             bail!("invalid --strength {} (expected 0 to 1)", self.strength);
         }
-        if self.tile_cache.is_nan() || self.tile_cache < 0.0 {
-            bail!(
-                "invalid --tile-cache {} (expected GiB >= 0)",
-                self.tile_cache
-            );
-        }
-        if let Some(mp) = self.tile_above.filter(|mp| mp.is_nan() || *mp < 0.0) {
-            bail!("invalid --tile-above {mp} (expected megapixels >= 0)");
+        non_negative("--tile-cache", self.tile_cache, "GiB")?;
+        if let Some(megapixels) = self.tile_above {
+            non_negative("--tile-above", megapixels, "megapixels")?;
         }
         let post = post_config(self)?;
         let device = device::default_device();
@@ -112,6 +107,14 @@ impl StyleArgs {
         cartoonizer.tile_cache = (self.tile_cache * (1u64 << 30) as f64) as usize;
         Ok(cartoonizer)
     }
+}
+
+/// Refuses a NaN or negative `value` of `flag` (in `unit`) by name.
+fn non_negative(flag: &str, value: f64, unit: &str) -> anyhow::Result<()> {
+    if value.is_nan() || value < 0.0 {
+        bail!("invalid {flag} {value} (expected {unit} >= 0)");
+    }
+    Ok(())
 }
 
 pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
