@@ -66,7 +66,7 @@ PROFILE="env CUBECL_DEBUG_OPTION=profile"
 export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
 # STEPS: which checks to run, in this order. By default the untuned binary first (its first
 # call compiles one kernel per shape, so figures come within the budget) and the reference,
-# the training step last of them (its first call compiles every backward kernel: 340 s on
+# the training step last of them with the longest limit (its first call compiles every backward kernel: 340 s on
 # lavapipe), then the profiles and the autotuned binary (whose first calls tune every shape:
 # minutes on CUDA).
 STEPS=${STEPS:-"untuned-forward-256 untuned-forward-1080 pytorch untuned-train-b8 profile-untuned-forward-1080 profile-untuned-train-b8 new-forward-256 new-forward-1080 new-train-b8"}
@@ -77,7 +77,7 @@ for s in $STEPS; do
         new-train-b8) step "$s" 200 "$NEW" --child-train 8 ;;
         untuned-forward-256) step "$s" 60 "$UNTUNED" --child-forward 256 256 ;;
         untuned-forward-1080) step "$s" 90 "$UNTUNED" --child-forward 1080 1920 ;;
-        untuned-train-b8) step "$s" 200 "$UNTUNED" --child-train 8 ;;
+        untuned-train-b8) step "$s" 300 "$UNTUNED" --child-train 8 ;;
         profile-untuned-forward-1080) step "$s" 60 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
         profile-untuned-train-b8) step "$s" 90 $PROFILE "$UNTUNED" --child-train 8 ;;
         pytorch) step "$s" 150 python3 "$DEV/tsa_pytorch.py" --device cuda --batch 8 --sizes 256x256,1080x1920 ;;
