@@ -237,11 +237,16 @@ fn row(what: &str, ts: [f64; 3], pt: f64, flops: f64, mem: (f64, f64)) -> serde_
 
 fn main() {
     device::keep_compiled_kernels();
-    if let Err(err) = device::check_available() {
+    let conv =
+        device::check_available().and_then(|()| toonsmith::kernels::im2col::GpuConv::from_env());
+    let conv = conv.unwrap_or_else(|err| {
         eprintln!("error: {err}");
         std::process::exit(1);
-    }
+    });
     let args: Vec<String> = std::env::args().collect();
+    if !device::is_cpu_backend::<Selected>() {
+        eprintln!("{}: dense convolutions by {conv:?}", device::NAME);
+    }
     if let Some(i) = args.iter().position(|a| a == "--child-forward") {
         allocator::keep_freed_memory();
         let t = forward_child(args[i + 1].parse().unwrap(), args[i + 2].parse().unwrap());

@@ -7,6 +7,7 @@
 #[cfg(feature = "flex")]
 pub mod autodiff;
 pub mod conv;
+pub mod im2col;
 pub mod norm;
 pub mod polyphase;
 pub mod wgrad;
@@ -27,6 +28,27 @@ fn host_conv_takes(stride: usize, groups: usize) -> bool {
 /// Whether [`conv2d`] can run a convolution with this `stride` and `groups` on backend `B`.
 pub fn conv2d_applies<B: Backend>(stride: usize, groups: usize) -> bool {
     is_cpu_backend::<B>() && host_conv_takes(stride, groups)
+}
+
+/// Whether [`im2col::conv2d`] runs a convolution with these `groups` on backend `B`: a dense
+/// one on a GPU (CubeCL) backend when [`im2col::GpuConv::current`] says so.
+pub fn gemm_conv_applies<B: Backend>(groups: usize) -> bool {
+    groups == 1 && on_cubecl::<B>() && im2col::GpuConv::current() == im2col::GpuConv::Gemm
+}
+
+/// Whether `B` is a CubeCL (GPU) backend, plain or under autodiff: in a build with one, every
+/// backend but the CPU one and its autodiff.
+fn on_cubecl<B: Backend>() -> bool {
+    let gpu_build = cfg!(any(
+        feature = "cuda-backend",
+        feature = "vulkan",
+        feature = "wgpu"
+    ));
+    #[cfg(feature = "flex")]
+    let host = is_cpu_backend::<B>() || autodiff::is_cpu_autodiff::<B>();
+    #[cfg(not(feature = "flex"))]
+    let host = false;
+    gpu_build && !host
 }
 
 /// Whether [`layer_norm`] and [`upsample_nearest2`] replace burn's ops on backend `B`.

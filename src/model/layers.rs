@@ -152,6 +152,9 @@ impl<B: Backend> Conv<B> {
         if kernels::conv2d_autodiff_applies::<B>(self.stride, self.groups) {
             return kernels::autodiff::conv2d(x, weight, bias, pad, self.stride);
         }
+        if kernels::gemm_conv_applies::<B>(self.groups) {
+            return kernels::im2col::conv2d(x, weight, bias, pad, self.stride);
+        }
         let options = ConvOptions::new([self.stride; 2], [pad; 2], [1, 1], self.groups);
         conv2d(x, weight, bias, options)
     }
@@ -311,21 +314,36 @@ impl<B: Backend> LayerNorm<B> {
 }
 
 /// Biased variance and mean of each sample over (C, H, W), `[N, 1, 1, 1]` each: first per row
-/// `(c, h)`, then combined by the law of total variance (rows have equal length, so the variance
-/// is the mean of the row variances plus the variance of the row means; exact, and each stage
-/// is two-pass, so no `E[x^2] - E[x]^2` cancellation).
+/// `(c, h)`, then per channel over its rows, then over the channels, each stage combined by
+/// the law of total variance (groups have equal length, so the variance is the mean of the
+/// group variances plus the variance of the group means; exact, and each stage is two-pass, so
+/// no `E[x^2] - E[x]^2` cancellation).
 ///
 /// Why not one `var_mean_bias` over `C*H*W`: a GPU backend gives each reduced row one thread
 /// block, so a batch-1 1080p image (66 M values in the first LN) would be reduced by one block,
-/// the weakness of PyTorch's `GroupNorm(1, C)` at batch 1. Here the first stage has `N*C*H`
-/// rows to spread over the device and the second only `C*H` values per sample.
+/// the weakness of PyTorch's `GroupNorm(1, C)` at batch 1. Why three stages, not two: the
+/// untuned CUDA build reduced the `C*H` = 34560 row statistics of a 1080p LN into one value in
+/// 0.9-1.8 ms, a serial loop (H200 profile, `docs/performance.md`); here no stage reduces more
+/// than `max(W, H, C)` values into one.
 fn sample_var_mean<B: Backend>(x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let [n, c, h, w] = x.dims();
     let (row_var, row_mean) = x.reshape([n, c * h, w]).var_mean_bias(2);
-    let mean = row_mean.clone().mean_dim(1);
-    let spread = (row_mean - mean.clone()).powi_scalar(2);
-    let var = (row_var + spread).mean_dim(1);
+    let (channel_var, channel_mean) = combine_groups(row_var, row_mean, [n, c, h]);
+    let (var, mean) = combine_groups(channel_var, channel_mean, [n, 1, c]);
     (var.reshape([n, 1, 1, 1]), mean.reshape([n, 1, 1, 1]))
+}
+
+/// Variance and mean of groups of equal size from those of their parts, `shape` = `[N, groups,
+/// parts]` (the parts' statistics in order): `[N, groups, 1]` each.
+fn combine_groups<B: Backend>(
+    var: Tensor<B, 3>,
+    mean: Tensor<B, 3>,
+    shape: [usize; 3],
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let (var, mean) = (var.reshape(shape), mean.reshape(shape));
+    let group_mean = mean.clone().mean_dim(2);
+    let spread = (mean - group_mean.clone()).powi_scalar(2);
+    ((var + spread).mean_dim(2), group_mean)
 }
 
 fn act<B: Backend>(x: Tensor<B, 4>, slope: Option<f64>) -> Tensor<B, 4> {

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Inspect { .. }) {
         device::check_available()?;
+        toonsmith::kernels::im2col::GpuConv::from_env()?;
     }
     match cli.command {
         Command::Info => info(),

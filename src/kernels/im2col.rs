@@ -1,0 +1,287 @@
+//! Dense convolution as one matrix product over gathered windows ("im2col", Chellapilla et al.
+//! 2006; Caffe's convolution), in burn's generic tensor ops: for the GPU backends, where burn's
+//! own convolution without autotuning is its direct kernel (88% of a 1080p forward on an H200,
+//! `docs/performance.md`) while its matmul is a tensor-core kernel within 1.0-1.3x of the best
+//! its autotuner finds. Being made of differentiable ops (pad, strided slices, concatenation,
+//! matmul), it trains through burn's autodiff with no backward of its own: the weight gradient
+//! is a product of the output gradient with the same gathered windows, the input gradient a
+//! product scattered back through the slices.
+//!
+//! Which convolution a GPU build runs is [`GpuConv`], read once from `TOONSMITH_GPU_CONV`.
+
+use std::sync::OnceLock;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::PadMode;
+use burn::tensor::{s, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Environment variable choosing [`GpuConv`].
+pub const ENV: &str = "TOONSMITH_GPU_CONV";
+
+/// Most values the gathered windows of one product may hold (2^28 f32, 1 GiB). A larger output
+/// is computed in bands of whole output rows, each with its own windows: the last 7x7
+/// convolution of G at 1920x1080 would otherwise gather 1568 values per pixel (13 GB).
+pub const BAND_VALUES: usize = 1 << 28;
+
+/// The convolution a GPU backend runs for dense (`groups == 1`) layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuConv {
+    /// [`conv2d`]: gathered windows and one matmul per band.
+    Gemm,
+    /// burn's `conv2d`: with autotuning, the fastest of its implicit GEMMs, direct kernel and
+    /// 1x1 matmul for each shape; without, its direct kernel.
+    Burn,
+}
+
+impl GpuConv {
+    /// The default of this build: burn's convolution where CubeCL autotunes it (feature
+    /// `autotune`, in `cuda`, `vulkan` and `wgpu`), else [`GpuConv::Gemm`].
+    pub fn default_for_build() -> Self {
+        if cfg!(feature = "autotune") {
+            Self::Burn
+        } else {
+            Self::Gemm
+        }
+    }
+
+    /// Parses `gemm` or `burn`.
+    pub fn parse(value: &str) -> Result<Self> {
+        match value {
+            "gemm" => Ok(Self::Gemm),
+            "burn" => Ok(Self::Burn),
+            other => Err(Error::InvalidConfig {
+                field: ENV,
+                value: other.into(),
+                expected: "gemm or burn".into(),
+            }),
+        }
+    }
+
+    /// `TOONSMITH_GPU_CONV` if set (an error naming it if it is neither `gemm` nor `burn`),
+    /// else [`GpuConv::default_for_build`].
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(ENV) {
+            Ok(value) => Self::parse(&value),
+            Err(_) => Ok(Self::default_for_build()),
+        }
+    }
+
+    /// [`GpuConv::from_env`] read once; an invalid value falls back to the build's default
+    /// (the program checks the variable at start with [`GpuConv::from_env`]).
+    pub fn current() -> Self {
+        static CHOICE: OnceLock<GpuConv> = OnceLock::new();
+        *CHOICE.get_or_init(|| Self::from_env().unwrap_or_else(|_| Self::default_for_build()))
+    }
+}
+
+/// Convolution with zero padding `pad` and `stride` as gathered windows times the weight
+/// matrix, in bands of at most [`BAND_VALUES`] gathered values.
+///
+/// # Shapes
+/// `x` `[N, C_in, H, W]`, `weight` `[C_out, C_in, k, k]`, `bias` `[C_out]` ->
+/// `[N, C_out, (H + 2 pad - k) / stride + 1, (W + 2 pad - k) / stride + 1]`.
+pub fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    pad: usize,
+    stride: usize,
+) -> Tensor<B, 4> {
+    conv2d_in_bands(x, weight, bias, (pad, stride), BAND_VALUES)
+}
+
+/// [`conv2d`] with the band limit `band_values` (tests force several bands with a small one).
+pub(crate) fn conv2d_in_bands<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    (pad, stride): (usize, usize),
+    band_values: usize,
+) -> Tensor<B, 4> {
+    let [n, _, h, w] = x.dims();
+    let [c_out, c_in, k, _] = weight.dims();
+    let x = if pad > 0 {
+        x.pad([(pad, pad), (pad, pad)], PadMode::Constant(0.0))
+    } else {
+        x
+    };
+    let out_h = (h + 2 * pad - k) / stride + 1;
+    let out_w = (w + 2 * pad - k) / stride + 1;
+    // Columns in window-major order (ky, kx, c), as `windows` concatenates them.
+    let taps = k * k * c_in;
+    let matrix = weight
+        .permute([0, 2, 3, 1])
+        .reshape([1, c_out, taps])
+        .expand([n, c_out, taps]);
+    let rows = (band_values / (n * taps * out_w).max(1)).clamp(1, out_h);
+    let bands: Vec<Tensor<B, 4>> = (0..out_h)
+        .step_by(rows)
+        .map(|top| {
+            let band = rows.min(out_h - top);
+            let columns = windows(&x, k, stride, (top, band), out_w);
+            matrix
+                .clone()
+                .matmul(columns)
+                .reshape([n, c_out, band, out_w])
+        })
+        .collect();
+    let out = if bands.len() == 1 {
+        bands.into_iter().next().expect("one band")
+    } else {
+        Tensor::cat(bands, 2)
+    };
+    match bias {
+        Some(bias) => out + bias.reshape([1, c_out, 1, 1]),
+        None => out,
+    }
+}
+
+/// The `k x k` windows of padded `x` under output rows `top..top + band`, one column per
+/// output pixel: `[N, k*k*C, band*out_w]`, rows ordered (ky, kx, c).
+fn windows<B: Backend>(
+    x: &Tensor<B, 4>,
+    k: usize,
+    stride: usize,
+    (top, band): (usize, usize),
+    out_w: usize,
+) -> Tensor<B, 3> {
+    let [n, c, _, _] = x.dims();
+    let span = |start: usize, count: usize| start..start + (count - 1) * stride + 1;
+    let taps: Vec<Tensor<B, 4>> = (0..k * k)
+        .map(|tap| {
+            let (ky, kx) = (tap / k, tap % k);
+            let ys = span(top * stride + ky, band);
+            let xs = span(kx, out_w);
+            x.clone().slice(s![.., .., ys;stride, xs;stride])
+        })
+        .collect();
+    let gathered = if taps.len() == 1 {
+        taps.into_iter().next().expect("one tap")
+    } else {
+        Tensor::cat(taps, 1)
+    };
+    gathered.reshape([n, k * k * c, band * out_w])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::CpuBackend;
+    use burn::backend::Autodiff;
+    use burn::tensor::module::conv2d as burn_conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Distribution, ElementConversion, TensorData};
+
+    type B = CpuBackend;
+    type AD = Autodiff<CpuBackend>;
+
+    fn random<Be: Backend, const D: usize>(shape: [usize; D]) -> Tensor<Be, D> {
+        Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), &Default::default())
+    }
+
+    fn max_diff<Be: Backend, const D: usize>(a: Tensor<Be, D>, b: Tensor<Be, D>) -> f32 {
+        (a - b).abs().max().into_scalar().elem()
+    }
+
+    /// (input `[N, C, H, W]`, `C_out`, k, pad, stride, band limit): every kernel size and
+    /// stride of G, D and VGG, odd sizes, and band limits that split the output into several
+    /// bands (the last one shorter).
+    const CASES: [([usize; 4], usize, usize, usize, usize, usize); 6] = [
+        ([2, 3, 9, 11], 5, 3, 1, 1, BAND_VALUES),
+        ([2, 4, 12, 10], 6, 3, 1, 2, BAND_VALUES),
+        ([1, 3, 13, 8], 4, 7, 3, 1, 3 * 49 * 8 * 2),
+        ([2, 6, 7, 9], 3, 1, 0, 1, 6 * 9 * 2 * 3),
+        ([2, 5, 11, 9], 4, 3, 0, 2, 1),
+        ([1, 2, 10, 10], 3, 3, 1, 1, 2 * 9 * 10 * 4),
+    ];
+
+    #[test]
+    fn matches_burns_convolution() {
+        for (shape, c_out, k, pad, stride, band) in CASES {
+            let x = random::<B, 4>(shape);
+            let weight = random::<B, 4>([c_out, shape[1], k, k]);
+            let bias = random::<B, 1>([c_out]);
+            let options = ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1);
+            let expected = burn_conv2d(x.clone(), weight.clone(), Some(bias.clone()), options);
+            let got = conv2d_in_bands(x, weight, Some(bias), (pad, stride), band);
+            assert_eq!(got.dims(), expected.dims(), "{shape:?} k{k} s{stride}");
+            let diff = max_diff(got, expected);
+            assert!(diff < 1e-4, "{shape:?} k{k} s{stride} band {band}: {diff}");
+        }
+    }
+
+    /// Input, weight and bias gradients through autodiff equal those of burn's convolution
+    /// for the same upstream gradient.
+    #[test]
+    fn gradients_match_burns_convolution() {
+        for (shape, c_out, k, pad, stride, band) in CASES {
+            let device = Default::default();
+            let leaf = |t: Tensor<B, 4>| Tensor::<AD, 4>::from_inner(t).require_grad();
+            let x = random::<B, 4>(shape);
+            let weight = random::<B, 4>([c_out, shape[1], k, k]);
+            let bias = random::<B, 1>([c_out]);
+            let options = ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1);
+            let upstream = burn_conv2d(x.clone(), weight.clone(), None, options.clone())
+                .random_like(Distribution::Uniform(-1.0, 1.0));
+            let grads_of = |gemm: bool| {
+                let (xa, wa) = (leaf(x.clone()), leaf(weight.clone()));
+                let ba = Tensor::<AD, 1>::from_inner(bias.clone()).require_grad();
+                let out = if gemm {
+                    conv2d_in_bands(
+                        xa.clone(),
+                        wa.clone(),
+                        Some(ba.clone()),
+                        (pad, stride),
+                        band,
+                    )
+                } else {
+                    burn_conv2d(xa.clone(), wa.clone(), Some(ba.clone()), options.clone())
+                };
+                let up = Tensor::<AD, 4>::from_data(upstream.to_data(), &device);
+                let grads = (out * up).sum().backward();
+                (
+                    xa.grad(&grads).expect("x grad"),
+                    wa.grad(&grads).expect("w grad"),
+                    ba.grad(&grads).expect("b grad"),
+                )
+            };
+            let (gx, gw, gb) = grads_of(true);
+            let (ex, ew, eb) = grads_of(false);
+            let case = format!("{shape:?} k{k} s{stride} band {band}");
+            assert!(max_diff(gx, ex) < 1e-4, "input grad {case}");
+            assert!(max_diff(gw, ew) < 1e-3, "weight grad {case}");
+            assert!(max_diff(gb, eb) < 1e-3, "bias grad {case}");
+        }
+    }
+
+    #[test]
+    fn one_pixel_kernel_is_a_channel_mix() {
+        // 1x1 weights [[1, 2], [0, -1]]: out0 = x0 + 2 x1, out1 = -x1 (closed form).
+        let x = Tensor::<B, 4>::from_data(
+            TensorData::new(
+                vec![1.0f32, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0],
+                [1, 2, 2, 2],
+            ),
+            &Default::default(),
+        );
+        let weight = Tensor::<B, 4>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 0.0, -1.0], [2, 2, 1, 1]),
+            &Default::default(),
+        );
+        let got: Vec<f32> = conv2d(x, weight, None, 0, 1).into_data().to_vec().unwrap();
+        assert_eq!(
+            got,
+            vec![21.0, 42.0, 63.0, 84.0, -10.0, -20.0, -30.0, -40.0]
+        );
+    }
+
+    #[test]
+    fn the_setting_parses_or_names_the_variable() {
+        assert_eq!(GpuConv::parse("gemm").unwrap(), GpuConv::Gemm);
+        assert_eq!(GpuConv::parse("burn").unwrap(), GpuConv::Burn);
+        let err = GpuConv::parse("fast").unwrap_err().to_string();
+        assert!(err.contains(ENV) && err.contains("fast"), "{err}");
+    }
+}
