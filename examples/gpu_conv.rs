@@ -1,0 +1,179 @@
+//! On the selected backend (a GPU build): toonsmith's gathered-window convolution
+//! (`toonsmith::kernels::im2col`) against burn's `conv2d`, layer shape by layer shape of G.
+//! First the same results, forward and gradients, on small inputs (exits 1 if not); then the
+//! time of each, forward alone and forward + backward, at a chosen size and batch.
+//!
+//!     cargo run --release --features cuda-untuned --example gpu_conv [H W [batch]]
+//!
+//! With the `cuda-untuned` build burn's side is its direct kernel; with `cuda` its autotuned
+//! choice (a first call of each shape then tunes: minutes).
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Distribution, ElementConversion, Tensor};
+use toonsmith::device::{self, Selected};
+use toonsmith::kernels::im2col;
+
+type Train = Autodiff<Selected>;
+
+/// (C_in, C_out, k, output scale 1/s) of every dense convolution of G (Fig. 10), in order.
+const LAYERS: [(usize, usize, usize, usize); 12] = [
+    (3, 32, 7, 1),
+    (32, 64, 3, 2),
+    (64, 64, 3, 2),
+    (64, 128, 3, 4),
+    (128, 256, 3, 4),
+    (256, 128, 1, 4),
+    (128, 256, 1, 4),
+    (256, 128, 3, 4),
+    (128, 128, 3, 2),
+    (128, 64, 3, 1),
+    (64, 32, 7, 1),
+    (32, 3, 1, 1),
+];
+
+fn main() {
+    if let Err(err) = device::check_available() {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (h, w, batch) = match args[..] {
+        [h, w, b, ..] => (h, w, b),
+        [h, w] => (h, w, 1),
+        _ => (1080, 1920, 1),
+    };
+    println!(
+        "{}; max |gemm - burn| relative to max |burn|:",
+        device::NAME
+    );
+    let mut worst = 0.0f32;
+    for &(c_in, c_out, k, _) in &LAYERS {
+        for stride in [1, 2] {
+            let diffs = compare(c_in, c_out, k, stride);
+            let [o, dx, dw, db] = diffs;
+            println!("  {c_in:>3}->{c_out:<3} {k}x{k} s{stride}: out {o:.1e} dx {dx:.1e} dW {dw:.1e} db {db:.1e}");
+            worst = diffs.into_iter().fold(worst, f32::max);
+        }
+    }
+    // TF32 tensor cores keep 10 mantissa bits: a few 1e-3 relative is their rounding.
+    if worst > 1e-2 {
+        eprintln!("gemm and burn differ by {worst:.1e} (relative)");
+        std::process::exit(1);
+    }
+    println!("{h}x{w}, batch {batch}: ms per call (median of 5 after one warm-up)");
+    println!(
+        "{:>22} {:>10} {:>10} {:>12} {:>12}",
+        "layer", "gemm fwd", "burn fwd", "gemm fwd+bwd", "burn fwd+bwd"
+    );
+    for &(c_in, c_out, k, scale) in &LAYERS {
+        let shape = [batch, c_in, h / scale, w / scale];
+        let forward = |gemm| time_forward(shape, c_out, k, gemm);
+        let both = |gemm| time_training(shape, c_out, k, gemm);
+        println!(
+            "{:>22} {:>10.2} {:>10.2} {:>12.2} {:>12.2}",
+            format!("{c_in}->{c_out} {k}x{k} @{}x{}", h / scale, w / scale),
+            forward(true),
+            forward(false),
+            both(true),
+            both(false)
+        );
+    }
+}
+
+/// Relative max differences of output and input, weight and bias gradients, gemm vs burn, on
+/// a batch of 2 small images.
+fn compare(c_in: usize, c_out: usize, k: usize, stride: usize) -> [f32; 4] {
+    let device = device::default_device();
+    let x = Tensor::<Selected, 4>::random([2, c_in, 13, 18], Distribution::Default, &device);
+    let weight = Tensor::<Selected, 4>::random([c_out, c_in, k, k], Distribution::Default, &device);
+    let bias = Tensor::<Selected, 1>::random([c_out], Distribution::Default, &device);
+    let run = |gemm: bool| {
+        let xa = Tensor::<Train, 4>::from_inner(x.clone()).require_grad();
+        let wa = Tensor::<Train, 4>::from_inner(weight.clone()).require_grad();
+        let ba = Tensor::<Train, 1>::from_inner(bias.clone()).require_grad();
+        let out = convolve(xa.clone(), wa.clone(), Some(ba.clone()), k, stride, gemm);
+        // A fixed upstream gradient: the output's own sine (any smooth function of it).
+        let upstream = Tensor::<Train, 4>::from_inner(out.clone().inner().sin());
+        let grads = (out.clone() * upstream).sum().backward();
+        [
+            out.inner().flatten::<1>(0, 3),
+            xa.grad(&grads).expect("dx").flatten::<1>(0, 3),
+            wa.grad(&grads).expect("dW").flatten::<1>(0, 3),
+            ba.grad(&grads).expect("db"),
+        ]
+    };
+    let (ours, theirs) = (run(true), run(false));
+    let mut diffs = [0.0f32; 4];
+    for (d, (a, b)) in diffs.iter_mut().zip(ours.into_iter().zip(theirs)) {
+        let scale: f32 = b.clone().abs().max().into_scalar().elem();
+        let diff: f32 = (a - b).abs().max().into_scalar().elem();
+        *d = diff / scale.max(1e-12);
+    }
+    diffs
+}
+
+fn convolve<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    k: usize,
+    stride: usize,
+    gemm: bool,
+) -> Tensor<B, 4> {
+    if gemm {
+        im2col::conv2d(x, weight, bias, k / 2, stride)
+    } else {
+        conv2d(
+            x,
+            weight,
+            bias,
+            ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], 1),
+        )
+    }
+}
+
+fn time_forward(shape: [usize; 4], c_out: usize, k: usize, gemm: bool) -> f64 {
+    let device = device::default_device();
+    let x = Tensor::<Selected, 4>::random(shape, Distribution::Default, &device);
+    let weight =
+        Tensor::<Selected, 4>::random([c_out, shape[1], k, k], Distribution::Default, &device);
+    median_ms(|| {
+        let out = convolve(x.clone(), weight.clone(), None, k, 1, gemm);
+        Selected::sync(&device).expect("sync");
+        drop(out);
+    })
+}
+
+fn time_training(shape: [usize; 4], c_out: usize, k: usize, gemm: bool) -> f64 {
+    let device = device::default_device();
+    let x = Tensor::<Train, 4>::random(shape, Distribution::Default, &device).require_grad();
+    let weight =
+        Tensor::<Train, 4>::random([c_out, shape[1], k, k], Distribution::Default, &device)
+            .require_grad();
+    median_ms(|| {
+        let out = convolve(x.clone(), weight.clone(), None, k, 1, gemm);
+        let grads = out.sum().backward();
+        drop(grads);
+        Selected::sync(&device).expect("sync");
+    })
+}
+
+fn median_ms(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[2]
+}
