@@ -8,6 +8,8 @@
 #   gzip -c target/release/deps/speed-<hash> > .dev/speed-new.gz   (optional: .dev/speed-base.gz)
 #   cargo bench --features cuda-untuned --bench speed --no-run  # no autotuning: fast first call
 #   gzip -c target/release/deps/speed-<hash> > .dev/speed-untuned.gz
+#   cargo build --release --features cuda-untuned --example gpu_conv
+#   gzip -c target/release/examples/gpu_conv > .dev/gpu_conv-untuned.gz
 #   cp ../shared/reference/tsa_pytorch.py .dev/
 # Run there from the repository root: DEADLINE=480 [STEPS="..."] [MIN_LIMIT=300]
 # scripts/gpu-check.sh (logs under $OUT). The children print each timed call to stderr as it
@@ -22,7 +24,7 @@ NV=$(python3 -c 'import nvidia,os;print(os.path.dirname(nvidia.__path__[0]))')/n
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$NV
 LOG=$OUT/log.txt
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv | tee "$LOG"
-for gz in "$DEV"/speed-*.gz; do
+for gz in "$DEV"/*.gz; do
     gunzip -c "$gz" > "${gz%.gz}" && chmod +x "${gz%.gz}"
 done
 
@@ -65,24 +67,31 @@ PROFILE="env CUBECL_DEBUG_OPTION=profile"
 # The forward children first run G layer by layer, printing where the first call's time goes.
 export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
 # STEPS: which checks to run, in this order. By default the untuned binary first (its first
-# call compiles one kernel per shape, so figures come within the budget) and the reference,
-# the training step last of them with the longest limit (its first call compiles every backward kernel: 340 s on
-# lavapipe), then the profiles and the autotuned binary (whose first calls tune every shape:
-# minutes on CUDA).
-STEPS=${STEPS:-"untuned-forward-256 untuned-forward-1080 pytorch untuned-train-b8 profile-untuned-forward-1080 profile-untuned-train-b8 new-forward-256 new-forward-1080 new-train-b8"}
+# call compiles one kernel per shape, so figures come within the budget), whose dense
+# convolutions are gathered windows times a matmul (`kernels::im2col`, TOONSMITH_GPU_CONV=gemm
+# by default there); the reference; the per-layer comparison with burn's convolution (results,
+# then times); the profiles; then baselines: burn's untuned direct convolution and the
+# autotuned binary (whose first calls tune every shape: minutes).
+STEPS=${STEPS:-"gemm-forward-256 gemm-forward-1080 gemm-train-b8 pytorch conv-layers-1080 profile-gemm-forward-1080 profile-gemm-train-b8 conv-layers-train burn-forward-1080 tuned-gemm-forward-1080 new-forward-1080"}
+CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
     case $s in
+        gemm-forward-256) step "$s" 60 "$UNTUNED" --child-forward 256 256 ;;
+        gemm-forward-1080) step "$s" 90 "$UNTUNED" --child-forward 1080 1920 ;;
+        gemm-train-b8) step "$s" 200 "$UNTUNED" --child-train 8 ;;
+        conv-layers-1080) step "$s" 120 "$CONV" 1080 1920 1 ;;
+        conv-layers-train) step "$s" 90 "$CONV" 256 256 8 ;;
+        profile-gemm-forward-1080) step "$s" 60 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
+        profile-gemm-train-b8) step "$s" 90 $PROFILE "$UNTUNED" --child-train 8 ;;
+        burn-forward-1080) step "$s" 60 env TOONSMITH_GPU_CONV=burn "$UNTUNED" --child-forward 1080 1920 ;;
+        burn-train-b8) step "$s" 90 env TOONSMITH_GPU_CONV=burn "$UNTUNED" --child-train 8 ;;
+        tuned-gemm-forward-1080) step "$s" 140 env TOONSMITH_GPU_CONV=gemm "$NEW" --child-forward 1080 1920 ;;
+        tuned-gemm-train-b8) step "$s" 200 env TOONSMITH_GPU_CONV=gemm "$NEW" --child-train 8 ;;
         new-forward-1080) step "$s" 140 "$NEW" --child-forward 1080 1920 ;;
         new-forward-256) step "$s" 90 "$NEW" --child-forward 256 256 ;;
         new-train-b8) step "$s" 200 "$NEW" --child-train 8 ;;
-        untuned-forward-256) step "$s" 60 "$UNTUNED" --child-forward 256 256 ;;
-        untuned-forward-1080) step "$s" 90 "$UNTUNED" --child-forward 1080 1920 ;;
-        untuned-train-b8) step "$s" 300 "$UNTUNED" --child-train 8 ;;
-        profile-untuned-forward-1080) step "$s" 60 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
-        profile-untuned-train-b8) step "$s" 90 $PROFILE "$UNTUNED" --child-train 8 ;;
         pytorch) step "$s" 150 python3 "$DEV/tsa_pytorch.py" --device cuda --batch 8 --sizes 256x256,1080x1920 ;;
         base-forward-1080) [ -x "$BASE" ] && step "$s" 90 "$BASE" --child-forward 1080 1920 ;;
-        profile-forward-256) step "$s" 90 $PROFILE "$NEW" --child-forward 256 256 ;;
         profile-forward-1080) step "$s" 90 $PROFILE "$NEW" --child-forward 1080 1920 ;;
         profile-train-b8) step "$s" 120 $PROFILE "$NEW" --child-train 8 ;;
         *) echo "unknown step $s" | tee -a "$LOG" ;;
