@@ -1,5 +1,6 @@
 //! On the selected backend (a GPU build): toonsmith's gathered-window convolution
-//! (`toonsmith::kernels::im2col`) against burn's `conv2d`, layer shape by layer shape of G.
+//! (`toonsmith::kernels::im2col`; in training with its own backward, `im2col_autodiff`, or
+//! differentiated through its ops) against burn's `conv2d`, layer shape by layer shape of G.
 //! First the same results, forward and gradients, on small inputs (exits 1 if not); then the
 //! time of each, forward alone and forward + backward, at a chosen size and batch.
 //!
@@ -15,7 +16,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, ElementConversion, Tensor};
 use toonsmith::device::{self, Selected};
-use toonsmith::kernels::im2col;
+use toonsmith::kernels::{im2col, im2col_autodiff};
 
 type Train = Autodiff<Selected>;
 
@@ -55,10 +56,11 @@ fn main() {
     );
     let mut worst = 0.0f32;
     for &(c_in, c_out, k, _) in &LAYERS {
-        for stride in [1, 2] {
-            let diffs = compare(c_in, c_out, k, stride);
+        for (stride, way) in [(1, Way::Own), (2, Way::Own), (1, Way::Ops)] {
+            let diffs = compare(c_in, c_out, k, stride, way);
             let [o, dx, dw, db] = diffs;
-            println!("  {c_in:>3}->{c_out:<3} {k}x{k} s{stride}: out {o:.1e} dx {dx:.1e} dW {dw:.1e} db {db:.1e}");
+            let name = if way == Way::Own { "own" } else { "ops" };
+            println!("  {c_in:>3}->{c_out:<3} {k}x{k} s{stride} {name}: out {o:.1e} dx {dx:.1e} dW {dw:.1e} db {db:.1e}");
             worst = diffs.into_iter().fold(worst, f32::max);
         }
     }
@@ -69,36 +71,37 @@ fn main() {
     }
     println!("{h}x{w}, batch {batch}: ms per call (median of 5 after one warm-up)");
     println!(
-        "{:>22} {:>10} {:>10} {:>12} {:>12}",
-        "layer", "gemm fwd", "burn fwd", "gemm fwd+bwd", "burn fwd+bwd"
+        "{:>22} {:>9} {:>9} {:>13} {:>13} {:>13}",
+        "layer", "gemm fwd", "burn fwd", "own fwd+bwd", "ops fwd+bwd", "burn fwd+bwd"
     );
     for &(c_in, c_out, k, scale) in &LAYERS {
         let shape = [batch, c_in, h / scale, w / scale];
-        let forward = |gemm| time_forward(shape, c_out, k, gemm);
-        let both = |gemm| time_training(shape, c_out, k, gemm);
+        let forward = |way| time_forward(shape, c_out, k, way);
+        let both = |way| time_training(shape, c_out, k, way);
         println!(
-            "{:>22} {:>10.2} {:>10.2} {:>12.2} {:>12.2}",
+            "{:>22} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>13.2}",
             format!("{c_in}->{c_out} {k}x{k} @{}x{}", h / scale, w / scale),
-            forward(true),
-            forward(false),
-            both(true),
-            both(false)
+            forward(Way::Ops),
+            forward(Way::Burn),
+            both(Way::Own),
+            both(Way::Ops),
+            both(Way::Burn)
         );
     }
 }
 
-/// Relative max differences of output and input, weight and bias gradients, gemm vs burn, on
-/// a batch of 2 small images.
-fn compare(c_in: usize, c_out: usize, k: usize, stride: usize) -> [f32; 4] {
+/// Relative max differences of output and input, weight and bias gradients, gathered windows
+/// (`way`) vs burn, on a batch of 2 small images.
+fn compare(c_in: usize, c_out: usize, k: usize, stride: usize, way: Way) -> [f32; 4] {
     let device = device::default_device();
     let x = Tensor::<Selected, 4>::random([2, c_in, 13, 18], Distribution::Default, &device);
     let weight = Tensor::<Selected, 4>::random([c_out, c_in, k, k], Distribution::Default, &device);
     let bias = Tensor::<Selected, 1>::random([c_out], Distribution::Default, &device);
-    let run = |gemm: bool| {
+    let run = |way: Way| {
         let xa = Tensor::<Train, 4>::from_inner(x.clone()).require_grad();
         let wa = Tensor::<Train, 4>::from_inner(weight.clone()).require_grad();
         let ba = Tensor::<Train, 1>::from_inner(bias.clone()).require_grad();
-        let out = convolve(xa.clone(), wa.clone(), Some(ba.clone()), k, stride, gemm);
+        let out = convolve_train(xa.clone(), wa.clone(), Some(ba.clone()), k, stride, way);
         // A fixed upstream gradient: the output's own sine (any smooth function of it).
         let upstream = Tensor::<Train, 4>::from_inner(out.clone().inner().sin());
         let grads = (out.clone() * upstream).sum().backward();
@@ -109,7 +112,7 @@ fn compare(c_in: usize, c_out: usize, k: usize, stride: usize) -> [f32; 4] {
             ba.grad(&grads).expect("db"),
         ]
     };
-    let (ours, theirs) = (run(true), run(false));
+    let (ours, theirs) = (run(way), run(Way::Burn));
     let mut diffs = [0.0f32; 4];
     for (d, (a, b)) in diffs.iter_mut().zip(ours.into_iter().zip(theirs)) {
         let scale: f32 = b.clone().abs().max().into_scalar().elem();
@@ -119,46 +122,66 @@ fn compare(c_in: usize, c_out: usize, k: usize, stride: usize) -> [f32; 4] {
     diffs
 }
 
+/// Which convolution: gathered windows (through burn's ops), the same as one node with its
+/// own backward (training only), or burn's.
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    Ops,
+    Own,
+    Burn,
+}
+
 fn convolve<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
     bias: Option<Tensor<B, 1>>,
     k: usize,
     stride: usize,
-    gemm: bool,
+    way: Way,
 ) -> Tensor<B, 4> {
-    if gemm {
-        im2col::conv2d(x, weight, bias, k / 2, stride)
-    } else {
-        conv2d(
-            x,
-            weight,
-            bias,
-            ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], 1),
-        )
+    match way {
+        Way::Ops | Way::Own => im2col::conv2d(x, weight, bias, k / 2, stride),
+        Way::Burn => {
+            let options = ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], 1);
+            conv2d(x, weight, bias, options)
+        }
     }
 }
 
-fn time_forward(shape: [usize; 4], c_out: usize, k: usize, gemm: bool) -> f64 {
+fn convolve_train(
+    x: Tensor<Train, 4>,
+    weight: Tensor<Train, 4>,
+    bias: Option<Tensor<Train, 1>>,
+    k: usize,
+    stride: usize,
+    way: Way,
+) -> Tensor<Train, 4> {
+    match way {
+        Way::Own => im2col_autodiff::conv2d::<Selected>(x, weight, bias, k / 2, stride),
+        way => convolve(x, weight, bias, k, stride, way),
+    }
+}
+
+fn time_forward(shape: [usize; 4], c_out: usize, k: usize, way: Way) -> f64 {
     let device = device::default_device();
     let x = Tensor::<Selected, 4>::random(shape, Distribution::Default, &device);
     let weight =
         Tensor::<Selected, 4>::random([c_out, shape[1], k, k], Distribution::Default, &device);
     median_ms(|| {
-        let out = convolve(x.clone(), weight.clone(), None, k, 1, gemm);
+        let out = convolve(x.clone(), weight.clone(), None, k, 1, way);
         Selected::sync(&device).expect("sync");
         drop(out);
     })
 }
 
-fn time_training(shape: [usize; 4], c_out: usize, k: usize, gemm: bool) -> f64 {
+fn time_training(shape: [usize; 4], c_out: usize, k: usize, way: Way) -> f64 {
     let device = device::default_device();
     let x = Tensor::<Train, 4>::random(shape, Distribution::Default, &device).require_grad();
     let weight =
         Tensor::<Train, 4>::random([c_out, shape[1], k, k], Distribution::Default, &device)
             .require_grad();
     median_ms(|| {
-        let out = convolve(x.clone(), weight.clone(), None, k, 1, gemm);
+        let out = convolve_train(x.clone(), weight.clone(), None, k, 1, way);
         let grads = out.sum().backward();
         drop(grads);
         Selected::sync(&device).expect("sync");

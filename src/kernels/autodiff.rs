@@ -8,7 +8,6 @@
 //! - `dL/dw[o, c, ky, kx] = sum over n, y, x of dL/dy[n, o, y, x] xpad[n, c, y + ky, x + kx]`:
 //!   [`super::wgrad`], on the same padded input, no im2col.
 
-use std::any::Any;
 use std::borrow::Cow;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -24,6 +23,7 @@ use rayon::prelude::*;
 
 use super::conv::ConvShape;
 use super::polyphase::{self, Polyphase};
+use super::same_type;
 use super::wgrad;
 use crate::device::CpuBackend;
 
@@ -32,16 +32,6 @@ pub type CpuAutodiff = Autodiff<CpuBackend>;
 
 type Primitive = FloatTensor<CpuBackend>;
 type AdPrimitive = FloatTensor<CpuAutodiff>;
-
-/// Moves `value` to type `U`, which it is (checked by `TypeId` at run time).
-fn same_type<T: 'static, U: 'static>(value: T) -> U {
-    let mut slot = Some(value);
-    let any: &mut dyn Any = &mut slot;
-    match any.downcast_mut::<Option<U>>().and_then(Option::take) {
-        Some(v) => v,
-        None => unreachable!("callers check the backend's TypeId"),
-    }
-}
 
 fn host(p: Primitive) -> (Vec<f32>, [usize; 4]) {
     let t = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(p));

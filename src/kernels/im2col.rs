@@ -28,8 +28,12 @@ pub const BAND_VALUES: usize = 1 << 28;
 /// The convolution a GPU backend runs for dense (`groups == 1`) layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GpuConv {
-    /// [`conv2d`]: gathered windows and one matmul per band.
+    /// [`conv2d`]: gathered windows and one matmul per band; in training one autodiff node
+    /// with its own backward ([`super::im2col_autodiff`]).
     Gemm,
+    /// [`conv2d`] in training too, differentiated through its ops by burn's autodiff (keeps
+    /// every layer's windows for the backward; for comparison).
+    GemmOps,
     /// burn's `conv2d`: with autotuning, the fastest of its implicit GEMMs, direct kernel and
     /// 1x1 matmul for each shape; without, its direct kernel.
     Burn,
@@ -46,20 +50,21 @@ impl GpuConv {
         }
     }
 
-    /// Parses `gemm` or `burn`.
+    /// Parses `gemm`, `gemm-ops` or `burn`.
     pub fn parse(value: &str) -> Result<Self> {
         match value {
             "gemm" => Ok(Self::Gemm),
+            "gemm-ops" => Ok(Self::GemmOps),
             "burn" => Ok(Self::Burn),
             other => Err(Error::InvalidConfig {
                 field: ENV,
                 value: other.into(),
-                expected: "gemm or burn".into(),
+                expected: "gemm, gemm-ops or burn".into(),
             }),
         }
     }
 
-    /// `TOONSMITH_GPU_CONV` if set (an error naming it if it is neither `gemm` nor `burn`),
+    /// `TOONSMITH_GPU_CONV` if set (an error naming it if it is not one of [`GpuConv::parse`]'s),
     /// else [`GpuConv::default_for_build`].
     pub fn from_env() -> Result<Self> {
         match std::env::var(ENV) {
@@ -100,26 +105,18 @@ pub(crate) fn conv2d_in_bands<B: Backend>(
     (pad, stride): (usize, usize),
     band_values: usize,
 ) -> Tensor<B, 4> {
-    let [n, _, h, w] = x.dims();
+    let [n, _, _, _] = x.dims();
     let [c_out, c_in, k, _] = weight.dims();
-    let x = if pad > 0 {
-        x.pad([(pad, pad), (pad, pad)], PadMode::Constant(0.0))
-    } else {
-        x
-    };
-    let out_h = (h + 2 * pad - k) / stride + 1;
-    let out_w = (w + 2 * pad - k) / stride + 1;
+    let x = pad_zeros(x, pad);
+    let [out_h, out_w] = out_size(&x, k, stride);
     // Columns in window-major order (ky, kx, c), as `windows` concatenates them.
     let taps = k * k * c_in;
     let matrix = weight
         .permute([0, 2, 3, 1])
         .reshape([1, c_out, taps])
         .expand([n, c_out, taps]);
-    let rows = (band_values / (n * taps * out_w).max(1)).clamp(1, out_h);
-    let bands: Vec<Tensor<B, 4>> = (0..out_h)
-        .step_by(rows)
-        .map(|top| {
-            let band = rows.min(out_h - top);
+    let bands: Vec<Tensor<B, 4>> = bands(n * taps * out_w, out_h, band_values)
+        .map(|(top, band)| {
             let columns = windows(&x, k, stride, (top, band), out_w);
             matrix
                 .clone()
@@ -138,9 +135,37 @@ pub(crate) fn conv2d_in_bands<B: Backend>(
     }
 }
 
+/// `x` with `pad` zeros on every side of its spatial axes.
+pub(crate) fn pad_zeros<B: Backend>(x: Tensor<B, 4>, pad: usize) -> Tensor<B, 4> {
+    if pad > 0 {
+        x.pad([(pad, pad), (pad, pad)], PadMode::Constant(0.0))
+    } else {
+        x
+    }
+}
+
+/// Output height and width of a `k x k` window at `stride` over padded `x`.
+pub(crate) fn out_size<B: Backend>(x: &Tensor<B, 4>, k: usize, stride: usize) -> [usize; 2] {
+    let [_, _, h, w] = x.dims();
+    [(h - k) / stride + 1, (w - k) / stride + 1]
+}
+
+/// Bands of output rows `(top, rows)` covering `out_h` rows, each gathering at most
+/// `band_values` values at `row_values` per output row (at least one row per band).
+pub(crate) fn bands(
+    row_values: usize,
+    out_h: usize,
+    band_values: usize,
+) -> impl Iterator<Item = (usize, usize)> {
+    let rows = (band_values / row_values.max(1)).clamp(1, out_h.max(1));
+    (0..out_h)
+        .step_by(rows)
+        .map(move |top| (top, rows.min(out_h - top)))
+}
+
 /// The `k x k` windows of padded `x` under output rows `top..top + band`, one column per
 /// output pixel: `[N, k*k*C, band*out_w]`, rows ordered (ky, kx, c).
-fn windows<B: Backend>(
+pub(crate) fn windows<B: Backend>(
     x: &Tensor<B, 4>,
     k: usize,
     stride: usize,
@@ -280,6 +305,7 @@ mod tests {
     #[test]
     fn the_setting_parses_or_names_the_variable() {
         assert_eq!(GpuConv::parse("gemm").unwrap(), GpuConv::Gemm);
+        assert_eq!(GpuConv::parse("gemm-ops").unwrap(), GpuConv::GemmOps);
         assert_eq!(GpuConv::parse("burn").unwrap(), GpuConv::Burn);
         let err = GpuConv::parse("fast").unwrap_err().to_string();
         assert!(err.contains(ENV) && err.contains("fast"), "{err}");

@@ -8,10 +8,13 @@
 pub mod autodiff;
 pub mod conv;
 pub mod im2col;
+pub mod im2col_autodiff;
 pub mod norm;
 pub mod polyphase;
 pub mod wgrad;
 pub(crate) mod winograd;
+
+use std::any::{Any, TypeId};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -30,10 +33,44 @@ pub fn conv2d_applies<B: Backend>(stride: usize, groups: usize) -> bool {
     is_cpu_backend::<B>() && host_conv_takes(stride, groups)
 }
 
-/// Whether [`im2col::conv2d`] runs a convolution with these `groups` on backend `B`: a dense
-/// one on a GPU (CubeCL) backend when [`im2col::GpuConv::current`] says so.
+/// Whether [`gemm_conv2d`] runs a convolution with these `groups` on backend `B`: a dense one
+/// on a GPU (CubeCL) backend unless [`im2col::GpuConv::current`] asks for burn's.
 pub fn gemm_conv_applies<B: Backend>(groups: usize) -> bool {
-    groups == 1 && on_cubecl::<B>() && im2col::GpuConv::current() == im2col::GpuConv::Gemm
+    groups == 1 && on_cubecl::<B>() && im2col::GpuConv::current() != im2col::GpuConv::Burn
+}
+
+/// Convolution with zero padding `pad` and `stride` by gathered windows: for training on the
+/// selected backend ([`crate::device::SelectedAutodiff`]) as one node with its own backward
+/// ([`im2col_autodiff`]) unless `TOONSMITH_GPU_CONV=gemm-ops`, else through burn's ops
+/// ([`im2col::conv2d`]). Check [`gemm_conv_applies`] first.
+pub fn gemm_conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    pad: usize,
+    stride: usize,
+) -> Tensor<B, 4> {
+    use crate::device::{Selected, SelectedAutodiff};
+    let own_backward = im2col::GpuConv::current() == im2col::GpuConv::Gemm;
+    if !own_backward || TypeId::of::<B>() != TypeId::of::<SelectedAutodiff>() {
+        return im2col::conv2d(x, weight, bias, pad, stride);
+    }
+    let x: Tensor<SelectedAutodiff, 4> = same_type(x);
+    let weight = same_type(weight);
+    let bias = bias.map(same_type);
+    same_type(im2col_autodiff::conv2d::<Selected>(
+        x, weight, bias, pad, stride,
+    ))
+}
+
+/// Moves `value` to type `U`, which it is (callers check the backend's `TypeId` first).
+pub(crate) fn same_type<T: 'static, U: 'static>(value: T) -> U {
+    let mut slot = Some(value);
+    let any: &mut dyn Any = &mut slot;
+    match any.downcast_mut::<Option<U>>().and_then(Option::take) {
+        Some(v) => v,
+        None => unreachable!("callers check the backend's TypeId"),
+    }
 }
 
 /// Whether `B` is a CubeCL (GPU) backend, plain or under autodiff: in a build with one, every

@@ -153,7 +153,7 @@ impl<B: Backend> Conv<B> {
             return kernels::autodiff::conv2d(x, weight, bias, pad, self.stride);
         }
         if kernels::gemm_conv_applies::<B>(self.groups) {
-            return kernels::im2col::conv2d(x, weight, bias, pad, self.stride);
+            return kernels::gemm_conv2d(x, weight, bias, pad, self.stride);
         }
         let options = ConvOptions::new([self.stride; 2], [pad; 2], [1, 1], self.groups);
         conv2d(x, weight, bias, options)
