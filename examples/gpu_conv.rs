@@ -4,7 +4,7 @@
 //! First the same results, forward and gradients, on small inputs (exits 1 if not); then the
 //! time of each, forward alone and forward + backward, at a chosen size and batch.
 //!
-//!     cargo run --release --features cuda-untuned --example gpu_conv [H W [batch]]
+//!     cargo run --release --features cuda-untuned --example gpu_conv [H W [batch]] [--forward-only]
 //!
 //! With the `cuda-untuned` build burn's side is its direct kernel; with `cuda` its autotuned
 //! choice (a first call of each shape then tunes: minutes).
@@ -50,6 +50,7 @@ fn main() {
         [h, w] => (h, w, 1),
         _ => (1080, 1920, 1),
     };
+    let training = !std::env::args().any(|a| a == "--forward-only");
     println!(
         "{}; max |gemm - burn| relative to max |burn|:",
         device::NAME
@@ -77,7 +78,13 @@ fn main() {
     for &(c_in, c_out, k, scale) in &LAYERS {
         let shape = [batch, c_in, h / scale, w / scale];
         let forward = |way| time_forward(shape, c_out, k, way);
-        let both = |way| time_training(shape, c_out, k, way);
+        let both = |way| {
+            if training {
+                time_training(shape, c_out, k, way)
+            } else {
+                f64::NAN
+            }
+        };
         println!(
             "{:>22} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>13.2}",
             format!("{c_in}->{c_out} {k}x{k} @{}x{}", h / scale, w / scale),

@@ -69,17 +69,19 @@ export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
 # STEPS: which checks to run, in this order. By default the untuned binary first (its first
 # call compiles one kernel per shape, so figures come within the budget), whose dense
 # convolutions are gathered windows times a matmul (`kernels::im2col`, TOONSMITH_GPU_CONV=gemm
-# by default there); the reference; the per-layer comparison with burn's convolution (results,
-# then times); the profiles; then baselines: burn's untuned direct convolution and the
-# autotuned binary (whose first calls tune every shape: minutes).
-STEPS=${STEPS:-"gemm-forward-256 gemm-forward-1080 gemm-train-b8 pytorch conv-layers-1080 profile-gemm-forward-1080 profile-gemm-train-b8 conv-layers-train burn-forward-1080 tuned-gemm-forward-1080 new-forward-1080"}
+# by default there; in training with its own backward, `gemm-ops` through burn's autodiff);
+# the reference; the per-layer comparison with burn's convolution (results, then times); the
+# profiles; then baselines: burn's untuned direct convolution and the autotuned binary (whose
+# first calls tune every shape: minutes).
+STEPS=${STEPS:-"gemm-forward-256 gemm-forward-1080 gemm-train-b8 pytorch gemm-ops-train-b8 conv-layers-1080 profile-gemm-forward-1080 profile-gemm-train-b8 conv-layers-train burn-forward-1080 tuned-gemm-forward-1080 new-forward-1080"}
 CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
     case $s in
         gemm-forward-256) step "$s" 60 "$UNTUNED" --child-forward 256 256 ;;
         gemm-forward-1080) step "$s" 90 "$UNTUNED" --child-forward 1080 1920 ;;
         gemm-train-b8) step "$s" 200 "$UNTUNED" --child-train 8 ;;
-        conv-layers-1080) step "$s" 120 "$CONV" 1080 1920 1 ;;
+        gemm-ops-train-b8) step "$s" 120 env TOONSMITH_GPU_CONV=gemm-ops "$UNTUNED" --child-train 8 ;;
+        conv-layers-1080) step "$s" 90 "$CONV" 1080 1920 1 --forward-only ;;
         conv-layers-train) step "$s" 90 "$CONV" 256 256 8 ;;
         profile-gemm-forward-1080) step "$s" 60 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
         profile-gemm-train-b8) step "$s" 90 $PROFILE "$UNTUNED" --child-train 8 ;;
