@@ -20,10 +20,17 @@ use crate::error::{Error, Result};
 /// Environment variable choosing [`GpuConv`].
 pub const ENV: &str = "TOONSMITH_GPU_CONV";
 
-/// Most values the gathered windows of one product may hold (2^28 f32, 1 GiB). A larger output
-/// is computed in bands of whole output rows, each with its own windows: the last 7x7
-/// convolution of G at 1920x1080 would otherwise gather 1568 values per pixel (13 GB).
-pub const BAND_VALUES: usize = 1 << 28;
+/// Most values the gathered windows of one product may hold: 2^28 f32 (1 GiB) on CUDA, 2^25
+/// (128 MiB, WebGPU's default storage-buffer binding limit) on wgpu and Vulkan, whose drivers
+/// may refuse larger buffers (lavapipe refused a 288 MiB copy of one). A larger output is
+/// computed in bands of whole output rows, each with its own windows: the last 7x7 convolution
+/// of G at 1920x1080 would otherwise gather 3136 values per pixel (26 GB).
+pub const BAND_VALUES: usize =
+    if cfg!(feature = "cuda-backend") || !cfg!(any(feature = "vulkan", feature = "wgpu")) {
+        1 << 28
+    } else {
+        1 << 25
+    };
 
 /// The convolution a GPU backend runs for dense (`groups == 1`) layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,29 +198,28 @@ pub(crate) fn windows<B: Backend>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::device::CpuBackend;
-    use burn::backend::Autodiff;
     use burn::tensor::module::conv2d as burn_conv2d;
     use burn::tensor::ops::ConvOptions;
     use burn::tensor::{Distribution, ElementConversion, TensorData};
 
     type B = CpuBackend;
-    type AD = Autodiff<CpuBackend>;
 
-    fn random<Be: Backend, const D: usize>(shape: [usize; D]) -> Tensor<Be, D> {
+    pub(crate) fn random<Be: Backend, const D: usize>(shape: [usize; D]) -> Tensor<Be, D> {
         Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), &Default::default())
     }
 
-    fn max_diff<Be: Backend, const D: usize>(a: Tensor<Be, D>, b: Tensor<Be, D>) -> f32 {
+    pub(crate) fn max_diff<Be: Backend, const D: usize>(a: Tensor<Be, D>, b: Tensor<Be, D>) -> f32 {
         (a - b).abs().max().into_scalar().elem()
     }
 
     /// (input `[N, C, H, W]`, `C_out`, k, pad, stride, band limit): every kernel size and
-    /// stride of G, D and VGG, odd sizes, and band limits that split the output into several
-    /// bands (the last one shorter).
-    const CASES: [([usize; 4], usize, usize, usize, usize, usize); 6] = [
+    /// stride of G, D and VGG, odd sizes (at stride 2, a last row and column no window
+    /// reaches), and band limits that split the output into several bands (the last one
+    /// shorter).
+    pub(crate) const CASES: [([usize; 4], usize, usize, usize, usize, usize); 6] = [
         ([2, 3, 9, 11], 5, 3, 1, 1, BAND_VALUES),
         ([2, 4, 12, 10], 6, 3, 1, 2, BAND_VALUES),
         ([1, 3, 13, 8], 4, 7, 3, 1, 3 * 49 * 8 * 2),
@@ -234,50 +240,6 @@ mod tests {
             assert_eq!(got.dims(), expected.dims(), "{shape:?} k{k} s{stride}");
             let diff = max_diff(got, expected);
             assert!(diff < 1e-4, "{shape:?} k{k} s{stride} band {band}: {diff}");
-        }
-    }
-
-    /// Input, weight and bias gradients through autodiff equal those of burn's convolution
-    /// for the same upstream gradient.
-    #[test]
-    fn gradients_match_burns_convolution() {
-        for (shape, c_out, k, pad, stride, band) in CASES {
-            let device = Default::default();
-            let leaf = |t: Tensor<B, 4>| Tensor::<AD, 4>::from_inner(t).require_grad();
-            let x = random::<B, 4>(shape);
-            let weight = random::<B, 4>([c_out, shape[1], k, k]);
-            let bias = random::<B, 1>([c_out]);
-            let options = ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1);
-            let upstream = burn_conv2d(x.clone(), weight.clone(), None, options.clone())
-                .random_like(Distribution::Uniform(-1.0, 1.0));
-            let grads_of = |gemm: bool| {
-                let (xa, wa) = (leaf(x.clone()), leaf(weight.clone()));
-                let ba = Tensor::<AD, 1>::from_inner(bias.clone()).require_grad();
-                let out = if gemm {
-                    conv2d_in_bands(
-                        xa.clone(),
-                        wa.clone(),
-                        Some(ba.clone()),
-                        (pad, stride),
-                        band,
-                    )
-                } else {
-                    burn_conv2d(xa.clone(), wa.clone(), Some(ba.clone()), options.clone())
-                };
-                let up = Tensor::<AD, 4>::from_data(upstream.to_data(), &device);
-                let grads = (out * up).sum().backward();
-                (
-                    xa.grad(&grads).expect("x grad"),
-                    wa.grad(&grads).expect("w grad"),
-                    ba.grad(&grads).expect("b grad"),
-                )
-            };
-            let (gx, gw, gb) = grads_of(true);
-            let (ex, ew, eb) = grads_of(false);
-            let case = format!("{shape:?} k{k} s{stride} band {band}");
-            assert!(max_diff(gx, ex) < 1e-4, "input grad {case}");
-            assert!(max_diff(gw, ew) < 1e-3, "weight grad {case}");
-            assert!(max_diff(gb, eb) < 1e-3, "bias grad {case}");
         }
     }
 

@@ -161,71 +161,76 @@ pub fn conv2d<B: Backend>(
 mod tests {
     use super::*;
     use crate::device::CpuBackend;
+    use crate::kernels::im2col::tests::{max_diff, random, CASES};
     use burn::tensor::module::conv2d as burn_conv2d;
     use burn::tensor::ops::ConvOptions;
-    use burn::tensor::{Distribution, ElementConversion};
+    use burn::tensor::Distribution;
 
     type AD = Autodiff<CpuBackend>;
 
-    fn random<Be: Backend, const D: usize>(shape: [usize; D]) -> Tensor<Be, D> {
-        Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), &Default::default())
+    /// How the convolution under test is differentiated.
+    #[derive(Clone, Copy, Debug)]
+    enum Way {
+        /// This module's node.
+        Own,
+        /// burn's autodiff through [`im2col::conv2d_in_bands`]'s ops, with the case's bands.
+        Ops,
+        /// burn's `conv2d`: the reference.
+        Burn,
     }
 
-    fn max_diff<Be: Backend, const D: usize>(a: Tensor<Be, D>, b: Tensor<Be, D>) -> f32 {
-        (a - b).abs().max().into_scalar().elem()
-    }
-
-    /// Output and input, weight and bias gradients equal burn's convolution's, for every
-    /// kernel size and stride of G, D and VGG, odd sizes (at stride 2, a last row and column
-    /// no window reaches), and a frozen weight (no weight gradient asked).
+    /// Output and input, weight and bias gradients of both gathered-window ways equal burn's
+    /// convolution's, for [`CASES`], and a frozen weight gets no gradient.
     #[test]
     fn gradients_match_burns_convolution() {
-        let cases = [
-            ([2, 3, 9, 11], 5, 3, 1, 1),
-            ([2, 4, 12, 10], 6, 3, 1, 2),
-            ([2, 5, 11, 9], 4, 3, 1, 2),
-            ([1, 3, 13, 8], 4, 7, 3, 1),
-            ([2, 6, 7, 9], 3, 1, 0, 1),
-            ([2, 5, 11, 9], 4, 3, 0, 2),
-        ];
-        for (shape, c_out, k, pad, stride) in cases {
+        for (shape, c_out, k, pad, stride, band) in CASES {
             let x = random::<CpuBackend, 4>(shape);
             let weight = random::<CpuBackend, 4>([c_out, shape[1], k, k]);
             let bias = random::<CpuBackend, 1>([c_out]);
             let options = ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1);
             let upstream = burn_conv2d(x.clone(), weight.clone(), None, options.clone())
                 .random_like(Distribution::Uniform(-1.0, 1.0));
-            let run = |ours: bool, frozen: bool| {
+            let run = |way: Way, frozen: bool| {
                 let xa = Tensor::<AD, 4>::from_inner(x.clone()).require_grad();
                 let wa = Tensor::<AD, 4>::from_inner(weight.clone());
                 let wa = if frozen { wa } else { wa.require_grad() };
                 let ba = Tensor::<AD, 1>::from_inner(bias.clone()).require_grad();
-                let out = if ours {
-                    conv2d(xa.clone(), wa.clone(), Some(ba.clone()), pad, stride)
-                } else {
-                    burn_conv2d(xa.clone(), wa.clone(), Some(ba.clone()), options.clone())
+                let b = Some(ba.clone());
+                let out = match way {
+                    Way::Own => conv2d(xa.clone(), wa.clone(), b, pad, stride),
+                    Way::Ops => {
+                        im2col::conv2d_in_bands(xa.clone(), wa.clone(), b, (pad, stride), band)
+                    }
+                    Way::Burn => burn_conv2d(xa.clone(), wa.clone(), b, options.clone()),
                 };
                 let up = Tensor::<AD, 4>::from_inner(upstream.clone());
                 let grads = (out.clone() * up).sum().backward();
-                let dw = wa.grad(&grads);
                 (
                     out.inner(),
                     xa.grad(&grads).expect("x grad"),
-                    dw,
+                    wa.grad(&grads),
                     ba.grad(&grads).expect("b grad"),
                 )
             };
-            let case = format!("{shape:?} k{k} p{pad} s{stride}");
-            let (y, dx, dw, db) = run(true, false);
-            let (ey, edx, edw, edb) = run(false, false);
-            assert!(max_diff(y, ey) < 1e-4, "output {case}");
-            assert!(max_diff(dx, edx.clone()) < 1e-4, "input grad {case}");
-            let (dw, edw) = (dw.expect("w grad"), edw.expect("w grad"));
-            assert!(max_diff(dw, edw) < 1e-3, "weight grad {case}");
-            assert!(max_diff(db, edb) < 1e-3, "bias grad {case}");
-            let (_, dx_frozen, dw_frozen, _) = run(true, true);
-            assert!(dw_frozen.is_none(), "frozen weight {case}");
-            assert!(max_diff(dx_frozen, edx) < 1e-4, "frozen input grad {case}");
+            let (ey, edx, edw, edb) = run(Way::Burn, false);
+            let edw = edw.expect("w grad");
+            for way in [Way::Own, Way::Ops] {
+                let case = format!("{way:?} {shape:?} k{k} p{pad} s{stride} band {band}");
+                let (y, dx, dw, db) = run(way, false);
+                assert!(max_diff(y, ey.clone()) < 1e-4, "output {case}");
+                assert!(max_diff(dx, edx.clone()) < 1e-4, "input grad {case}");
+                assert!(
+                    max_diff(dw.expect("w grad"), edw.clone()) < 1e-3,
+                    "weight grad {case}"
+                );
+                assert!(max_diff(db, edb.clone()) < 1e-3, "bias grad {case}");
+            }
+            let (_, dx_frozen, dw_frozen, _) = run(Way::Own, true);
+            assert!(dw_frozen.is_none(), "frozen weight {shape:?}");
+            assert!(
+                max_diff(dx_frozen, edx) < 1e-4,
+                "frozen input grad {shape:?}"
+            );
         }
     }
 }
