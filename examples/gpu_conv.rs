@@ -1,8 +1,9 @@
 //! On the selected backend (a GPU build): toonsmith's gathered-window convolution
 //! (`toonsmith::kernels::im2col`; in training with its own backward, `im2col_autodiff`, or
 //! differentiated through its ops) against burn's `conv2d`, layer shape by layer shape of G.
-//! First the same results, forward and gradients, on small inputs (exits 1 if not); then the
-//! time of each, forward alone and forward + backward, at a chosen size and batch.
+//! First the same results, forward and gradients, on small inputs (exits 1 if not), and the
+//! whole G against G on the CPU with the same weights; then the time of each layer, forward
+//! alone and forward + backward, at a chosen size and batch.
 //!
 //!     cargo run --release --features cuda-untuned --example gpu_conv [H W [batch]] [--forward-only]
 //!
@@ -15,8 +16,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, ElementConversion, Tensor};
-use toonsmith::device::{self, Selected};
+use toonsmith::device::{self, CpuBackend, Selected, CPU};
 use toonsmith::kernels::{im2col, im2col_autodiff};
+use toonsmith::model::GeneratorConfig;
 
 type Train = Autodiff<Selected>;
 
@@ -69,6 +71,14 @@ fn main() {
     if worst > 1e-2 {
         eprintln!("gemm and burn differ by {worst:.1e} (relative)");
         std::process::exit(1);
+    }
+    match generator_vs_cpu() {
+        Ok(diff) => println!(
+            "whole G, 64x96: max |{} - CPU| = {diff:.1e} (within 1/255: {})",
+            device::NAME,
+            diff <= 1.0 / 255.0
+        ),
+        Err(err) => println!("whole G against the CPU: not compared ({err})"),
     }
     println!("{h}x{w}, batch {batch}: ms per call (median of 5 after one warm-up)");
     println!(
@@ -127,6 +137,25 @@ fn compare(c_in: usize, c_out: usize, k: usize, stride: usize, way: Way) -> [f32
         *d = diff / scale.max(1e-12);
     }
     diffs
+}
+
+/// G on the selected backend against G on the CPU with the same weights (saved and loaded
+/// through a safetensors file), one 64x96 input: the largest difference of their outputs.
+fn generator_vs_cpu() -> toonsmith::error::Result<f32> {
+    let device = device::default_device();
+    let g_cpu = GeneratorConfig::default().init::<CpuBackend>(&CPU);
+    let path = std::env::temp_dir().join("toonsmith-gpu-conv-g.safetensors");
+    toonsmith::weights::save(&g_cpu, &path, &Default::default())?;
+    let mut g = GeneratorConfig::default().init::<Selected>(&device);
+    let loaded = toonsmith::weights::load(&mut g, &path);
+    let _ = std::fs::remove_file(&path);
+    loaded?;
+    let x_cpu =
+        Tensor::<CpuBackend, 4>::random([1, 3, 64, 96], Distribution::Uniform(-1.0, 1.0), &CPU);
+    let x = Tensor::<Selected, 4>::from_data(x_cpu.to_data(), &device);
+    let y = Tensor::<CpuBackend, 4>::from_data(g.forward(x).into_data(), &CPU);
+    let y_cpu = g_cpu.forward(x_cpu);
+    Ok((y - y_cpu).abs().max().into_scalar().elem())
 }
 
 /// Which convolution: gathered windows (through burn's ops), the same as one node with its
