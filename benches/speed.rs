@@ -28,6 +28,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use image::RgbImage;
 use toonsmith::device::{self, Selected};
 use toonsmith::infer::{Cartoonizer, PostConfig};
+use toonsmith::kernels::im2col::GpuConv;
 use toonsmith::model::layers::OwnStats;
 use toonsmith::model::{Generator, GeneratorConfig};
 use toonsmith::train::config::TrainConfig;
@@ -237,15 +238,20 @@ fn row(what: &str, ts: [f64; 3], pt: f64, flops: f64, mem: (f64, f64)) -> serde_
 
 fn main() {
     device::keep_compiled_kernels();
-    let conv =
-        device::check_available().and_then(|()| toonsmith::kernels::im2col::GpuConv::from_env());
+    let conv = device::check_available().and_then(|()| GpuConv::from_env());
     let conv = conv.unwrap_or_else(|err| {
         eprintln!("error: {err}");
         std::process::exit(1);
     });
     let args: Vec<String> = std::env::args().collect();
     if !device::is_cpu_backend::<Selected>() {
-        eprintln!("{}: dense convolutions by {conv:?}", device::NAME);
+        let choice = |training| conv.unwrap_or_else(|| GpuConv::default_for_build(training));
+        eprintln!(
+            "{}: dense convolutions by {:?} (inference), {:?} (training)",
+            device::NAME,
+            choice(false),
+            choice(true)
+        );
     }
     if let Some(i) = args.iter().position(|a| a == "--child-forward") {
         allocator::keep_freed_memory();

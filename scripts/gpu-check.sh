@@ -71,9 +71,10 @@ export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
 # convolutions are gathered windows times a matmul (`kernels::im2col`, TOONSMITH_GPU_CONV=gemm
 # by default there; in training with its own backward, `gemm-ops` through burn's autodiff);
 # the reference; the per-layer comparison with burn's convolution (results, then times); the
-# profiles; then baselines: burn's untuned direct convolution and the autotuned binary (whose
-# first calls tune every shape: minutes).
-STEPS=${STEPS:-"gemm-forward-256 gemm-forward-1080 gemm-train-b8 pytorch gemm-ops-train-b8 conv-layers-1080 profile-gemm-forward-1080 profile-gemm-train-b8 conv-layers-train burn-forward-1080 tuned-gemm-forward-1080 new-forward-1080"}
+# profiles; then baselines: burn's untuned direct convolution and the autotuned binary (which
+# trains with gemm by default and infers with burn's tuned convolution; first calls tune every
+# new shape: minutes).
+STEPS=${STEPS:-"gemm-forward-256 gemm-forward-1080 gemm-train-b8 pytorch gemm-ops-train-b8 conv-layers-1080 profile-gemm-forward-1080 profile-gemm-train-b8 conv-layers-train burn-forward-1080 new-train-b8 tuned-gemm-forward-1080 new-forward-1080"}
 CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
     case $s in

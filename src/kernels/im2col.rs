@@ -47,10 +47,14 @@ pub enum GpuConv {
 }
 
 impl GpuConv {
-    /// The default of this build: burn's convolution where CubeCL autotunes it (feature
-    /// `autotune`, in `cuda`, `vulkan` and `wgpu`), else [`GpuConv::Gemm`].
-    pub fn default_for_build() -> Self {
-        if cfg!(feature = "autotune") {
+    /// The default of this build for inference (`training` false) or training: burn's
+    /// convolution for inference where CubeCL autotunes it (feature `autotune`, in `cuda`,
+    /// `vulkan` and `wgpu`: its tuned implicit GEMM ran G at 1080p in 132.6 ms on an H200),
+    /// else [`GpuConv::Gemm`]. Training is [`GpuConv::Gemm`] in every GPU build: burn's tuned
+    /// backward-weight ran a 3x3 64->64 layer at 256x256, batch 8 at 2.6 TFLOP/s, and tuning a
+    /// training step's convolution backwards took over 7 minutes (`docs/performance.md`).
+    pub fn default_for_build(training: bool) -> Self {
+        if cfg!(feature = "autotune") && !training {
             Self::Burn
         } else {
             Self::Gemm
@@ -71,20 +75,24 @@ impl GpuConv {
         }
     }
 
-    /// `TOONSMITH_GPU_CONV` if set (an error naming it if it is not one of [`GpuConv::parse`]'s),
-    /// else [`GpuConv::default_for_build`].
-    pub fn from_env() -> Result<Self> {
+    /// `TOONSMITH_GPU_CONV` if set (for inference and training alike; an error naming it if it
+    /// is not one of [`GpuConv::parse`]'s), else `None`: each pass's
+    /// [`GpuConv::default_for_build`].
+    pub fn from_env() -> Result<Option<Self>> {
         match std::env::var(ENV) {
-            Ok(value) => Self::parse(&value),
-            Err(_) => Ok(Self::default_for_build()),
+            Ok(value) => Self::parse(&value).map(Some),
+            Err(_) => Ok(None),
         }
     }
 
-    /// [`GpuConv::from_env`] read once; an invalid value falls back to the build's default
-    /// (the program checks the variable at start with [`GpuConv::from_env`]).
-    pub fn current() -> Self {
-        static CHOICE: OnceLock<GpuConv> = OnceLock::new();
-        *CHOICE.get_or_init(|| Self::from_env().unwrap_or_else(|_| Self::default_for_build()))
+    /// The choice for inference (`training` false) or training: [`GpuConv::from_env`] read
+    /// once, else the build's default; an invalid value falls back to the default (the program
+    /// checks the variable at start with [`GpuConv::from_env`]).
+    pub fn current(training: bool) -> Self {
+        static CHOICE: OnceLock<Option<GpuConv>> = OnceLock::new();
+        CHOICE
+            .get_or_init(|| Self::from_env().ok().flatten())
+            .unwrap_or_else(|| Self::default_for_build(training))
     }
 }
 
@@ -269,6 +277,7 @@ pub(crate) mod tests {
         assert_eq!(GpuConv::parse("gemm").unwrap(), GpuConv::Gemm);
         assert_eq!(GpuConv::parse("gemm-ops").unwrap(), GpuConv::GemmOps);
         assert_eq!(GpuConv::parse("burn").unwrap(), GpuConv::Burn);
+        assert_eq!(GpuConv::default_for_build(true), GpuConv::Gemm);
         let err = GpuConv::parse("fast").unwrap_err().to_string();
         assert!(err.contains(ENV) && err.contains("fast"), "{err}");
     }

@@ -36,7 +36,14 @@ pub fn conv2d_applies<B: Backend>(stride: usize, groups: usize) -> bool {
 /// Whether [`gemm_conv2d`] runs a convolution with these `groups` on backend `B`: a dense one
 /// on a GPU (CubeCL) backend unless [`im2col::GpuConv::current`] asks for burn's.
 pub fn gemm_conv_applies<B: Backend>(groups: usize) -> bool {
-    groups == 1 && on_cubecl::<B>() && im2col::GpuConv::current() != im2col::GpuConv::Burn
+    groups == 1
+        && on_cubecl::<B>()
+        && im2col::GpuConv::current(training::<B>()) != im2col::GpuConv::Burn
+}
+
+/// Whether `B` is the selected backend's training (autodiff) backend.
+fn training<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<crate::device::SelectedAutodiff>()
 }
 
 /// Convolution with zero padding `pad` and `stride` by gathered windows: for training on the
@@ -51,8 +58,7 @@ pub fn gemm_conv2d<B: Backend>(
     stride: usize,
 ) -> Tensor<B, 4> {
     use crate::device::{Selected, SelectedAutodiff};
-    let own_backward = im2col::GpuConv::current() == im2col::GpuConv::Gemm;
-    if !own_backward || TypeId::of::<B>() != TypeId::of::<SelectedAutodiff>() {
+    if !training::<B>() || im2col::GpuConv::current(true) != im2col::GpuConv::Gemm {
         return im2col::conv2d(x, weight, bias, pad, stride);
     }
     let x: Tensor<SelectedAutodiff, 4> = same_type(x);
