@@ -2,12 +2,12 @@
 //! 2006; Caffe's convolution), in burn's generic tensor ops: for the GPU backends, where burn's
 //! own convolution without autotuning is its direct kernel (88% of a 1080p forward on an H200,
 //! `docs/performance.md`) while its matmul is a tensor-core kernel within 1.0-1.3x of the best
-//! its autotuner finds. Being made of differentiable ops (pad, strided slices, concatenation,
-//! matmul), it trains through burn's autodiff with no backward of its own: the weight gradient
-//! is a product of the output gradient with the same gathered windows, the input gradient a
-//! product scattered back through the slices.
+//! its autotuner finds. It is made of differentiable ops (pad, strided slices, concatenation,
+//! matmul), so burn's autodiff can train through it (`gemm-ops`); training uses
+//! [`super::im2col_autodiff`] instead, the same forward as one node with its own backward.
 //!
-//! Which convolution a GPU build runs is [`GpuConv`], read once from `TOONSMITH_GPU_CONV`.
+//! Which convolution a GPU build runs, for inference and for training, is [`GpuConv`], read
+//! once from `TOONSMITH_GPU_CONV`.
 
 use std::sync::OnceLock;
 
