@@ -238,19 +238,17 @@ fn row(what: &str, ts: [f64; 3], pt: f64, flops: f64, mem: (f64, f64)) -> serde_
 
 fn main() {
     device::keep_compiled_kernels();
-    let conv = device::check_available().and_then(|()| GpuConv::from_env());
-    let conv = conv.unwrap_or_else(|err| {
+    if let Err(err) = device::check_available().and_then(|()| GpuConv::from_env()) {
         eprintln!("error: {err}");
         std::process::exit(1);
-    });
+    }
     let args: Vec<String> = std::env::args().collect();
     if !device::is_cpu_backend::<Selected>() {
-        let choice = |training| conv.unwrap_or_else(|| GpuConv::default_for_build(training));
         eprintln!(
             "{}: dense convolutions by {:?} (inference), {:?} (training)",
             device::NAME,
-            choice(false),
-            choice(true)
+            GpuConv::current(false),
+            GpuConv::current(true)
         );
     }
     if let Some(i) = args.iter().position(|a| a == "--child-forward") {
