@@ -1,6 +1,7 @@
 //! On the selected backend (a GPU build): toonsmith's gathered-window convolution
 //! (`toonsmith::kernels::im2col`; in training with its own backward, `im2col_autodiff`, or
-//! differentiated through its ops) against burn's `conv2d`, layer shape by layer shape of G.
+//! differentiated through its ops) and its depthwise one (`kernels::depthwise`) against
+//! burn's `conv2d`, layer shape by layer shape of G.
 //! First the same results, forward and gradients, on small inputs (exits 1 if not), and the
 //! whole G against G on the CPU with the same weights; then the time of each layer, forward
 //! alone and forward + backward, at a chosen size and batch.
@@ -17,26 +18,70 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, ElementConversion, Tensor};
 use toonsmith::device::{self, CpuBackend, Selected, CPU};
-use toonsmith::kernels::{im2col, im2col_autodiff};
+use toonsmith::kernels::{depthwise, im2col, im2col_autodiff};
 use toonsmith::model::GeneratorConfig;
 
 type Train = Autodiff<Selected>;
 
-/// (C_in, C_out, k, output scale 1/s) of every dense convolution of G (Fig. 10), in order.
-const LAYERS: [(usize, usize, usize, usize); 12] = [
-    (3, 32, 7, 1),
-    (32, 64, 3, 2),
-    (64, 64, 3, 2),
-    (64, 128, 3, 4),
-    (128, 256, 3, 4),
-    (256, 128, 1, 4),
-    (128, 256, 1, 4),
-    (256, 128, 3, 4),
-    (128, 128, 3, 2),
-    (128, 64, 3, 1),
-    (64, 32, 7, 1),
-    (32, 3, 1, 1),
+/// A convolution of G: channels, kernel size, output scale 1/s, and whether it is depthwise
+/// (one filter per channel: toonsmith's `kernels::depthwise` in training, burn's grouped
+/// convolution otherwise).
+#[derive(Clone, Copy)]
+struct Layer {
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    scale: usize,
+    depthwise: bool,
+}
+
+const fn dense(c_in: usize, c_out: usize, k: usize, scale: usize) -> Layer {
+    Layer {
+        c_in,
+        c_out,
+        k,
+        scale,
+        depthwise: false,
+    }
+}
+
+/// Every convolution shape of G (Fig. 10), in order.
+const LAYERS: [Layer; 13] = [
+    dense(3, 32, 7, 1),
+    dense(32, 64, 3, 2),
+    dense(64, 64, 3, 2),
+    dense(64, 128, 3, 4),
+    dense(128, 256, 3, 4),
+    dense(256, 128, 1, 4),
+    Layer {
+        c_in: 128,
+        c_out: 128,
+        k: 3,
+        scale: 4,
+        depthwise: true,
+    },
+    dense(128, 256, 1, 4),
+    dense(256, 128, 3, 4),
+    dense(128, 128, 3, 2),
+    dense(128, 64, 3, 1),
+    dense(64, 32, 7, 1),
+    dense(32, 3, 1, 1),
 ];
+
+impl Layer {
+    fn weight_shape(&self) -> [usize; 4] {
+        let per_group = if self.depthwise { 1 } else { self.c_in };
+        [self.c_out, per_group, self.k, self.k]
+    }
+
+    fn name(&self) -> String {
+        let kind = if self.depthwise { " dw" } else { "" };
+        format!(
+            "{:>3}->{:<3} {}x{}{kind}",
+            self.c_in, self.c_out, self.k, self.k
+        )
+    }
+}
 
 fn main() {
     if let Err(err) = device::check_available() {
@@ -58,12 +103,13 @@ fn main() {
         device::NAME
     );
     let mut worst = 0.0f32;
-    for &(c_in, c_out, k, _) in &LAYERS {
+    for layer in LAYERS {
         for (stride, way) in [(1, Way::Own), (2, Way::Own), (1, Way::Ops)] {
-            let diffs = compare(c_in, c_out, k, stride, way);
+            let diffs = compare(layer, stride, way);
             let [o, dx, dw, db] = diffs;
-            let name = if way == Way::Own { "own" } else { "ops" };
-            println!("  {c_in:>3}->{c_out:<3} {k}x{k} s{stride} {name}: out {o:.1e} dx {dx:.1e} dW {dw:.1e} db {db:.1e}");
+            let way = if way == Way::Own { "own" } else { "ops" };
+            let name = layer.name();
+            println!("  {name} s{stride} {way}: out {o:.1e} dx {dx:.1e} dW {dw:.1e} db {db:.1e}");
             worst = diffs.into_iter().fold(worst, f32::max);
         }
     }
@@ -85,19 +131,20 @@ fn main() {
         "{:>22} {:>9} {:>9} {:>13} {:>13} {:>13}",
         "layer", "gemm fwd", "burn fwd", "own fwd+bwd", "ops fwd+bwd", "burn fwd+bwd"
     );
-    for &(c_in, c_out, k, scale) in &LAYERS {
-        let shape = [batch, c_in, h / scale, w / scale];
-        let forward = |way| time_forward(shape, c_out, k, way);
+    for layer in LAYERS {
+        let scale = layer.scale;
+        let shape = [batch, layer.c_in, h / scale, w / scale];
+        let forward = |way| time_forward(shape, layer, way);
         let both = |way| {
             if training {
-                time_training(shape, c_out, k, way)
+                time_training(shape, layer, way)
             } else {
                 f64::NAN
             }
         };
         println!(
             "{:>22} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>13.2}",
-            format!("{c_in}->{c_out} {k}x{k} @{}x{}", h / scale, w / scale),
+            format!("{} @{}x{}", layer.name(), h / scale, w / scale),
             forward(Way::Ops),
             forward(Way::Burn),
             both(Way::Own),
@@ -107,21 +154,30 @@ fn main() {
     }
 }
 
-/// Relative max differences of output and input, weight and bias gradients, gathered windows
-/// (`way`) vs burn, on a batch of 2 small images.
-fn compare(c_in: usize, c_out: usize, k: usize, stride: usize, way: Way) -> [f32; 4] {
+/// Relative max differences of output and input, weight and bias gradients, toonsmith's
+/// convolution (`way`) vs burn's, on a batch of 2 small images.
+fn compare(layer: Layer, stride: usize, way: Way) -> [f32; 4] {
     let device = device::default_device();
-    let x = Tensor::<Selected, 4>::random([2, c_in, 13, 18], Distribution::Default, &device);
-    let weight = Tensor::<Selected, 4>::random([c_out, c_in, k, k], Distribution::Default, &device);
-    let bias = Tensor::<Selected, 1>::random([c_out], Distribution::Default, &device);
+    let x = Tensor::<Selected, 4>::random([2, layer.c_in, 13, 18], Distribution::Default, &device);
+    let weight =
+        Tensor::<Selected, 4>::random(layer.weight_shape(), Distribution::Default, &device);
+    let bias = Tensor::<Selected, 1>::random([layer.c_out], Distribution::Default, &device);
+    let k = layer.k;
+    let [_, _, out_h, out_w] =
+        convolve(x.clone(), weight.clone(), None, k, stride, Way::Burn).dims();
+    // One upstream gradient for both ways, independent of their outputs.
+    let upstream = Tensor::<Selected, 4>::random(
+        [2, layer.c_out, out_h, out_w],
+        Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
     let run = |way: Way| {
         let xa = Tensor::<Train, 4>::from_inner(x.clone()).require_grad();
         let wa = Tensor::<Train, 4>::from_inner(weight.clone()).require_grad();
         let ba = Tensor::<Train, 1>::from_inner(bias.clone()).require_grad();
         let out = convolve_train(xa.clone(), wa.clone(), Some(ba.clone()), k, stride, way);
-        // A fixed upstream gradient: the output's own sine (any smooth function of it).
-        let upstream = Tensor::<Train, 4>::from_inner(out.clone().inner().sin());
-        let grads = (out.clone() * upstream).sum().backward();
+        let up = Tensor::<Train, 4>::from_inner(upstream.clone());
+        let grads = (out.clone() * up).sum().backward();
         [
             out.inner().flatten::<1>(0, 3),
             xa.grad(&grads).expect("dx").flatten::<1>(0, 3),
@@ -167,6 +223,8 @@ enum Way {
     Burn,
 }
 
+/// A convolution with padding `k / 2`; depthwise where the weight has one input channel per
+/// group and the input more than one.
 fn convolve<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
@@ -175,10 +233,17 @@ fn convolve<B: Backend>(
     stride: usize,
     way: Way,
 ) -> Tensor<B, 4> {
+    let c_in = x.dims()[1];
+    let groups = if weight.dims()[1] == 1 && c_in > 1 {
+        c_in
+    } else {
+        1
+    };
     match way {
+        Way::Ops | Way::Own if groups > 1 => depthwise::conv2d(x, weight, bias, k / 2, stride),
         Way::Ops | Way::Own => im2col::conv2d(x, weight, bias, k / 2, stride),
         Way::Burn => {
-            let options = ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], 1);
+            let options = ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], groups);
             conv2d(x, weight, bias, options)
         }
     }
@@ -193,31 +258,32 @@ fn convolve_train(
     way: Way,
 ) -> Tensor<Train, 4> {
     match way {
-        Way::Own => im2col_autodiff::conv2d::<Selected>(x, weight, bias, k / 2, stride),
+        Way::Own if weight.dims()[1] > 1 || x.dims()[1] == 1 => {
+            im2col_autodiff::conv2d::<Selected>(x, weight, bias, k / 2, stride)
+        }
         way => convolve(x, weight, bias, k, stride, way),
     }
 }
 
-fn time_forward(shape: [usize; 4], c_out: usize, k: usize, way: Way) -> f64 {
+fn time_forward(shape: [usize; 4], layer: Layer, way: Way) -> f64 {
     let device = device::default_device();
     let x = Tensor::<Selected, 4>::random(shape, Distribution::Default, &device);
     let weight =
-        Tensor::<Selected, 4>::random([c_out, shape[1], k, k], Distribution::Default, &device);
+        Tensor::<Selected, 4>::random(layer.weight_shape(), Distribution::Default, &device);
     median_ms(|| {
-        let out = convolve(x.clone(), weight.clone(), None, k, 1, way);
+        let out = convolve(x.clone(), weight.clone(), None, layer.k, 1, way);
         Selected::sync(&device).expect("sync");
         drop(out);
     })
 }
 
-fn time_training(shape: [usize; 4], c_out: usize, k: usize, way: Way) -> f64 {
+fn time_training(shape: [usize; 4], layer: Layer, way: Way) -> f64 {
     let device = device::default_device();
     let x = Tensor::<Train, 4>::random(shape, Distribution::Default, &device).require_grad();
-    let weight =
-        Tensor::<Train, 4>::random([c_out, shape[1], k, k], Distribution::Default, &device)
-            .require_grad();
+    let weight = Tensor::<Train, 4>::random(layer.weight_shape(), Distribution::Default, &device)
+        .require_grad();
     median_ms(|| {
-        let out = convolve_train(x.clone(), weight.clone(), None, k, 1, way);
+        let out = convolve_train(x.clone(), weight.clone(), None, layer.k, 1, way);
         let grads = out.sum().backward();
         drop(grads);
         Selected::sync(&device).expect("sync");

@@ -94,6 +94,7 @@ for s in $STEPS; do
         new-forward-256) step "$s" 90 "$NEW" --child-forward 256 256 ;;
         new-train-b8) step "$s" 200 "$NEW" --child-train 8 ;;
         pytorch) step "$s" 150 python3 "$DEV/tsa_pytorch.py" --device cuda --batch 8 --sizes 256x256,1080x1920 ;;
+        pytorch-train) step "$s" 90 python3 "$DEV/tsa_pytorch.py" --device cuda --batch 8 --sizes 256x256 ;;
         base-forward-1080) [ -x "$BASE" ] && step "$s" 90 "$BASE" --child-forward 1080 1920 ;;
         profile-forward-1080) step "$s" 90 $PROFILE "$NEW" --child-forward 1080 1920 ;;
         profile-train-b8) step "$s" 120 $PROFILE "$NEW" --child-train 8 ;;

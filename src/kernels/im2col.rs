@@ -2,8 +2,8 @@
 //! 2006; Caffe's convolution), in burn's generic tensor ops: for the GPU backends, where burn's
 //! own convolution without autotuning is its direct kernel (88% of a 1080p forward on an H200,
 //! `docs/performance.md`) while its matmul is a tensor-core kernel within 1.0-1.3x of the best
-//! its autotuner finds. It is made of differentiable ops (pad, strided slices, concatenation,
-//! matmul), so burn's autodiff can train through it (`gemm-ops`); training uses
+//! its autotuner finds. It is made of differentiable ops (pad, a strided window view copied
+//! once, matmul; under autodiff strided slices stacked), so burn's autodiff can train through it (`gemm-ops`); training uses
 //! [`super::im2col_autodiff`] instead, the same forward as one node with its own backward.
 //!
 //! Which convolution a GPU build runs, for inference and for training, is [`GpuConv`], read
@@ -124,12 +124,9 @@ pub(crate) fn conv2d_in_bands<B: Backend>(
     let [c_out, c_in, k, _] = weight.dims();
     let x = pad_zeros(x, pad);
     let [out_h, out_w] = out_size(&x, k, stride);
-    // Columns in window-major order (ky, kx, c), as `windows` concatenates them.
+    // Columns in the weight's order (c, ky, kx), as `windows` gathers them.
     let taps = k * k * c_in;
-    let matrix = weight
-        .permute([0, 2, 3, 1])
-        .reshape([1, c_out, taps])
-        .expand([n, c_out, taps]);
+    let matrix = weight.reshape([1, c_out, taps]).expand([n, c_out, taps]);
     let bands: Vec<Tensor<B, 4>> = bands(n * taps * out_w, out_h, band_values)
         .map(|(top, band)| {
             let columns = windows(&x, k, stride, (top, band), out_w);
@@ -178,8 +175,29 @@ pub(crate) fn bands(
         .map(move |top| (top, rows.min(out_h - top)))
 }
 
+/// The `k x k` windows of padded `x` under output rows `top..top + band` as a strided view
+/// (no copy on CubeCL or flex: `Tensor::unfold`), `[N, C, band, out_w, ky, kx]`.
+pub(crate) fn window_view<B: Backend>(
+    x: &Tensor<B, 4>,
+    k: usize,
+    stride: usize,
+    (top, band): (usize, usize),
+) -> Tensor<B, 6> {
+    let [_, _, h, _] = x.dims();
+    let rows = top * stride..(top + band - 1) * stride + k;
+    let x = if rows == (0..h) {
+        x.clone()
+    } else {
+        x.clone().slice(s![.., .., rows, ..])
+    };
+    x.unfold::<5, _>(2, k, stride).unfold::<6, _>(3, k, stride)
+}
+
 /// The `k x k` windows of padded `x` under output rows `top..top + band`, one column per
-/// output pixel: `[N, k*k*C, band*out_w]`, rows ordered (ky, kx, c).
+/// output pixel: `[N, C*k*k, band*out_w]`, rows ordered (c, ky, kx) as the weight's
+/// `[C_out, C, k, k]`. One strided copy of [`window_view`]; under autodiff `k*k` strided
+/// slices stacked instead (burn differentiates a window view row of windows by row of
+/// windows, a slice in one assignment).
 pub(crate) fn windows<B: Backend>(
     x: &Tensor<B, 4>,
     k: usize,
@@ -188,21 +206,35 @@ pub(crate) fn windows<B: Backend>(
     out_w: usize,
 ) -> Tensor<B, 3> {
     let [n, c, _, _] = x.dims();
+    if B::ad_enabled(&x.device()) {
+        return stacked_slices(x, k, stride, (top, band), out_w);
+    }
+    window_view(x, k, stride, (top, band))
+        .permute([0, 1, 4, 5, 2, 3])
+        .reshape([n, c * k * k, band * out_w])
+}
+
+/// [`windows`] as `k*k` strided slices, one per tap, stacked after the channel axis.
+fn stacked_slices<B: Backend>(
+    x: &Tensor<B, 4>,
+    k: usize,
+    stride: usize,
+    (top, band): (usize, usize),
+    out_w: usize,
+) -> Tensor<B, 3> {
+    let [n, c, _, _] = x.dims();
     let span = |start: usize, count: usize| start..start + (count - 1) * stride + 1;
-    let taps: Vec<Tensor<B, 4>> = (0..k * k)
+    let taps: Vec<Tensor<B, 5>> = (0..k * k)
         .map(|tap| {
             let (ky, kx) = (tap / k, tap % k);
             let ys = span(top * stride + ky, band);
             let xs = span(kx, out_w);
-            x.clone().slice(s![.., .., ys;stride, xs;stride])
+            x.clone()
+                .slice(s![.., .., ys;stride, xs;stride])
+                .reshape([n, c, 1, band, out_w])
         })
         .collect();
-    let gathered = if taps.len() == 1 {
-        taps.into_iter().next().expect("one tap")
-    } else {
-        Tensor::cat(taps, 1)
-    };
-    gathered.reshape([n, k * k * c, band * out_w])
+    Tensor::cat(taps, 2).reshape([n, c * k * k, band * out_w])
 }
 
 #[cfg(test)]
@@ -226,14 +258,17 @@ pub(crate) mod tests {
     /// (input `[N, C, H, W]`, `C_out`, k, pad, stride, band limit): every kernel size and
     /// stride of G, D and VGG, odd sizes (at stride 2, a last row and column no window
     /// reaches), and band limits that split the output into several bands (the last one
-    /// shorter).
-    pub(crate) const CASES: [([usize; 4], usize, usize, usize, usize, usize); 6] = [
+    /// shorter); a 1x1 kernel at stride 2 over an odd height and an even width; and a band
+    /// tall enough that the weight gradient splits it into chunks of rows.
+    pub(crate) const CASES: [([usize; 4], usize, usize, usize, usize, usize); 8] = [
         ([2, 3, 9, 11], 5, 3, 1, 1, BAND_VALUES),
         ([2, 4, 12, 10], 6, 3, 1, 2, BAND_VALUES),
         ([1, 3, 13, 8], 4, 7, 3, 1, 3 * 49 * 8 * 2),
         ([2, 6, 7, 9], 3, 1, 0, 1, 6 * 9 * 2 * 3),
         ([2, 5, 11, 9], 4, 3, 0, 2, 1),
         ([1, 2, 10, 10], 3, 3, 1, 1, 2 * 9 * 10 * 4),
+        ([2, 3, 13, 18], 4, 1, 0, 2, BAND_VALUES),
+        ([1, 2, 600, 9], 3, 3, 1, 1, BAND_VALUES),
     ];
 
     #[test]

@@ -8,8 +8,9 @@
 //! - `dL/dx = conv(dilate_s(dL/dy), w')`, `w'[c, o] = w[o, c]` flipped in both axes, padding
 //!   `k - 1 - p`: the same gathered-window product (`dilate_s` puts `s - 1` zeros between the
 //!   gradient's pixels; none at stride 1);
-//! - `dL/dw[o, (ky, kx, c)] = sum over n, pixels of dL/dy[n, o, pixel] windows[n, (ky, kx, c),
-//!   pixel]`: the windows gathered again, band by band, one product per band.
+//! - `dL/dw[o, (c, ky, kx)] = sum over n, pixels of dL/dy[n, o, pixel] windows[n, pixel,
+//!   (c, ky, kx)]`: the windows gathered again (pixel-major), band by band, one batched
+//!   product per band over chunks of rows, summed.
 
 use std::marker::PhantomData;
 
@@ -20,10 +21,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, PadMode};
 use burn::tensor::{s, Tensor, TensorPrimitive};
 
-use super::im2col::{self, bands, out_size, pad_zeros, windows, BAND_VALUES};
+use super::im2col::{self, bands, out_size, pad_zeros, window_view, BAND_VALUES};
 
 /// Padding and stride of a convolution node.
 #[derive(Clone, Copy, Debug)]
@@ -74,21 +75,39 @@ fn input_grad<B: Backend>(
 ) -> Tensor<B, 4> {
     let k = w.dims()[2];
     let flipped = w.swap_dims(0, 1).flip([2, 3]);
-    let g = if stride > 1 {
-        // The rows and columns the windows started from, in the padded input; a last row or
-        // column no window reached stays zero.
-        let (rows, cols) = (h + 2 * pad - k + 1, width + 2 * pad - k + 1);
-        let [n, c, _, _] = g.dims();
-        Tensor::zeros([n, c, rows, cols], &g.device())
-            .slice_assign(s![.., .., 0..rows;stride, 0..cols;stride], g)
-    } else {
-        g
-    };
+    // The rows and columns the windows started from, in the padded input; a last row or
+    // column no window reached stays zero.
+    let g = dilate(g, stride, [h + 2 * pad - k + 1, width + 2 * pad - k + 1]);
     im2col::conv2d(g, flipped, None, k - 1 - pad, 1)
 }
 
+/// `g` with `stride - 1` zeros after each row and column, cut or zero-extended to `size`
+/// (`g` itself at stride 1). Built by padding a trailing unit axis and reshaping: CUDA once
+/// returned unwritten memory for a zero tensor given the gradient by a strided assignment
+/// and read by the 1x1 convolution's product (the 3x3 and 7x7 ones, which pad first, were
+/// right).
+fn dilate<B: Backend>(g: Tensor<B, 4>, stride: usize, [rows, cols]: [usize; 2]) -> Tensor<B, 4> {
+    if stride == 1 {
+        return g;
+    }
+    let [n, c, h, w] = g.dims();
+    g.reshape([n, c, h, 1, w, 1])
+        .pad(
+            [(0, stride - 1), (0, 0), (0, stride - 1)],
+            PadMode::Constant(0.0),
+        )
+        .reshape([n, c, h * stride, w * stride])
+        .slice(s![.., .., 0..rows, 0..cols])
+}
+
+/// Output pixels per partial product of the weight gradient: a product over all of a band's
+/// pixels would leave a few output tiles (`C_out x C_in k k`) each summing hundreds of
+/// thousands of terms, so a band is split into chunks of whole rows, one batch entry each,
+/// whose products are summed after.
+const WEIGHT_GRAD_CHUNK: usize = 4096;
+
 /// `dL/dw`, `[C_out, C_in, k, k]`: the output gradient times the input's windows, gathered
-/// again band by band.
+/// again band by band, pixel-major (`[pixels, C_in k k]`), in chunks of rows.
 fn weight_grad<B: Backend>(
     x: Tensor<B, 4>,
     g: Tensor<B, 4>,
@@ -98,19 +117,33 @@ fn weight_grad<B: Backend>(
     let x = pad_zeros(x, pad);
     let [n, _, _, _] = x.dims();
     let [out_h, out_w] = out_size(&x, k, stride);
-    let taps = k * k * c_in;
+    let taps = c_in * k * k;
     let dw = bands(n * taps * out_w, out_h, BAND_VALUES)
         .map(|(top, band)| {
-            let columns = windows(&x, k, stride, (top, band), out_w);
-            let g_band =
-                g.clone()
-                    .slice(s![.., .., top..top + band, ..])
-                    .reshape([n, c_out, band * out_w]);
-            g_band.matmul(columns.swap_dims(1, 2)).sum_dim(0)
+            let rows = chunk_rows(band, out_w);
+            let chunks = n * band / rows;
+            let pixels = rows * out_w;
+            let columns = window_view(&x, k, stride, (top, band))
+                .permute([0, 2, 3, 1, 4, 5])
+                .reshape([chunks, pixels, taps]);
+            let g_band = g
+                .clone()
+                .slice(s![.., .., top..top + band, ..])
+                .reshape([n, c_out, band / rows, pixels])
+                .swap_dims(1, 2)
+                .reshape([chunks, c_out, pixels]);
+            g_band.matmul(columns).sum_dim(0)
         })
         .reduce(|a, b| a + b)
         .expect("at least one output row");
-    dw.reshape([c_out, k, k, c_in]).permute([0, 3, 1, 2])
+    dw.reshape([c_out, c_in, k, k])
+}
+
+/// The most rows of `band` (a divisor of it) whose `out_w`-pixel rows fit
+/// [`WEIGHT_GRAD_CHUNK`] pixels; at least one.
+fn chunk_rows(band: usize, out_w: usize) -> usize {
+    let most = (WEIGHT_GRAD_CHUNK / out_w.max(1)).clamp(1, band);
+    (1..=most).rev().find(|d| band % d == 0).unwrap_or(1)
 }
 
 /// Differentiable convolution with zero padding `pad` and `stride` ([`im2col::conv2d`]
@@ -167,6 +200,14 @@ mod tests {
     use burn::tensor::Distribution;
 
     type AD = Autodiff<CpuBackend>;
+
+    #[test]
+    fn weight_gradient_chunks_are_whole_rows_within_the_limit() {
+        assert_eq!(chunk_rows(600, 9), 300);
+        assert_eq!(chunk_rows(13, 10), 13);
+        assert_eq!(chunk_rows(7, 5000), 1);
+        assert_eq!(chunk_rows(64, 256), 16);
+    }
 
     /// How the convolution under test is differentiated.
     #[derive(Clone, Copy, Debug)]

@@ -152,6 +152,9 @@ impl<B: Backend> Conv<B> {
         if kernels::conv2d_autodiff_applies::<B>(self.stride, self.groups) {
             return kernels::autodiff::conv2d(x, weight, bias, pad, self.stride);
         }
+        if kernels::depthwise_applies::<B>(self.groups, x.dims()[1], weight.dims()[0]) {
+            return kernels::depthwise::conv2d(x, weight, bias, pad, self.stride);
+        }
         if kernels::gemm_conv_applies::<B>(self.groups) {
             return kernels::gemm_conv2d(x, weight, bias, pad, self.stride);
         }
