@@ -10,6 +10,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod im2col;
 pub mod im2col_autodiff;
+pub mod ln_ops;
 pub mod norm;
 pub mod polyphase;
 pub mod wgrad;
@@ -47,6 +48,29 @@ pub fn gemm_conv_applies<B: Backend>(groups: usize) -> bool {
 /// right there for inference: 0.13 ms for G's 3x3 at 64x64, batch 8, on an H200).
 pub fn depthwise_applies<B: Backend>(groups: usize, c_in: usize, c_out: usize) -> bool {
     groups > 1 && groups == c_in && c_out == c_in && on_cubecl::<B>() && training::<B>()
+}
+
+/// Whether [`gpu_layer_norm`] runs LN on backend `B`: in training on a GPU (CubeCL) backend.
+pub fn gpu_layer_norm_applies<B: Backend>() -> bool {
+    on_cubecl::<B>() && training::<B>()
+}
+
+/// LN with `epsilon`, `gamma` and `beta`, then the leaky ReLU of `slope` if given, as one
+/// autodiff node of the selected backend ([`ln_ops::layer_norm`]). Check
+/// [`gpu_layer_norm_applies`] first.
+pub fn gpu_layer_norm<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+    slope: Option<f64>,
+) -> Tensor<B, 4> {
+    use crate::device::{Selected, SelectedAutodiff};
+    let x: Tensor<SelectedAutodiff, 4> = same_type(x);
+    let (gamma, beta) = (same_type(gamma), same_type(beta));
+    same_type(ln_ops::layer_norm::<Selected>(
+        x, gamma, beta, epsilon, slope,
+    ))
 }
 
 /// Whether `B` is the selected backend's training (autodiff) backend.

@@ -10,6 +10,7 @@ use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::kernels;
+use crate::kernels::ln_ops::sample_var_mean;
 
 /// Slope of every leaky ReLU in Fig. 10 ("lRelu: leaky Relu with alpha = 0.2").
 pub const LEAKY_SLOPE: f64 = 0.2;
@@ -283,6 +284,10 @@ impl<B: Backend> LayerNorm<B> {
             let (gamma, beta) = (self.weight.val(), self.bias.val());
             return kernels::autodiff::layer_norm(x, gamma, beta, self.epsilon, slope);
         }
+        if kernels::gpu_layer_norm_applies::<B>() {
+            let (gamma, beta) = (self.weight.val(), self.bias.val());
+            return kernels::gpu_layer_norm(x, gamma, beta, self.epsilon, slope);
+        }
         act(self.forward_burn(x), slope)
     }
 
@@ -314,39 +319,6 @@ impl<B: Backend> LayerNorm<B> {
         let shift = self.bias.val().reshape([1, c, 1, 1]);
         act((x - stats.mean) * scale + shift, slope)
     }
-}
-
-/// Biased variance and mean of each sample over (C, H, W), `[N, 1, 1, 1]` each: first per row
-/// `(c, h)`, then per channel over its rows, then over the channels, each stage combined by
-/// the law of total variance (groups have equal length, so the variance is the mean of the
-/// group variances plus the variance of the group means; exact, and each stage is two-pass, so
-/// no `E[x^2] - E[x]^2` cancellation).
-///
-/// Why not one `var_mean_bias` over `C*H*W`: a GPU backend gives each reduced row one thread
-/// block, so a batch-1 1080p image (66 M values in the first LN) would be reduced by one block,
-/// the weakness of PyTorch's `GroupNorm(1, C)` at batch 1. Why three stages, not two: the
-/// untuned CUDA build reduced the `C*H` = 34560 row statistics of a 1080p LN into one value in
-/// 0.9-1.8 ms, a serial loop (H200 profile, `docs/performance.md`); here no stage reduces more
-/// than `max(W, H, C)` values into one.
-fn sample_var_mean<B: Backend>(x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let [n, c, h, w] = x.dims();
-    let (row_var, row_mean) = x.reshape([n, c * h, w]).var_mean_bias(2);
-    let (channel_var, channel_mean) = combine_groups(row_var, row_mean, [n, c, h]);
-    let (var, mean) = combine_groups(channel_var, channel_mean, [n, 1, c]);
-    (var.reshape([n, 1, 1, 1]), mean.reshape([n, 1, 1, 1]))
-}
-
-/// Variance and mean of groups of equal size from those of their parts, `shape` = `[N, groups,
-/// parts]` (the parts' statistics in order): `[N, groups, 1]` each.
-fn combine_groups<B: Backend>(
-    var: Tensor<B, 3>,
-    mean: Tensor<B, 3>,
-    shape: [usize; 3],
-) -> (Tensor<B, 3>, Tensor<B, 3>) {
-    let (var, mean) = (var.reshape(shape), mean.reshape(shape));
-    let group_mean = mean.clone().mean_dim(2);
-    let spread = (mean - group_mean.clone()).powi_scalar(2);
-    ((var + spread).mean_dim(2), group_mean)
 }
 
 fn act<B: Backend>(x: Tensor<B, 4>, slope: Option<f64>) -> Tensor<B, 4> {
@@ -458,35 +430,6 @@ mod tests {
             .assert_approx_eq::<f32>(&TensorData::from([[0.0], [0.0]]), Tolerance::absolute(1e-5));
         var.into_data()
             .assert_approx_eq::<f32>(&TensorData::from([[1.0], [1.0]]), Tolerance::absolute(1e-3));
-    }
-
-    /// The row-then-combine statistics against a direct f64 computation over each whole sample
-    /// (here on the CPU; on a GPU they are what LN uses), with a mean far from zero and rows
-    /// whose means differ, so a missing spread term or cancellation would show.
-    #[test]
-    fn sample_statistics_combine_rows_exactly() {
-        let dims = [2, 3, 5, 7];
-        let base = Tensor::<CpuBackend, 4>::random(dims, Distribution::Normal(100.0, 0.5), &CPU);
-        let ramp = Tensor::<CpuBackend, 1, burn::tensor::Int>::arange(0..15, &CPU)
-            .float()
-            .reshape([1, 3, 5, 1])
-            .mul_scalar(0.3);
-        let x = base + ramp;
-        let (var, mean) = sample_var_mean(x.clone());
-        let values: Vec<f32> = x.into_data().to_vec().unwrap();
-        let got_mean: Vec<f32> = mean.into_data().to_vec().unwrap();
-        let got_var: Vec<f32> = var.into_data().to_vec().unwrap();
-        for (i, sample) in values.chunks(3 * 5 * 7).enumerate() {
-            let m = sample.iter().map(|&v| v as f64).sum::<f64>() / sample.len() as f64;
-            let v =
-                sample.iter().map(|&s| (s as f64 - m).powi(2)).sum::<f64>() / sample.len() as f64;
-            assert!((got_mean[i] as f64 - m).abs() < 1e-4 * m.abs(), "mean {i}");
-            assert!(
-                (got_var[i] as f64 - v).abs() < 1e-3 * v,
-                "var {i}: {} vs {v}",
-                got_var[i]
-            );
-        }
     }
 
     /// The generic LN (what GPU backends run) against the CPU's fused kernel, with a non-trivial

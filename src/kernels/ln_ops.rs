@@ -1,0 +1,288 @@
+//! Layer normalisation over (C, H, W) (the paper's LN, PyTorch's `GroupNorm(1, C)`) in burn's
+//! generic tensor ops, for the GPU backends: each sample's statistics in stages, and for
+//! training one autodiff node with the closed-form backward. Through burn's autodiff the chain
+//! of ops (staged statistics, normalisation, scale and shift, leaky ReLU) differentiates into
+//! about 34 reductions per layer: 1523 of the 5113 launches of a batch-8 training step on an
+//! H200 (`docs/performance.md`, session 16). The node's backward needs two sums per (sample,
+//! channel) over the pixels, from which the per-channel parameter gradients and the per-sample
+//! means of the input gradient follow by small sums:
+//!
+//! with `x^ = (x - mean) / std`, `y = act(gamma x^ + beta)`, `g` = dL/dy, `g' = g act'`:
+//! - `dL/dbeta_c = sum_{n,h,w} g'`, `dL/dgamma_c = sum_{n,h,w} g' x^`;
+//! - `dL/dx = (gamma g' - mean_{c,h,w}(gamma g') - x^ mean_{c,h,w}(gamma g' x^)) / std`.
+
+use std::marker::PhantomData;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::activation::leaky_relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+/// Biased variance and mean of each sample over (C, H, W), `[N, 1, 1, 1]` each: first per row
+/// `(c, h)`, then per channel over its rows, then over the channels, each stage combined by
+/// the law of total variance (groups have equal length, so the variance is the mean of the
+/// group variances plus the variance of the group means; exact, and each stage is two-pass, so
+/// no `E[x^2] - E[x]^2` cancellation).
+///
+/// Why not one `var_mean_bias` over `C*H*W`: a GPU backend gives each reduced row one thread
+/// block, so a batch-1 1080p image (66 M values in the first LN) would be reduced by one block,
+/// the weakness of PyTorch's `GroupNorm(1, C)` at batch 1. Why three stages, not two: the
+/// untuned CUDA build reduced the `C*H` = 34560 row statistics of a 1080p LN into one value in
+/// 0.9-1.8 ms, a serial loop (H200 profile, `docs/performance.md`); here no stage reduces more
+/// than `max(W, H, C)` values into one.
+pub(crate) fn sample_var_mean<B: Backend>(x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [n, c, h, w] = x.dims();
+    let (row_var, row_mean) = x.reshape([n, c * h, w]).var_mean_bias(2);
+    let (channel_var, channel_mean) = combine_groups(row_var, row_mean, [n, c, h]);
+    let (var, mean) = combine_groups(channel_var, channel_mean, [n, 1, c]);
+    (var.reshape([n, 1, 1, 1]), mean.reshape([n, 1, 1, 1]))
+}
+
+/// Variance and mean of groups of equal size from those of their parts, `shape` = `[N, groups,
+/// parts]` (the parts' statistics in order): `[N, groups, 1]` each.
+fn combine_groups<B: Backend>(
+    var: Tensor<B, 3>,
+    mean: Tensor<B, 3>,
+    shape: [usize; 3],
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let (var, mean) = (var.reshape(shape), mean.reshape(shape));
+    let group_mean = mean.clone().mean_dim(2);
+    let spread = (mean - group_mean.clone()).powi_scalar(2);
+    ((var + spread).mean_dim(2), group_mean)
+}
+
+/// What the backward of [`layer_norm`] keeps: input, gamma, beta, each sample's mean and
+/// `1 / std` (`[N, 1, 1, 1]`), the leaky ReLU's slope.
+type State<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    Option<f64>,
+);
+
+#[derive(Debug)]
+struct LayerNormAct<B>(PhantomData<B>);
+
+impl<B: Backend> Backward<B, 3> for LayerNormAct<B> {
+    type State = State<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let (x, gamma, beta, mean, inv_std, slope) = ops.state;
+        let g =
+            Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
+        let x = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
+        let [gamma, beta] =
+            [gamma, beta].map(|t| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t)));
+        let [mean, inv_std] =
+            [mean, inv_std].map(|t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t)));
+        let [dx, dgamma, dbeta] = backward(x, g, (gamma, beta), (mean, inv_std), slope);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, dx.into_primitive().tensor());
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<B>(node.id, dgamma.into_primitive().tensor());
+        }
+        if let Some(node) = node_beta {
+            grads.register::<B>(node.id, dbeta.into_primitive().tensor());
+        }
+    }
+}
+
+/// `x^ = (x - mean) * inv_std`, its scaled and shifted `gamma x^ + beta` (before the
+/// activation), for `gamma` and `beta` `[C]`.
+fn normalise<B: Backend>(
+    x: Tensor<B, 4>,
+    (gamma, beta): (Tensor<B, 1>, Tensor<B, 1>),
+    (mean, inv_std): (Tensor<B, 4>, Tensor<B, 4>),
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let c = x.dims()[1];
+    let x_hat = (x - mean) * inv_std;
+    let pre = x_hat.clone() * gamma.reshape([1, c, 1, 1]) + beta.reshape([1, c, 1, 1]);
+    (x_hat, pre)
+}
+
+/// The closed-form gradients (module doc): `[dL/dx, dL/dgamma, dL/dbeta]`.
+fn backward<B: Backend>(
+    x: Tensor<B, 4>,
+    g: Tensor<B, 4>,
+    (gamma, beta): (Tensor<B, 1>, Tensor<B, 1>),
+    (mean, inv_std): (Tensor<B, 4>, Tensor<B, 4>),
+    slope: Option<f64>,
+) -> [Tensor<B, 4>; 3] {
+    let [n, c, h, w] = x.dims();
+    let (x_hat, pre) = normalise(x, (gamma.clone(), beta), (mean, inv_std.clone()));
+    let g = match slope {
+        // act' = 1 above zero, `slope` below (PyTorch's choice at zero: `slope`).
+        Some(slope) => {
+            g * pre
+                .greater_elem(0.0)
+                .float()
+                .mul_scalar(1.0 - slope)
+                .add_scalar(slope)
+        }
+        None => g,
+    };
+    // Per (sample, channel) sums over the pixels: `[N, C]`.
+    let pixel_sum = |t: Tensor<B, 4>| t.reshape([n, c, h * w]).sum_dim(2).reshape([n, c]);
+    let sum_g = pixel_sum(g.clone());
+    let sum_g_xhat = pixel_sum(g.clone() * x_hat.clone());
+    let gamma_row = gamma.clone().reshape([1, c]);
+    let per_sample = |sums: Tensor<B, 2>| {
+        (sums * gamma_row.clone())
+            .sum_dim(1)
+            .div_scalar((c * h * w) as f64)
+            .reshape([n, 1, 1, 1])
+    };
+    let (mean_gg, mean_gg_xhat) = (per_sample(sum_g.clone()), per_sample(sum_g_xhat.clone()));
+    let dx = (g * gamma.reshape([1, c, 1, 1]) - mean_gg - x_hat * mean_gg_xhat) * inv_std;
+    let per_channel = |sums: Tensor<B, 2>| sums.sum_dim(0).reshape([1, 1, 1, c]);
+    [dx, per_channel(sum_g_xhat), per_channel(sum_g)]
+}
+
+/// LN over (C, H, W) with `epsilon`, per-channel `gamma` and `beta`, then the leaky ReLU of
+/// `slope` if given, as one autodiff node (backward in the module doc).
+///
+/// # Shapes
+/// `x` `[N, C, H, W]`, `gamma` and `beta` `[C]` -> `[N, C, H, W]`.
+pub fn layer_norm<B: Backend>(
+    x: Tensor<Autodiff<B>, 4>,
+    gamma: Tensor<Autodiff<B>, 1>,
+    beta: Tensor<Autodiff<B>, 1>,
+    epsilon: f64,
+    slope: Option<f64>,
+) -> Tensor<Autodiff<B>, 4> {
+    let [x, gamma, beta] = [
+        x.into_primitive().tensor(),
+        gamma.into_primitive().tensor(),
+        beta.into_primitive().tensor(),
+    ];
+    let inner4 = |t: &FloatTensor<Autodiff<B>>| {
+        Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t.primitive.clone()))
+    };
+    let inner1 = |t: &FloatTensor<Autodiff<B>>| {
+        Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t.primitive.clone()))
+    };
+    let x_in = inner4(&x);
+    let (var, mean) = sample_var_mean(x_in.clone());
+    let inv_std = var.add_scalar(epsilon).sqrt().recip();
+    let params = (inner1(&gamma), inner1(&beta));
+    let (_, pre) = normalise(x_in, params.clone(), (mean.clone(), inv_std.clone()));
+    let y = match slope {
+        Some(slope) => leaky_relu(pre, slope),
+        None => pre,
+    };
+    let y = y.into_primitive().tensor();
+    let out = match LayerNormAct::<B>(PhantomData)
+        .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = (
+                x.primitive.clone(),
+                params.0.into_primitive().tensor(),
+                params.1.into_primitive().tensor(),
+                mean.into_primitive().tensor(),
+                inv_std.into_primitive().tensor(),
+                slope,
+            );
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{CpuBackend, CPU};
+    use burn::tensor::Distribution;
+
+    type AD = Autodiff<CpuBackend>;
+
+    /// The row-then-combine statistics against a direct f64 computation over each whole sample
+    /// (here on the CPU; on a GPU they are what LN uses), with a mean far from zero and rows
+    /// whose means differ, so a missing spread term or cancellation would show.
+    #[test]
+    fn sample_statistics_combine_rows_exactly() {
+        let dims = [2, 3, 5, 7];
+        let base = Tensor::<CpuBackend, 4>::random(dims, Distribution::Normal(100.0, 0.5), &CPU);
+        let ramp = Tensor::<CpuBackend, 1, burn::tensor::Int>::arange(0..15, &CPU)
+            .float()
+            .reshape([1, 3, 5, 1])
+            .mul_scalar(0.3);
+        let x = base + ramp;
+        let (var, mean) = sample_var_mean(x.clone());
+        let values: Vec<f32> = x.into_data().to_vec().unwrap();
+        let got_mean: Vec<f32> = mean.into_data().to_vec().unwrap();
+        let got_var: Vec<f32> = var.into_data().to_vec().unwrap();
+        for (i, sample) in values.chunks(3 * 5 * 7).enumerate() {
+            let m = sample.iter().map(|&v| v as f64).sum::<f64>() / sample.len() as f64;
+            let v =
+                sample.iter().map(|&s| (s as f64 - m).powi(2)).sum::<f64>() / sample.len() as f64;
+            assert!((got_mean[i] as f64 - m).abs() < 1e-4 * m.abs(), "mean {i}");
+            assert!(
+                (got_var[i] as f64 - v).abs() < 1e-3 * v,
+                "var {i}: {} vs {v}",
+                got_var[i]
+            );
+        }
+    }
+
+    /// The node's output and input, gamma and beta gradients against burn's autodiff through
+    /// the same LN written as plain ops, with and without the leaky ReLU, at batch 1 and 3.
+    #[test]
+    fn gradients_match_autodiff_through_the_ops() {
+        for (dims, slope) in [([3, 4, 5, 6], Some(0.2)), ([1, 3, 7, 4], None)] {
+            let c = dims[1];
+            let x = Tensor::<CpuBackend, 4>::random(dims, Distribution::Normal(1.0, 2.0), &CPU);
+            let gamma = Tensor::<CpuBackend, 1>::random([c], Distribution::Normal(1.0, 0.5), &CPU);
+            let beta = Tensor::<CpuBackend, 1>::random([c], Distribution::Normal(0.0, 0.5), &CPU);
+            let upstream =
+                Tensor::<CpuBackend, 4>::random(dims, Distribution::Normal(0.0, 1.0), &CPU);
+            let run = |node: bool| {
+                let xa = Tensor::<AD, 4>::from_inner(x.clone()).require_grad();
+                let ga = Tensor::<AD, 1>::from_inner(gamma.clone()).require_grad();
+                let ba = Tensor::<AD, 1>::from_inner(beta.clone()).require_grad();
+                let y = if node {
+                    layer_norm(xa.clone(), ga.clone(), ba.clone(), 1e-5, slope)
+                } else {
+                    let (var, mean) = sample_var_mean(xa.clone());
+                    let normed = (xa.clone() - mean) / (var + 1e-5).sqrt();
+                    let pre = normed * ga.clone().reshape([1, c, 1, 1])
+                        + ba.clone().reshape([1, c, 1, 1]);
+                    match slope {
+                        Some(s) => leaky_relu(pre, s),
+                        None => pre,
+                    }
+                };
+                let grads = (y.clone() * Tensor::from_inner(upstream.clone()))
+                    .sum()
+                    .backward();
+                [
+                    y.inner().flatten::<1>(0, 3),
+                    xa.grad(&grads).expect("dx").flatten::<1>(0, 3),
+                    ga.grad(&grads).expect("dgamma"),
+                    ba.grad(&grads).expect("dbeta"),
+                ]
+            };
+            let (ours, theirs) = (run(true), run(false));
+            for (name, (a, b)) in ["y", "dx", "dgamma", "dbeta"]
+                .iter()
+                .zip(ours.into_iter().zip(theirs))
+            {
+                let diff: f32 = (a - b).abs().max().into_scalar();
+                assert!(diff < 1e-4, "{name} {dims:?} slope {slope:?}: {diff}");
+            }
+        }
+    }
+}
