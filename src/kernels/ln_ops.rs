@@ -83,7 +83,7 @@ impl<B: Backend> Backward<B, 3> for LayerNormAct<B> {
             [gamma, beta].map(|t| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t)));
         let [mean, inv_std] =
             [mean, inv_std].map(|t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t)));
-        let [dx, dgamma, dbeta] = backward(x, g, (gamma, beta), (mean, inv_std), slope);
+        let (dx, dgamma, dbeta) = backward(x, g, (gamma, beta), (mean, inv_std), slope);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, dx.into_primitive().tensor());
         }
@@ -109,14 +109,14 @@ fn normalise<B: Backend>(
     (x_hat, pre)
 }
 
-/// The closed-form gradients (module doc): `[dL/dx, dL/dgamma, dL/dbeta]`.
+/// The closed-form gradients (module doc): `dL/dx`, `dL/dgamma`, `dL/dbeta`.
 fn backward<B: Backend>(
     x: Tensor<B, 4>,
     g: Tensor<B, 4>,
     (gamma, beta): (Tensor<B, 1>, Tensor<B, 1>),
     (mean, inv_std): (Tensor<B, 4>, Tensor<B, 4>),
     slope: Option<f64>,
-) -> [Tensor<B, 4>; 3] {
+) -> (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) {
     let [n, c, h, w] = x.dims();
     let (x_hat, pre) = normalise(x, (gamma.clone(), beta), (mean, inv_std.clone()));
     let g = match slope {
@@ -143,8 +143,8 @@ fn backward<B: Backend>(
     };
     let (mean_gg, mean_gg_xhat) = (per_sample(sum_g.clone()), per_sample(sum_g_xhat.clone()));
     let dx = (g * gamma.reshape([1, c, 1, 1]) - mean_gg - x_hat * mean_gg_xhat) * inv_std;
-    let per_channel = |sums: Tensor<B, 2>| sums.sum_dim(0).reshape([1, 1, 1, c]);
-    [dx, per_channel(sum_g_xhat), per_channel(sum_g)]
+    let per_channel = |sums: Tensor<B, 2>| sums.sum_dim(0).reshape([c]);
+    (dx, per_channel(sum_g_xhat), per_channel(sum_g))
 }
 
 /// LN over (C, H, W) with `epsilon`, per-channel `gamma` and `beta`, then the leaky ReLU of
@@ -280,6 +280,9 @@ mod tests {
                 .iter()
                 .zip(ours.into_iter().zip(theirs))
             {
+                // The primitives' own shapes: a gradient of the wrong rank would broadcast.
+                let shapes = (a.to_data().shape, b.to_data().shape);
+                assert_eq!(shapes.0, shapes.1, "{name} {dims:?} shape");
                 let diff: f32 = (a - b).abs().max().into_scalar();
                 assert!(diff < 1e-4, "{name} {dims:?} slope {slope:?}: {diff}");
             }
