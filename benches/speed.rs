@@ -122,7 +122,10 @@ fn train_child(batch: usize) -> [f64; 3] {
     time(|| {
         // The reference draws CTSS strides in [48, 72]; the middle one here.
         let log = context.adversarial(&mut nets, photo.clone(), cartoon.clone(), (60, 60));
-        assert!(log.is_ok());
+        let log = log.expect("training step");
+        if let Some((name, value)) = log.iter().find(|(_, v)| !v.is_finite()) {
+            panic!("training step: loss {name} is {value}");
+        }
         sync(&device);
     })
 }

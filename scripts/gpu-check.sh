@@ -67,14 +67,13 @@ PROFILE="env CUBECL_DEBUG_OPTION=profile"
 # The forward children first run G layer by layer, printing where the first call's time goes.
 export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
 # STEPS: which checks to run, in this order. By default the untuned binary first (its first
-# call compiles one kernel per shape, so figures come within the budget), whose dense
-# convolutions are gathered windows times a matmul (`kernels::im2col`, TOONSMITH_GPU_CONV=gemm
-# by default there; in training with its own backward, `gemm-ops` through burn's autodiff);
-# the reference; the per-layer comparison with burn's convolution (results, then times); the
-# profiles; then baselines: burn's untuned direct convolution and the autotuned binary (which
-# trains with gemm by default and infers with burn's tuned convolution; first calls tune every
-# new shape: minutes).
-STEPS=${STEPS:-"gemm-forward-256 gemm-forward-1080 gemm-train-b8 pytorch gemm-ops-train-b8 conv-layers-1080 profile-gemm-forward-1080 profile-gemm-train-b8 conv-layers-train burn-forward-1080 new-train-b8 tuned-gemm-forward-1080 new-forward-1080"}
+# call compiles one kernel per shape, so figures come within the budget), which convolves by
+# gathered windows times a matmul (`kernels::im2col`; in training with its own backward) and in
+# training normalises with the LN node (`kernels::ln_ops`): the training step, PyTorch's, the
+# per-layer check and table at training shapes (reference: burn on the CPU), the training
+# profile, the forwards; then PyTorch at 1080p and the autotuned binary (which infers with
+# burn's tuned convolution; first calls tune every new shape: minutes).
+STEPS=${STEPS:-"gemm-train-b8 pytorch-train conv-layers-train profile-gemm-train-b8 gemm-forward-1080 gemm-forward-256 pytorch-1080 new-forward-1080 new-train-b8"}
 CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
     case $s in
@@ -95,6 +94,7 @@ for s in $STEPS; do
         new-train-b8) step "$s" 200 "$NEW" --child-train 8 ;;
         pytorch) step "$s" 150 python3 "$DEV/tsa_pytorch.py" --device cuda --batch 8 --sizes 256x256,1080x1920 ;;
         pytorch-train) step "$s" 90 python3 "$DEV/tsa_pytorch.py" --device cuda --batch 8 --sizes 256x256 ;;
+        pytorch-1080) step "$s" 90 python3 "$DEV/tsa_pytorch.py" --device cuda --no-train --sizes 1080x1920 ;;
         base-forward-1080) [ -x "$BASE" ] && step "$s" 90 "$BASE" --child-forward 1080 1920 ;;
         profile-forward-1080) step "$s" 90 $PROFILE "$NEW" --child-forward 1080 1920 ;;
         profile-train-b8) step "$s" 120 $PROFILE "$NEW" --child-train 8 ;;

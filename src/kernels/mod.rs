@@ -1,8 +1,10 @@
-//! toonsmith's own CPU kernels for the hot spots, used in place of burn-flex's ops when the
-//! backend is [`crate::device::CpuBackend`] (inference) or `Autodiff<CpuBackend>` (training,
-//! through [`autodiff`]) and the CPU has what the kernel needs. Results equal burn's up to float
-//! summation order. Everything here works on host slices; the functions below move a tensor's
-//! data in and out. Measurements: `docs/performance.md`.
+//! toonsmith's own kernels for the hot spots. On the CPU, host-slice kernels used in place of
+//! burn-flex's ops when the backend is [`crate::device::CpuBackend`] (inference) or
+//! `Autodiff<CpuBackend>` (training, through [`autodiff`]) and the CPU has what the kernel
+//! needs; the functions below move a tensor's data in and out. On the GPU (CubeCL) backends,
+//! compositions of burn's generic ops and autodiff nodes with their own backward ([`im2col`],
+//! [`im2col_autodiff`], [`depthwise`], [`ln_ops`]). Results equal burn's up to float summation
+//! order. Measurements: `docs/performance.md`.
 
 #[cfg(feature = "flex")]
 pub mod autodiff;
@@ -44,8 +46,9 @@ pub fn gemm_conv_applies<B: Backend>(groups: usize) -> bool {
 }
 
 /// Whether [`depthwise::conv2d`] runs a convolution with these `groups` from `c_in` to `c_out`
-/// channels on backend `B`: a depthwise one (one filter per channel) in training on a GPU (CubeCL) backend (burn's own is
-/// right there for inference: 0.13 ms for G's 3x3 at 64x64, batch 8, on an H200).
+/// channels on backend `B`: a depthwise one (one filter per channel) in training on a GPU
+/// (CubeCL) backend. burn's own is right for inference: 0.13 ms for G's 3x3 at 64x64, batch 8,
+/// on an H200.
 pub fn depthwise_applies<B: Backend>(groups: usize, c_in: usize, c_out: usize) -> bool {
     groups > 1 && groups == c_in && c_out == c_in && on_cubecl::<B>() && training::<B>()
 }
