@@ -3,8 +3,9 @@
 //! own convolution without autotuning is its direct kernel (88% of a 1080p forward on an H200,
 //! `docs/performance.md`) while its matmul is a tensor-core kernel within 1.0-1.3x of the best
 //! its autotuner finds. It is made of differentiable ops (pad, a strided window view copied
-//! once, matmul; under autodiff strided slices stacked), so burn's autodiff can train through it (`gemm-ops`); training uses
-//! [`super::im2col_autodiff`] instead, the same forward as one node with its own backward.
+//! once, matmul; under autodiff strided slices stacked), so burn's autodiff can train through
+//! it (`gemm-ops`); training uses [`super::im2col_autodiff`] instead, the same forward as one
+//! node with its own backward.
 //!
 //! Which convolution a GPU build runs, for inference and for training, is [`GpuConv`], read
 //! once from `TOONSMITH_GPU_CONV`.

@@ -81,11 +81,8 @@ fn input_grad<B: Backend>(
     im2col::conv2d(g, flipped, None, k - 1 - pad, 1)
 }
 
-/// `g` with `stride - 1` zeros after each row and column, cut or zero-extended to `size`
-/// (`g` itself at stride 1). Built by padding a trailing unit axis and reshaping: CUDA once
-/// returned unwritten memory for a zero tensor given the gradient by a strided assignment
-/// and read by the 1x1 convolution's product (the 3x3 and 7x7 ones, which pad first, were
-/// right).
+/// `g` with `stride - 1` zeros after each row and column, cut to `size` (`g` itself at stride
+/// 1): a unit axis after each spatial one padded with zeros, then merged into it.
 fn dilate<B: Backend>(g: Tensor<B, 4>, stride: usize, [rows, cols]: [usize; 2]) -> Tensor<B, 4> {
     if stride == 1 {
         return g;
