@@ -140,7 +140,10 @@ fn weight_grad<B: Backend>(
 /// [`WEIGHT_GRAD_CHUNK`] pixels; at least one.
 fn chunk_rows(band: usize, out_w: usize) -> usize {
     let most = (WEIGHT_GRAD_CHUNK / out_w.max(1)).clamp(1, band);
-    (1..=most).rev().find(|d| band.is_multiple_of(*d)).unwrap_or(1)
+    (1..=most)
+        .rev()
+        .find(|d| band.is_multiple_of(*d))
+        .unwrap_or(1)
 }
 
 /// Differentiable convolution with zero padding `pad` and `stride` ([`im2col::conv2d`]
