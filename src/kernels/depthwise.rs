@@ -24,8 +24,8 @@ pub fn conv2d<B: Backend>(
     stride: usize,
 ) -> Tensor<B, 4> {
     let [c, _, k, _] = weight.dims();
-    let x = pad_zeros(x, pad);
-    let [out_h, out_w] = out_size(&x, k, stride);
+    let x = pad_zeros(x, [pad; 2]);
+    let [out_h, out_w] = out_size(&x, [k; 2], stride);
     let span = |start: usize, count: usize| start..start + (count - 1) * stride + 1;
     let taps = weight.reshape([c, k * k]);
     let out = (0..k * k)

@@ -110,27 +110,45 @@ pub fn conv2d<B: Backend>(
     pad: usize,
     stride: usize,
 ) -> Tensor<B, 4> {
-    conv2d_in_bands(x, weight, bias, (pad, stride), BAND_VALUES)
+    conv2d_in_bands(x, weight, bias, ([pad; 2], stride), BAND_VALUES)
 }
 
-/// [`conv2d`] with the band limit `band_values` (tests force several bands with a small one).
+/// [`conv2d`] for a `kh x kw` kernel with `padding` `[top and bottom, left and right]` (the
+/// Inception network's 1x7, 7x1, 1x3 and 3x1 convolutions).
+///
+/// # Shapes
+/// `x` `[N, C_in, H, W]`, `weight` `[C_out, C_in, kh, kw]`, `bias` `[C_out]` ->
+/// `[N, C_out, (H + 2 ph - kh) / stride + 1, (W + 2 pw - kw) / stride + 1]`.
+pub fn conv2d_rect<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    padding: [usize; 2],
+    stride: usize,
+) -> Tensor<B, 4> {
+    conv2d_in_bands(x, weight, bias, (padding, stride), BAND_VALUES)
+}
+
+/// [`conv2d_rect`] with the band limit `band_values` (tests force several bands with a small
+/// one).
 pub(crate) fn conv2d_in_bands<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
     bias: Option<Tensor<B, 1>>,
-    (pad, stride): (usize, usize),
+    (padding, stride): ([usize; 2], usize),
     band_values: usize,
 ) -> Tensor<B, 4> {
     let [n, _, _, _] = x.dims();
-    let [c_out, c_in, k, _] = weight.dims();
-    let x = pad_zeros(x, pad);
-    let [out_h, out_w] = out_size(&x, k, stride);
+    let [c_out, c_in, kh, kw] = weight.dims();
+    let kernel = [kh, kw];
+    let x = pad_zeros(x, padding);
+    let [out_h, out_w] = out_size(&x, kernel, stride);
     // Columns in the weight's order (c, ky, kx), as `windows` gathers them.
-    let taps = k * k * c_in;
+    let taps = kh * kw * c_in;
     let matrix = weight.reshape([1, c_out, taps]).expand([n, c_out, taps]);
     let bands: Vec<Tensor<B, 4>> = bands(n * taps * out_w, out_h, band_values)
         .map(|(top, band)| {
-            let columns = windows(&x, k, stride, (top, band), out_w);
+            let columns = windows(&x, kernel, stride, (top, band), out_w);
             matrix
                 .clone()
                 .matmul(columns)
@@ -148,19 +166,23 @@ pub(crate) fn conv2d_in_bands<B: Backend>(
     }
 }
 
-/// `x` with `pad` zeros on every side of its spatial axes.
-pub(crate) fn pad_zeros<B: Backend>(x: Tensor<B, 4>, pad: usize) -> Tensor<B, 4> {
-    if pad > 0 {
-        x.pad([(pad, pad), (pad, pad)], PadMode::Constant(0.0))
+/// `x` with `[ph, pw]` zeros above and below, left and right.
+pub(crate) fn pad_zeros<B: Backend>(x: Tensor<B, 4>, [ph, pw]: [usize; 2]) -> Tensor<B, 4> {
+    if ph > 0 || pw > 0 {
+        x.pad([(ph, ph), (pw, pw)], PadMode::Constant(0.0))
     } else {
         x
     }
 }
 
-/// Output height and width of a `k x k` window at `stride` over padded `x`.
-pub(crate) fn out_size<B: Backend>(x: &Tensor<B, 4>, k: usize, stride: usize) -> [usize; 2] {
+/// Output height and width of a `kh x kw` window at `stride` over padded `x`.
+pub(crate) fn out_size<B: Backend>(
+    x: &Tensor<B, 4>,
+    [kh, kw]: [usize; 2],
+    stride: usize,
+) -> [usize; 2] {
     let [_, _, h, w] = x.dims();
-    [(h - k) / stride + 1, (w - k) / stride + 1]
+    [(h - kh) / stride + 1, (w - kw) / stride + 1]
 }
 
 /// Bands of output rows `(top, rows)` covering `out_h` rows, each gathering at most
@@ -176,58 +198,59 @@ pub(crate) fn bands(
         .map(move |top| (top, rows.min(out_h - top)))
 }
 
-/// The `k x k` windows of padded `x` under output rows `top..top + band` as a strided view
+/// The `kh x kw` windows of padded `x` under output rows `top..top + band` as a strided view
 /// (no copy on CubeCL or flex: `Tensor::unfold`), `[N, C, band, out_w, ky, kx]`.
 pub(crate) fn window_view<B: Backend>(
     x: &Tensor<B, 4>,
-    k: usize,
+    [kh, kw]: [usize; 2],
     stride: usize,
     (top, band): (usize, usize),
 ) -> Tensor<B, 6> {
     let [_, _, h, _] = x.dims();
-    let rows = top * stride..(top + band - 1) * stride + k;
+    let rows = top * stride..(top + band - 1) * stride + kh;
     let x = if rows == (0..h) {
         x.clone()
     } else {
         x.clone().slice(s![.., .., rows, ..])
     };
-    x.unfold::<5, _>(2, k, stride).unfold::<6, _>(3, k, stride)
+    x.unfold::<5, _>(2, kh, stride)
+        .unfold::<6, _>(3, kw, stride)
 }
 
-/// The `k x k` windows of padded `x` under output rows `top..top + band`, one column per
-/// output pixel: `[N, C*k*k, band*out_w]`, rows ordered (c, ky, kx) as the weight's
-/// `[C_out, C, k, k]`. One strided copy of [`window_view`]; under autodiff `k*k` strided
+/// The `kh x kw` windows of padded `x` under output rows `top..top + band`, one column per
+/// output pixel: `[N, C*kh*kw, band*out_w]`, rows ordered (c, ky, kx) as the weight's
+/// `[C_out, C, kh, kw]`. One strided copy of [`window_view`]; under autodiff `kh*kw` strided
 /// slices stacked instead (burn differentiates a window view row of windows by row of
 /// windows, a slice in one assignment).
 pub(crate) fn windows<B: Backend>(
     x: &Tensor<B, 4>,
-    k: usize,
+    kernel: [usize; 2],
     stride: usize,
     (top, band): (usize, usize),
     out_w: usize,
 ) -> Tensor<B, 3> {
     let [n, c, _, _] = x.dims();
     if B::ad_enabled(&x.device()) {
-        return stacked_slices(x, k, stride, (top, band), out_w);
+        return stacked_slices(x, kernel, stride, (top, band), out_w);
     }
-    window_view(x, k, stride, (top, band))
+    window_view(x, kernel, stride, (top, band))
         .permute([0, 1, 4, 5, 2, 3])
-        .reshape([n, c * k * k, band * out_w])
+        .reshape([n, c * kernel[0] * kernel[1], band * out_w])
 }
 
-/// [`windows`] as `k*k` strided slices, one per tap, stacked after the channel axis.
+/// [`windows`] as `kh*kw` strided slices, one per tap, stacked after the channel axis.
 fn stacked_slices<B: Backend>(
     x: &Tensor<B, 4>,
-    k: usize,
+    [kh, kw]: [usize; 2],
     stride: usize,
     (top, band): (usize, usize),
     out_w: usize,
 ) -> Tensor<B, 3> {
     let [n, c, _, _] = x.dims();
     let span = |start: usize, count: usize| start..start + (count - 1) * stride + 1;
-    let taps: Vec<Tensor<B, 5>> = (0..k * k)
+    let taps: Vec<Tensor<B, 5>> = (0..kh * kw)
         .map(|tap| {
-            let (ky, kx) = (tap / k, tap % k);
+            let (ky, kx) = (tap / kw, tap % kw);
             let ys = span(top * stride + ky, band);
             let xs = span(kx, out_w);
             x.clone()
@@ -235,7 +258,7 @@ fn stacked_slices<B: Backend>(
                 .reshape([n, c, 1, band, out_w])
         })
         .collect();
-    Tensor::cat(taps, 2).reshape([n, c * k * k, band * out_w])
+    Tensor::cat(taps, 2).reshape([n, c * kh * kw, band * out_w])
 }
 
 #[cfg(test)]
@@ -280,10 +303,31 @@ pub(crate) mod tests {
             let bias = random::<B, 1>([c_out]);
             let options = ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1);
             let expected = burn_conv2d(x.clone(), weight.clone(), Some(bias.clone()), options);
-            let got = conv2d_in_bands(x, weight, Some(bias), (pad, stride), band);
+            let got = conv2d_in_bands(x, weight, Some(bias), ([pad; 2], stride), band);
             assert_eq!(got.dims(), expected.dims(), "{shape:?} k{k} s{stride}");
             let diff = max_diff(got, expected);
             assert!(diff < 1e-4, "{shape:?} k{k} s{stride} band {band}: {diff}");
+        }
+    }
+
+    /// Inception's rectangular kernels (1x7, 7x1, 1x3 with their paddings) and a 3x3 at
+    /// stride 2 without padding, forward, against burn's convolution.
+    #[test]
+    fn rectangular_kernels_match_burns_convolution() {
+        for (shape, c_out, kernel, padding, stride) in [
+            ([2, 3, 9, 12], 4, [1, 7], [0, 3], 1),
+            ([1, 2, 11, 8], 3, [7, 1], [3, 0], 1),
+            ([2, 3, 8, 9], 2, [1, 3], [0, 1], 1),
+            ([1, 4, 13, 10], 3, [3, 3], [0, 0], 2),
+        ] {
+            let x = random::<B, 4>(shape);
+            let weight = random::<B, 4>([c_out, shape[1], kernel[0], kernel[1]]);
+            let options = ConvOptions::new([stride; 2], padding, [1, 1], 1);
+            let expected = burn_conv2d(x.clone(), weight.clone(), None, options);
+            let got = conv2d_rect(x, weight, None, padding, stride);
+            assert_eq!(got.dims(), expected.dims(), "{shape:?} {kernel:?}");
+            let diff = max_diff(got, expected);
+            assert!(diff < 1e-4, "{shape:?} {kernel:?}: {diff}");
         }
     }
 

@@ -111,16 +111,16 @@ fn weight_grad<B: Backend>(
     [c_out, c_in, k, _]: [usize; 4],
     Geometry { pad, stride }: Geometry,
 ) -> Tensor<B, 4> {
-    let x = pad_zeros(x, pad);
+    let x = pad_zeros(x, [pad; 2]);
     let [n, _, _, _] = x.dims();
-    let [out_h, out_w] = out_size(&x, k, stride);
+    let [out_h, out_w] = out_size(&x, [k; 2], stride);
     let taps = c_in * k * k;
     let dw = bands(n * taps * out_w, out_h, BAND_VALUES)
         .map(|(top, band)| {
             let rows = chunk_rows(band, out_w);
             let chunks = n * band / rows;
             let pixels = rows * out_w;
-            let columns = window_view(&x, k, stride, (top, band))
+            let columns = window_view(&x, [k; 2], stride, (top, band))
                 .permute([0, 2, 3, 1, 4, 5])
                 .reshape([chunks, pixels, taps]);
             let g_band = g
@@ -240,7 +240,7 @@ mod tests {
                 let out = match way {
                     Way::Own => conv2d(xa.clone(), wa.clone(), b, pad, stride),
                     Way::Ops => {
-                        im2col::conv2d_in_bands(xa.clone(), wa.clone(), b, (pad, stride), band)
+                        im2col::conv2d_in_bands(xa.clone(), wa.clone(), b, ([pad; 2], stride), band)
                     }
                     Way::Burn => burn_conv2d(xa.clone(), wa.clone(), b, options.clone()),
                 };

@@ -19,8 +19,8 @@
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{conv2d, interpolate};
-use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions, PadMode};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions, PadMode};
 use burn::tensor::Tensor;
 
 use super::frozen::{BatchNorm, ConvWeight};
@@ -70,8 +70,7 @@ fn conv_same<B: Backend>(
         let padded = x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0));
         (padded, [0, 0])
     };
-    let options = ConvOptions::new([stride; 2], padding, [1, 1], groups);
-    conv2d(x, kernel.weight.val(), None, options)
+    kernel.forward(x, padding, stride, groups)
 }
 
 fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {

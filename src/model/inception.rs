@@ -10,8 +10,8 @@
 use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{avg_pool2d, conv2d, interpolate, max_pool2d};
-use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
+use burn::tensor::module::{avg_pool2d, interpolate, max_pool2d};
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::Tensor;
 
 use super::frozen::{BatchNorm, ConvWeight};
@@ -50,8 +50,7 @@ impl<B: Backend> BasicConv2d<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let options = ConvOptions::new([self.stride; 2], self.padding, [1, 1], 1);
-        let y = conv2d(x, self.conv.weight.val(), None, options);
+        let y = self.conv.forward(x, self.padding, self.stride, 1);
         relu(self.bn.forward(y, BN_EPSILON))
     }
 }
