@@ -1,7 +1,8 @@
 //! On the selected backend (a GPU build): toonsmith's gathered-window convolution
 //! (`toonsmith::kernels::im2col`; in training with its own backward, `im2col_autodiff`, or
 //! differentiated through its ops) and its depthwise one (`kernels::depthwise`) against
-//! burn's `conv2d`, layer shape by layer shape of G.
+//! burn's `conv2d`, layer shape by layer shape of G, and the FID Inception's other kernel
+//! shapes (forward).
 //! First the same results, forward and gradients, on small inputs (exits 1 if not), and the
 //! whole G against G on the CPU with the same weights; then the time of each layer, forward
 //! alone and forward + backward, at a chosen size and batch.
@@ -120,6 +121,14 @@ fn main() {
             worst = ours.into_iter().fold(worst, f32::max);
         }
     }
+    for (kernel, padding, stride) in INCEPTION {
+        let diff = compare_rect(kernel, padding, stride);
+        println!(
+            "  FID Inception {}x{} s{stride}: out {diff:.1e}",
+            kernel[0], kernel[1]
+        );
+        worst = worst.max(diff);
+    }
     // TF32 tensor cores keep 10 mantissa bits: a few 1e-4 relative is their rounding.
     if worst > 1e-2 {
         eprintln!("toonsmith's convolution and the CPU reference differ by {worst:.1e} (relative)");
@@ -226,6 +235,36 @@ fn compare(layer: Layer, stride: usize, way: Way) -> [[f32; 4]; 2] {
         }
         diffs
     })
+}
+
+/// (kernel, padding, stride) of the FID Inception's kernel shapes other than G's:
+/// `im2col::conv2d_rect` (inference only).
+const INCEPTION: [([usize; 2], [usize; 2], usize); 5] = [
+    ([1, 7], [0, 3], 1),
+    ([7, 1], [3, 0], 1),
+    ([1, 3], [0, 1], 1),
+    ([3, 1], [1, 0], 1),
+    ([3, 3], [0, 0], 2),
+];
+
+/// Relative max difference of `im2col::conv2d_rect` on this backend from burn's convolution
+/// on the CPU, 2 images of 17x17 (Inception's 7x7-branch size), 32 -> 48 channels.
+fn compare_rect(kernel: [usize; 2], padding: [usize; 2], stride: usize) -> f32 {
+    let x = Tensor::<CpuBackend, 4>::random([2, 32, 17, 17], Distribution::Default, &CPU);
+    let weight = Tensor::<CpuBackend, 4>::random(
+        [48, 32, kernel[0], kernel[1]],
+        Distribution::Default,
+        &CPU,
+    );
+    let options = ConvOptions::new([stride; 2], padding, [1, 1], 1);
+    let reference = conv2d(x.clone(), weight.clone(), None, options);
+    let device = device::default_device();
+    let here = |t: &Tensor<CpuBackend, 4>| Tensor::<Selected, 4>::from_data(t.to_data(), &device);
+    let got = im2col::conv2d_rect(here(&x), here(&weight), None, padding, stride);
+    let got = Tensor::<CpuBackend, 4>::from_data(got.into_data(), &CPU);
+    let scale: f32 = reference.clone().abs().max().into_scalar().elem();
+    let diff: f32 = (got - reference).abs().max().into_scalar().elem();
+    diff / scale.max(1e-12)
 }
 
 /// G on the selected backend against G on the CPU with the same weights (saved and loaded
