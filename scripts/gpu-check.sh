@@ -8,8 +8,9 @@
 #   gzip -c target/release/deps/speed-<hash> > .dev/speed-new.gz   (optional: .dev/speed-base.gz)
 #   cargo bench --features cuda-untuned --bench speed --no-run  # no autotuning: fast first call
 #   gzip -c target/release/deps/speed-<hash> > .dev/speed-untuned.gz
-#   cargo build --release --features cuda-untuned --example gpu_conv
+#   cargo build --release --features cuda-untuned --example gpu_conv --example gpu_train_check
 #   gzip -c target/release/examples/gpu_conv > .dev/gpu_conv-untuned.gz
+#   gzip -c target/release/examples/gpu_train_check > .dev/gpu_train_check-untuned.gz
 #   cp ../shared/reference/tsa_pytorch.py .dev/
 # Run there from the repository root: DEADLINE=480 [STEPS="..."] [MIN_LIMIT=300]
 # scripts/gpu-check.sh (logs under $OUT). The children print each timed call to stderr as it
@@ -69,11 +70,12 @@ export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
 # STEPS: which checks to run, in this order. By default the untuned binary first (its first
 # call compiles one kernel per shape, so figures come within the budget), which convolves by
 # gathered windows times a matmul (`kernels::im2col`; in training with its own backward) and in
-# training normalises with the LN node (`kernels::ln_ops`): the training step, PyTorch's, the
+# training normalises with the LN node (`kernels::ln_ops`): one training iteration against the
+# CPU's (every loss; `examples/gpu_train_check`), the training step, PyTorch's, the
 # per-layer check and table at training shapes (reference: burn on the CPU), the training
 # profile, the forwards; then PyTorch at 1080p and the autotuned binary (which infers with
 # burn's tuned convolution; first calls tune every new shape: minutes).
-STEPS=${STEPS:-"gemm-train-b8 pytorch-train conv-layers-train profile-gemm-train-b8 gemm-forward-1080 gemm-forward-256 pytorch-1080 new-forward-1080 new-train-b8"}
+STEPS=${STEPS:-"train-check gemm-train-b8 pytorch-train conv-layers-train profile-gemm-train-b8 gemm-forward-1080 gemm-forward-256 pytorch-1080 new-forward-1080 new-train-b8"}
 CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
     case $s in
@@ -82,6 +84,7 @@ for s in $STEPS; do
         gemm-train-b8) step "$s" 200 "$UNTUNED" --child-train 8 ;;
         gemm-ops-train-b8) step "$s" 120 env TOONSMITH_GPU_CONV=gemm-ops "$UNTUNED" --child-train 8 ;;
         conv-layers-1080) step "$s" 90 "$CONV" 1080 1920 1 --forward-only ;;
+        train-check) step "$s" 90 "$DEV/gpu_train_check-untuned" 256 ;;
         conv-layers-train) step "$s" 90 "$CONV" 256 256 8 ;;
         profile-gemm-forward-1080) step "$s" 60 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
         profile-gemm-train-b8) step "$s" 90 $PROFILE "$UNTUNED" --child-train 8 ;;

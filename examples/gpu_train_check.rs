@@ -1,0 +1,87 @@
+//! One training iteration on the selected backend (a GPU build) against the same iteration on
+//! the CPU: the same initial networks (made on the CPU, moved through their records), the same
+//! photo and cartoon, the same CTSS strides; every loss of the step (the D step, then the G
+//! step after D's update) compared. Exits 1 if one differs by more than 2% (TF32 matmuls round
+//! to about 1e-3); a wrong kernel on the GPU path (a convolution, the depthwise convolution, the
+//! LN node, a fused element-wise op) shows as a loss off by far more.
+//!
+//!     cargo run --release --features cuda-untuned --example gpu_train_check [size]
+use burn::backend::Autodiff;
+use burn::module::Module;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::{Device, Distribution, Tensor};
+use toonsmith::device::{self, CpuBackend, Selected, CPU};
+use toonsmith::train::config::TrainConfig;
+use toonsmith::train::step::{Nets, StepContext};
+
+type Cpu = Autodiff<CpuBackend>;
+type Gpu = Autodiff<Selected>;
+
+/// `module` (made on the CPU) as the same module on `device`: `target`, a freshly made one of
+/// the same configuration, loaded with `module`'s record (through its bytes).
+fn moved<M: Module<Cpu>, T: Module<Gpu>>(module: &M, target: T, device: &Device<Gpu>) -> T {
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = recorder
+        .record(module.clone().into_record(), ())
+        .expect("record to bytes");
+    let record = recorder.load(bytes, device).expect("record from bytes");
+    target.load_record(record)
+}
+
+fn main() {
+    if let Err(err) = device::check_available() {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+    let size: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(256);
+    let config = TrainConfig::default();
+    let device = device::default_device();
+    let vgg_cpu = config.vgg.network.init::<Cpu>(&CPU);
+    let vgg = moved(&vgg_cpu, config.vgg.network.init::<Gpu>(&device), &device);
+    let mut cpu = Nets::<Cpu>::new(&config, &CPU);
+    let mut gpu = Nets::<Gpu>::new(&config, &device);
+    gpu.g = moved(&cpu.g, gpu.g, &device);
+    gpu.d = moved(&cpu.d, gpu.d, &device);
+    let batch = |seed: f64| {
+        Tensor::<CpuBackend, 4>::random([1, 3, size, size], Distribution::Uniform(-1.0, 1.0), &CPU)
+            .mul_scalar(seed)
+    };
+    let (photo, cartoon) = (batch(1.0), batch(0.9));
+    let here = |t: &Tensor<CpuBackend, 4>| Tensor::<Gpu, 4>::from_data(t.to_data(), &device);
+    let on_cpu = StepContext::new(&config, vgg_cpu);
+    let on_gpu = StepContext::new(&config, vgg);
+    let strides = (60, 60);
+    let expected = on_cpu
+        .adversarial(
+            &mut cpu,
+            Tensor::from_inner(photo.clone()),
+            Tensor::from_inner(cartoon.clone()),
+            strides,
+        )
+        .expect("CPU step");
+    let got = on_gpu
+        .adversarial(&mut gpu, here(&photo), here(&cartoon), strides)
+        .expect("GPU step");
+    println!(
+        "{} against the CPU, one training iteration at {size}x{size}:",
+        device::NAME
+    );
+    let mut worst = 0.0f32;
+    for (name, want) in &expected {
+        let have = got.get(name).copied().unwrap_or(f32::NAN);
+        let relative = (have - want).abs() / want.abs().max(1e-6);
+        println!("  {name:>16}: {have:>12.6} vs {want:>12.6} (relative {relative:.1e})");
+        worst = if relative.is_nan() {
+            f32::INFINITY
+        } else {
+            worst.max(relative)
+        };
+    }
+    if worst > 2e-2 {
+        eprintln!("a loss differs from the CPU's by {worst:.1e} (relative)");
+        std::process::exit(1);
+    }
+}
