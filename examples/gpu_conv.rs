@@ -229,12 +229,17 @@ fn compare(layer: Layer, stride: usize, way: Way) -> [[f32; 4]; 2] {
     [run(way), run(Way::Burn)].map(|got| {
         let mut diffs = [0.0f32; 4];
         for (d, (a, b)) in diffs.iter_mut().zip(got.into_iter().zip(reference.clone())) {
-            let scale: f32 = b.clone().abs().max().into_scalar().elem();
-            let diff: f32 = (a - b).abs().max().into_scalar().elem();
-            *d = diff / scale.max(1e-12);
+            *d = relative(a, b);
         }
         diffs
     })
+}
+
+/// `max |got - reference|` relative to `max |reference|`.
+fn relative<const D: usize>(got: Tensor<CpuBackend, D>, reference: Tensor<CpuBackend, D>) -> f32 {
+    let scale: f32 = reference.clone().abs().max().into_scalar().elem();
+    let diff: f32 = (got - reference).abs().max().into_scalar().elem();
+    diff / scale.max(1e-12)
 }
 
 /// (kernel, padding, stride) of the FID Inception's kernel shapes other than G's:
@@ -261,10 +266,7 @@ fn compare_rect(kernel: [usize; 2], padding: [usize; 2], stride: usize) -> f32 {
     let device = device::default_device();
     let here = |t: &Tensor<CpuBackend, 4>| Tensor::<Selected, 4>::from_data(t.to_data(), &device);
     let got = im2col::conv2d_rect(here(&x), here(&weight), None, padding, stride);
-    let got = Tensor::<CpuBackend, 4>::from_data(got.into_data(), &CPU);
-    let scale: f32 = reference.clone().abs().max().into_scalar().elem();
-    let diff: f32 = (got - reference).abs().max().into_scalar().elem();
-    diff / scale.max(1e-12)
+    relative(Tensor::from_data(got.into_data(), &CPU), reference)
 }
 
 /// G on the selected backend against G on the CPU with the same weights (saved and loaded
@@ -305,9 +307,8 @@ fn convolve<B: Backend>(
     stride: usize,
     way: Way,
 ) -> Tensor<B, 4> {
-    let c_in = x.dims()[1];
-    let groups = if weight.dims()[1] == 1 && c_in > 1 {
-        c_in
+    let groups = if depthwise(&x, &weight) {
+        x.dims()[1]
     } else {
         1
     };
@@ -321,6 +322,11 @@ fn convolve<B: Backend>(
     }
 }
 
+/// Whether the weight has one input channel per group and the input more than one.
+fn depthwise<B: Backend>(x: &Tensor<B, 4>, weight: &Tensor<B, 4>) -> bool {
+    weight.dims()[1] == 1 && x.dims()[1] > 1
+}
+
 fn convolve_train(
     x: Tensor<Train, 4>,
     weight: Tensor<Train, 4>,
@@ -330,7 +336,7 @@ fn convolve_train(
     way: Way,
 ) -> Tensor<Train, 4> {
     match way {
-        Way::Own if weight.dims()[1] > 1 || x.dims()[1] == 1 => {
+        Way::Own if !depthwise(&x, &weight) => {
             im2col_autodiff::conv2d::<Selected>(x, weight, bias, k / 2, stride)
         }
         way => convolve(x, weight, bias, k, stride, way),

@@ -22,8 +22,9 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, PadMode};
-use burn::tensor::{s, Tensor, TensorPrimitive};
+use burn::tensor::{s, Tensor};
 
+use super::float_tensor;
 use super::im2col::{self, bands, out_size, pad_zeros, window_view, BAND_VALUES};
 
 /// Padding and stride of a convolution node.
@@ -47,9 +48,9 @@ impl<B: Backend> Backward<B, 2> for GemmConv<B> {
     ) {
         let [node_x, node_w] = ops.parents;
         let (x_state, w_state, geometry) = ops.state;
-        let g = tensor::<B>(grads.consume::<B>(&ops.node));
-        let x = tensor::<B>(checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state));
-        let w = tensor::<B>(checkpointer.retrieve_node_output::<FloatTensor<B>>(w_state));
+        let g = float_tensor::<B, 4>(grads.consume::<B>(&ops.node));
+        let x = float_tensor::<B, 4>(checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state));
+        let w = float_tensor::<B, 4>(checkpointer.retrieve_node_output::<FloatTensor<B>>(w_state));
         if let Some(node) = node_x {
             let dx = input_grad(g.clone(), w.clone(), x.dims(), geometry);
             grads.register::<B>(node.id, dx.into_primitive().tensor());
@@ -59,10 +60,6 @@ impl<B: Backend> Backward<B, 2> for GemmConv<B> {
             grads.register::<B>(node.id, dw.into_primitive().tensor());
         }
     }
-}
-
-fn tensor<B: Backend>(primitive: FloatTensor<B>) -> Tensor<B, 4> {
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
 
 /// `dL/dx`: the output gradient, dilated by the stride, convolved with the flipped transposed
@@ -164,8 +161,8 @@ pub fn conv2d<B: Backend>(
     let w = weight.into_primitive().tensor();
     let compute = || {
         let out = im2col::conv2d(
-            tensor::<B>(x.primitive.clone()),
-            tensor::<B>(w.primitive.clone()),
+            float_tensor::<B, 4>(x.primitive.clone()),
+            float_tensor::<B, 4>(w.primitive.clone()),
             None,
             pad,
             stride,
@@ -183,7 +180,7 @@ pub fn conv2d<B: Backend>(
         }
         OpsKind::UnTracked(prep) => prep.finish(compute()),
     };
-    let out = Tensor::<Autodiff<B>, 4>::from_primitive(TensorPrimitive::Float(out));
+    let out = float_tensor::<Autodiff<B>, 4>(out);
     match bias {
         Some(bias) => out + bias.reshape([1, c_out, 1, 1]),
         None => out,

@@ -21,7 +21,9 @@ use burn::backend::Autodiff;
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
+
+use super::float_tensor;
 
 /// Biased variance and mean of each sample over (C, H, W), `[N, 1, 1, 1]` each: first per row
 /// `(c, h)`, then per channel over its rows, then over the channels, each stage combined by
@@ -76,13 +78,10 @@ impl<B: Backend> Backward<B, 3> for LayerNormAct<B> {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let (x, gamma, beta, mean, inv_std, slope) = ops.state;
-        let g =
-            Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
-        let x = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
-        let [gamma, beta] =
-            [gamma, beta].map(|t| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t)));
-        let [mean, inv_std] =
-            [mean, inv_std].map(|t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t)));
+        let g = float_tensor(grads.consume::<B>(&ops.node));
+        let x = float_tensor(x);
+        let [gamma, beta] = [gamma, beta].map(float_tensor::<B, 1>);
+        let [mean, inv_std] = [mean, inv_std].map(float_tensor::<B, 4>);
         let (dx, dgamma, dbeta) = backward(x, g, (gamma, beta), (mean, inv_std), slope);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, dx.into_primitive().tensor());
@@ -164,16 +163,13 @@ pub fn layer_norm<B: Backend>(
         gamma.into_primitive().tensor(),
         beta.into_primitive().tensor(),
     ];
-    let inner4 = |t: &FloatTensor<Autodiff<B>>| {
-        Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t.primitive.clone()))
-    };
-    let inner1 = |t: &FloatTensor<Autodiff<B>>| {
-        Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t.primitive.clone()))
-    };
-    let x_in = inner4(&x);
+    let x_in = float_tensor::<B, 4>(x.primitive.clone());
     let (var, mean) = sample_var_mean(x_in.clone());
     let inv_std = var.add_scalar(epsilon).sqrt().recip();
-    let params = (inner1(&gamma), inner1(&beta));
+    let params = (
+        float_tensor::<B, 1>(gamma.primitive.clone()),
+        float_tensor::<B, 1>(beta.primitive.clone()),
+    );
     let (_, pre) = normalise(x_in, params.clone(), (mean.clone(), inv_std.clone()));
     let y = match slope {
         Some(slope) => leaky_relu(pre, slope),
@@ -198,7 +194,7 @@ pub fn layer_norm<B: Backend>(
         }
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    float_tensor(out)
 }
 
 #[cfg(test)]

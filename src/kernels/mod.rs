@@ -104,6 +104,13 @@ pub fn gemm_conv2d<B: Backend>(
     ))
 }
 
+/// The float tensor of a backend primitive (what autodiff nodes receive and register).
+pub(crate) fn float_tensor<B: Backend, const D: usize>(
+    primitive: burn::tensor::ops::FloatTensor<B>,
+) -> Tensor<B, D> {
+    Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(primitive))
+}
+
 /// Moves `value` to type `U`, which it is (callers check the backend's `TypeId` first).
 pub(crate) fn same_type<T: 'static, U: 'static>(value: T) -> U {
     let mut slot = Some(value);
