@@ -19,6 +19,8 @@
 //! the forward (multiply-adds of Fig. 10 counted twice). Each timed call also goes to stderr as
 //! it ends; `TOONSMITH_BENCH_WARMUP_STEPS=1` adds a first forward run layer by layer, each
 //! step's time printed (where a GPU's first call spends its compilation and autotuning).
+//! `TOONSMITH_GPU_PRECISION=f16` (or `bf16`) runs a GPU build's forward with the program's
+//! `--precision f16`.
 
 use std::process::Command;
 use std::time::Instant;
@@ -29,6 +31,11 @@ use image::RgbImage;
 use toonsmith::device::{self, Selected};
 use toonsmith::infer::{Cartoonizer, PostConfig};
 use toonsmith::kernels::im2col::GpuConv;
+use toonsmith::kernels::precision::Precision;
+
+/// The number format of GPU inference convolutions (`f32`, `f16`, `bf16`; the program's
+/// `--precision`).
+const PRECISION_ENV: &str = "TOONSMITH_GPU_PRECISION";
 use toonsmith::model::layers::OwnStats;
 use toonsmith::model::{Generator, GeneratorConfig};
 use toonsmith::train::config::TrainConfig;
@@ -241,16 +248,25 @@ fn row(what: &str, ts: [f64; 3], pt: f64, flops: f64, mem: (f64, f64)) -> serde_
 
 fn main() {
     device::keep_compiled_kernels();
-    if let Err(err) = device::check_available().and_then(|()| GpuConv::from_env()) {
-        eprintln!("error: {err}");
-        std::process::exit(1);
+    let checked = device::check_available()
+        .and_then(|()| GpuConv::from_env())
+        .and_then(|_| {
+            std::env::var(PRECISION_ENV).map_or(Ok(Precision::F32), |v| Precision::parse(&v))
+        });
+    match checked {
+        Ok(precision) => precision.set_current(),
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(1);
+        }
     }
     let args: Vec<String> = std::env::args().collect();
     if !device::is_cpu_backend::<Selected>() {
         eprintln!(
-            "{}: dense convolutions by {:?} (inference), {:?} (training)",
+            "{}: dense convolutions by {:?} (inference, operands {:?}), {:?} (training)",
             device::NAME,
             GpuConv::current(false),
+            Precision::current(),
             GpuConv::current(true)
         );
     }

@@ -11,6 +11,7 @@
 #   cargo build --release --features cuda-untuned --example gpu_conv --example gpu_train_check
 #   gzip -c target/release/examples/gpu_conv > .dev/gpu_conv-untuned.gz
 #   gzip -c target/release/examples/gpu_train_check > .dev/gpu_train_check-untuned.gz
+#   (likewise --example gpu_matmul --example gpu_precision -> .dev/gpu_<name>-untuned.gz)
 #   cp ../shared/reference/tsa_pytorch.py .dev/
 # Run there from the repository root: DEADLINE=480 [STEPS="..."] [MIN_LIMIT=300]
 # scripts/gpu-check.sh (logs under $OUT). The children print each timed call to stderr as it
@@ -82,6 +83,12 @@ for s in $STEPS; do
         gemm-forward-256) step "$s" 60 "$UNTUNED" --child-forward 256 256 ;;
         gemm-forward-1080) step "$s" 90 "$UNTUNED" --child-forward 1080 1920 ;;
         gemm-train-b8) step "$s" 200 "$UNTUNED" --child-train 8 ;;
+        f16-forward-1080) step "$s" 90 env TOONSMITH_GPU_PRECISION=f16 "$UNTUNED" --child-forward 1080 1920 ;;
+        bf16-forward-1080) step "$s" 90 env TOONSMITH_GPU_PRECISION=bf16 "$UNTUNED" --child-forward 1080 1920 ;;
+        f16-forward-256) step "$s" 60 env TOONSMITH_GPU_PRECISION=f16 "$UNTUNED" --child-forward 256 256 ;;
+        profile-f16-forward-1080) step "$s" 60 env TOONSMITH_GPU_PRECISION=f16 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
+        matmul) step "$s" 60 "$DEV/gpu_matmul-untuned" ;;
+        precision) step "$s" 60 "$DEV/gpu_precision-untuned" ;;
         gemm-ops-train-b8) step "$s" 120 env TOONSMITH_GPU_CONV=gemm-ops "$UNTUNED" --child-train 8 ;;
         conv-layers-1080) step "$s" 90 "$CONV" 1080 1920 1 --forward-only ;;
         train-check) step "$s" 90 "$DEV/gpu_train_check-untuned" 256 ;;

@@ -158,3 +158,32 @@ fn the_example_config_resolves_to_the_defaults() {
     let config = toonsmith::train::config::resolve(Some(&bundled), &flags).unwrap();
     assert_eq!((config.data.size, config.ctss.patch_size), (128, 48));
 }
+
+/// `--precision` names a bad format, and a reduced one is refused by the CPU build (which
+/// computes in f32) with the reason, not ignored.
+#[test]
+fn precision_refuses_an_unknown_format_and_the_cpu_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |format: &str| {
+        Command::cargo_bin("toonsmith")
+            .unwrap()
+            .args(["cartoonize", "--precision", format, "--out"])
+            .arg(dir.path())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sunset.jpg"))
+            .output()
+            .unwrap()
+    };
+    let out = run("half");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("half") && err.contains("f16"), "{err}");
+    let out = run("f16");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("f16") && err.contains("CPU"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

@@ -16,6 +16,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{s, Tensor};
 
+use super::precision::Precision;
 use crate::error::{Error, Result};
 
 /// Environment variable choosing [`GpuConv`].
@@ -54,8 +55,10 @@ impl GpuConv {
     /// else [`GpuConv::Gemm`]. Training is [`GpuConv::Gemm`] in every GPU build: burn's tuned
     /// backward-weight ran a 3x3 64->64 layer at 256x256, batch 8 at 2.6 TFLOP/s, and tuning a
     /// training step's convolution backwards took over 7 minutes (`docs/performance.md`).
+    /// Inference in a reduced [`Precision`] is [`GpuConv::Gemm`] in every build (the format
+    /// applies to the gathered-window product).
     pub fn default_for_build(training: bool) -> Self {
-        if cfg!(feature = "autotune") && !training {
+        if cfg!(feature = "autotune") && !training && Precision::current() == Precision::F32 {
             Self::Burn
         } else {
             Self::Gemm
@@ -129,8 +132,25 @@ pub fn conv2d_rect<B: Backend>(
     conv2d_in_bands(x, weight, bias, (padding, stride), BAND_VALUES)
 }
 
+/// [`conv2d`] in f32 whatever the process's [`Precision`] (training: [`super::im2col_autodiff`]).
+pub(crate) fn conv2d_f32<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    pad: usize,
+    stride: usize,
+) -> Tensor<B, 4> {
+    conv2d_at(
+        x,
+        weight,
+        bias,
+        ([pad; 2], stride),
+        (BAND_VALUES, Precision::F32),
+    )
+}
+
 /// [`conv2d_rect`] with the band limit `band_values` (tests force several bands with a small
-/// one).
+/// one), its operands in the process's [`Precision`] outside autodiff (inference), f32 under it.
 pub(crate) fn conv2d_in_bands<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
@@ -138,10 +158,33 @@ pub(crate) fn conv2d_in_bands<B: Backend>(
     (padding, stride): ([usize; 2], usize),
     band_values: usize,
 ) -> Tensor<B, 4> {
+    let precision = if B::ad_enabled(&x.device()) {
+        Precision::F32
+    } else {
+        Precision::current()
+    };
+    conv2d_at(x, weight, bias, (padding, stride), (band_values, precision))
+}
+
+/// [`conv2d_in_bands`] with the operands in `precision` ([`Precision::operand_dtype`]: the
+/// padded input and the weight cast, the product cast back before the bias).
+pub(crate) fn conv2d_at<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    (padding, stride): ([usize; 2], usize),
+    (band_values, precision): (usize, Precision),
+) -> Tensor<B, 4> {
     let [n, _, _, _] = x.dims();
     let [c_out, c_in, kh, kw] = weight.dims();
     let kernel = [kh, kw];
+    let dtype = x.dtype();
+    // Padded first: burn's `pad` fills with the default float dtype.
     let x = pad_zeros(x, padding);
+    let (x, weight) = match precision.operand_dtype() {
+        Some(half) => (x.cast(half), weight.cast(half)),
+        None => (x, weight),
+    };
     let [out_h, out_w] = out_size(&x, kernel, stride);
     // Columns in the weight's order (c, ky, kx), as `windows` gathers them.
     let taps = kh * kw * c_in;
@@ -160,6 +203,7 @@ pub(crate) fn conv2d_in_bands<B: Backend>(
     } else {
         Tensor::cat(bands, 2)
     };
+    let out = out.cast(dtype);
     match bias {
         Some(bias) => out + bias.reshape([1, c_out, 1, 1]),
         None => out,
@@ -307,6 +351,42 @@ pub(crate) mod tests {
             assert_eq!(got.dims(), expected.dims(), "{shape:?} k{k} s{stride}");
             let diff = max_diff(got, expected);
             assert!(diff < 1e-4, "{shape:?} k{k} s{stride} band {band}: {diff}");
+        }
+    }
+
+    /// f16 and bf16 operands: the product is rounded (so the cast happened), by no more than
+    /// the formats' unit roundoff allows, and comes back in the input's dtype.
+    #[test]
+    fn half_precision_operands_round_the_product_within_their_epsilon() {
+        let x = random::<B, 4>([1, 8, 12, 10]);
+        let weight = random::<B, 4>([6, 8, 3, 3]);
+        let bias = random::<B, 1>([6]);
+        let conv = |x: &Tensor<B, 4>, weight: &Tensor<B, 4>, bias, precision| {
+            let at = (BAND_VALUES, precision);
+            conv2d_at(x.clone(), weight.clone(), bias, ([1, 1], 1), at)
+        };
+        let exact = conv(&x, &weight, Some(bias.clone()), Precision::F32);
+        // Rounding each operand to a unit roundoff u moves each term w x by at most 2u |w x|
+        // (to first order), so the sum by at most 2u times the convolution of |x| with |w|.
+        let magnitude = conv(
+            &x.clone().abs(),
+            &weight.clone().abs(),
+            None,
+            Precision::F32,
+        );
+        let magnitude: f32 = magnitude.max().into_scalar().elem();
+        for (precision, u) in [
+            (Precision::F16, 2f32.powi(-11)),
+            (Precision::Bf16, 2f32.powi(-8)),
+        ] {
+            let got = conv(&x, &weight, Some(bias.clone()), precision);
+            assert_eq!(got.dtype(), exact.dtype(), "{precision:?}: cast back");
+            let diff = max_diff(got, exact.clone());
+            assert!(diff > 0.0, "{precision:?}: operands were not rounded");
+            assert!(
+                diff <= 2.05 * u * magnitude,
+                "{precision:?}: {diff} vs {magnitude}"
+            );
         }
     }
 

@@ -38,7 +38,9 @@ struct Geometry {
 struct GemmConv<B>(PhantomData<B>);
 
 impl<B: Backend> Backward<B, 2> for GemmConv<B> {
-    type State = (NodeId, NodeId, Geometry);
+    /// The zero-padded input (kept from the forward, so the backward does not pad again), the
+    /// weight's node, the geometry.
+    type State = (FloatTensor<B>, NodeId, Geometry);
 
     fn backward(
         self,
@@ -47,16 +49,18 @@ impl<B: Backend> Backward<B, 2> for GemmConv<B> {
         checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_w] = ops.parents;
-        let (x_state, w_state, geometry) = ops.state;
+        let (x_padded, w_state, geometry) = ops.state;
         let g = float_tensor::<B, 4>(grads.consume::<B>(&ops.node));
-        let x = float_tensor::<B, 4>(checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state));
+        let x_padded = float_tensor::<B, 4>(x_padded);
         let w = float_tensor::<B, 4>(checkpointer.retrieve_node_output::<FloatTensor<B>>(w_state));
         if let Some(node) = node_x {
-            let dx = input_grad(g.clone(), w.clone(), x.dims(), geometry);
+            let [n, c, hp, wp] = x_padded.dims();
+            let unpadded = [n, c, hp - 2 * geometry.pad, wp - 2 * geometry.pad];
+            let dx = input_grad(g.clone(), w.clone(), unpadded, geometry);
             grads.register::<B>(node.id, dx.into_primitive().tensor());
         }
         if let Some(node) = node_w {
-            let dw = weight_grad(x, g, w.dims(), geometry);
+            let dw = weight_grad(x_padded, g, w.dims(), geometry);
             grads.register::<B>(node.id, dw.into_primitive().tensor());
         }
     }
@@ -75,7 +79,7 @@ fn input_grad<B: Backend>(
     // The rows and columns the windows started from, in the padded input; a last row or
     // column no window reached stays zero.
     let g = dilate(g, stride, [h + 2 * pad - k + 1, width + 2 * pad - k + 1]);
-    im2col::conv2d(g, flipped, None, k - 1 - pad, 1)
+    im2col::conv2d_f32(g, flipped, None, k - 1 - pad, 1)
 }
 
 /// `g` with `stride - 1` zeros after each row and column, cut to `size` (`g` itself at stride
@@ -100,15 +104,14 @@ fn dilate<B: Backend>(g: Tensor<B, 4>, stride: usize, [rows, cols]: [usize; 2]) 
 /// whose products are summed after.
 const WEIGHT_GRAD_CHUNK: usize = 4096;
 
-/// `dL/dw`, `[C_out, C_in, k, k]`: the output gradient times the input's windows, gathered
-/// again band by band, pixel-major (`[pixels, C_in k k]`), in chunks of rows.
+/// `dL/dw`, `[C_out, C_in, k, k]`: the output gradient times the windows of the zero-padded
+/// input `x`, gathered again band by band, pixel-major (`[pixels, C_in k k]`), in chunks of rows.
 fn weight_grad<B: Backend>(
     x: Tensor<B, 4>,
     g: Tensor<B, 4>,
     [c_out, c_in, k, _]: [usize; 4],
-    Geometry { pad, stride }: Geometry,
+    Geometry { stride, .. }: Geometry,
 ) -> Tensor<B, 4> {
-    let x = pad_zeros(x, [pad; 2]);
     let [n, _, _, _] = x.dims();
     let [out_h, out_w] = out_size(&x, [k; 2], stride);
     let taps = c_in * k * k;
@@ -159,14 +162,10 @@ pub fn conv2d<B: Backend>(
     let c_out = weight.dims()[0];
     let x = x.into_primitive().tensor();
     let w = weight.into_primitive().tensor();
-    let compute = || {
-        let out = im2col::conv2d(
-            float_tensor::<B, 4>(x.primitive.clone()),
-            float_tensor::<B, 4>(w.primitive.clone()),
-            None,
-            pad,
-            stride,
-        );
+    let x_padded = pad_zeros(float_tensor::<B, 4>(x.primitive.clone()), [pad; 2]);
+    let compute = |x_padded: Tensor<B, 4>| {
+        let w = float_tensor::<B, 4>(w.primitive.clone());
+        let out = im2col::conv2d_f32(x_padded, w, None, 0, stride);
         out.into_primitive().tensor()
     };
     let out = match GemmConv::<B>(PhantomData)
@@ -175,10 +174,15 @@ pub fn conv2d<B: Backend>(
         .stateful()
     {
         OpsKind::Tracked(mut prep) => {
-            let state = (prep.checkpoint(&x), prep.checkpoint(&w), geometry);
-            prep.finish(state, compute())
+            let out = compute(x_padded.clone());
+            let state = (
+                x_padded.into_primitive().tensor(),
+                prep.checkpoint(&w),
+                geometry,
+            );
+            prep.finish(state, out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(compute()),
+        OpsKind::UnTracked(prep) => prep.finish(compute(x_padded)),
     };
     let out = float_tensor::<Autodiff<B>, 4>(out);
     match bias {

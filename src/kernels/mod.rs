@@ -15,6 +15,7 @@ pub mod im2col_autodiff;
 pub mod ln_ops;
 pub mod norm;
 pub mod polyphase;
+pub mod precision;
 pub mod wgrad;
 pub(crate) mod winograd;
 

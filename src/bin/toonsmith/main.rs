@@ -13,6 +13,8 @@ use anyhow::Context;
 use burn::module::Module;
 use clap::{Parser, Subcommand};
 use toonsmith::device::{self, Selected};
+use toonsmith::kernels::im2col::GpuConv;
+use toonsmith::kernels::precision::Precision;
 use toonsmith::model::{DiscriminatorConfig, GeneratorConfig, VggConfig};
 use toonsmith::weights::TensorFile;
 
@@ -22,6 +24,15 @@ use toonsmith::weights::TensorFile;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Number format of the convolution operands in GPU inference (cartoonize, video, eval):
+    /// f32, or f16/bf16 for tensor-core speed (products accumulated in f32, everything else
+    /// f32). GPU builds only.
+    #[arg(long, global = true, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
+}
+
+fn parse_precision(value: &str) -> Result<Precision, String> {
+    Precision::parse(value).map_err(|err| err.to_string())
 }
 
 #[derive(Subcommand)]
@@ -58,7 +69,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Inspect { .. }) {
         device::check_available()?;
-        toonsmith::kernels::im2col::GpuConv::from_env()?;
+        let conv = GpuConv::from_env()?;
+        let training = matches!(cli.command, Command::Train(_));
+        use_precision(cli.precision, conv, training)?;
     }
     match cli.command {
         Command::Info => info(),
@@ -68,6 +81,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(*args),
         Command::Inspect { file } => inspect(&file),
     }
+}
+
+/// Makes `precision` the process's, refusing it where no convolution would use it: training
+/// (always f32), the CPU build, or burn's own GPU convolution (`TOONSMITH_GPU_CONV=burn`).
+fn use_precision(
+    precision: Precision,
+    conv: Option<GpuConv>,
+    training: bool,
+) -> anyhow::Result<()> {
+    if precision == Precision::F32 {
+        return Ok(());
+    }
+    if training {
+        anyhow::bail!(
+            "--precision {precision}: training computes in f32 (the option is for inference)"
+        );
+    }
+    if device::is_cpu_backend::<Selected>() {
+        anyhow::bail!(
+            "--precision {precision}: the CPU build ({}) computes in f32; reduced precision \
+             is for GPU builds (--features cuda)",
+            device::NAME
+        );
+    }
+    if conv == Some(GpuConv::Burn) {
+        anyhow::bail!(
+            "--precision {precision} needs toonsmith's gathered-window convolution, not \
+             TOONSMITH_GPU_CONV=burn"
+        );
+    }
+    precision.set_current();
+    Ok(())
 }
 
 fn info() -> anyhow::Result<()> {
