@@ -19,7 +19,7 @@
 //! the forward (multiply-adds of Fig. 10 counted twice). Each timed call also goes to stderr as
 //! it ends; `TOONSMITH_BENCH_WARMUP_STEPS=1` adds a first forward run layer by layer, each
 //! step's time printed (where a GPU's first call spends its compilation and autotuning).
-//! `TOONSMITH_GPU_PRECISION=f16` (or `bf16`) runs a GPU build's forward with the program's
+//! `TOONSMITH_GPU_PRECISION=f16` runs a GPU build's forward with the program's
 //! `--precision f16`.
 
 use std::process::Command;
@@ -33,7 +33,7 @@ use toonsmith::infer::{Cartoonizer, PostConfig};
 use toonsmith::kernels::im2col::GpuConv;
 use toonsmith::kernels::precision::Precision;
 
-/// The number format of GPU inference convolutions (`f32`, `f16`, `bf16`; the program's
+/// The number format of GPU inference convolutions (`f32` or `f16`; the program's
 /// `--precision`).
 const PRECISION_ENV: &str = "TOONSMITH_GPU_PRECISION";
 use toonsmith::model::layers::OwnStats;

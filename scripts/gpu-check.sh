@@ -84,7 +84,6 @@ for s in $STEPS; do
         gemm-forward-1080) step "$s" 90 "$UNTUNED" --child-forward 1080 1920 ;;
         gemm-train-b8) step "$s" 200 "$UNTUNED" --child-train 8 ;;
         f16-forward-1080) step "$s" 90 env TOONSMITH_GPU_PRECISION=f16 "$UNTUNED" --child-forward 1080 1920 ;;
-        bf16-forward-1080) step "$s" 90 env TOONSMITH_GPU_PRECISION=bf16 "$UNTUNED" --child-forward 1080 1920 ;;
         f16-forward-256) step "$s" 60 env TOONSMITH_GPU_PRECISION=f16 "$UNTUNED" --child-forward 256 256 ;;
         profile-f16-forward-1080) step "$s" 60 env TOONSMITH_GPU_PRECISION=f16 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
         matmul) step "$s" 60 "$DEV/gpu_matmul-untuned" ;;

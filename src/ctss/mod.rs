@@ -31,6 +31,30 @@ pub struct Sampled<B: Backend> {
     pub grid: PatchGrid,
 }
 
+impl<B: Backend> Sampled<B> {
+    /// The patches at the same places of `images`, grayscale as `preset` makes them: the G step
+    /// takes its generated patches where the D step's CTSS chose them on the same (detached)
+    /// generated images, without computing their edges again (same values, same stride: same
+    /// choice) and without reading them back from the device (a synchronisation).
+    ///
+    /// # Errors
+    /// When `images` is not laid out as the grid these patches come from.
+    pub fn same_places(&self, images: Tensor<B, 4>, preset: Preset) -> Result<Tensor<B, 4>> {
+        let grid = PatchGrid::new(images.dims(), self.grid.size, self.grid.stride)?;
+        if grid != self.grid {
+            return Err(crate::error::Error::InvalidShape {
+                what: "CTSS patches at chosen places",
+                shape: images.dims().to_vec(),
+                expected: format!("images laid out as the grid {:?}", self.grid),
+            });
+        }
+        Ok(to_gray(
+            patches::gather(images, &grid, &self.indices),
+            preset,
+        ))
+    }
+}
+
 /// The strides of one training iteration: `(cartoon, generated)`.
 ///
 /// Paper: one `s ~ U(min, max)` drawn per iteration and used for both mini-batches.
@@ -143,6 +167,24 @@ mod tests {
             assert!(covers(top) && covers(left), "{top} {left}");
             assert_eq!(sampled.patches.dims(), [3, 1, 32, 32]);
         }
+    }
+
+    /// The same places of the same images are the same patches; another layout is refused.
+    #[test]
+    fn same_places_regathers_the_chosen_patches() {
+        let config = CtssConfig {
+            k: 3,
+            patch_size: 32,
+            ..CtssConfig::default()
+        };
+        let sampled = sample(batch_with_square(), &config, 16).unwrap();
+        let again = sampled
+            .same_places(batch_with_square(), config.preset)
+            .unwrap();
+        let diff: f32 = (again - sampled.patches.clone()).abs().max().into_scalar();
+        assert_eq!(diff, 0.0);
+        let smaller = batch_with_square().slice([0..2, 0..3, 0..64, 0..128]);
+        assert!(sampled.same_places(smaller, config.preset).is_err());
     }
 
     #[test]

@@ -90,6 +90,38 @@ fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f32 {
     t.clone().into_scalar().elem::<f32>()
 }
 
+/// Loss values for the log, left on the device until the step has queued all its work and then
+/// read in one transfer. Each read is a synchronisation: the host waits for the GPU's queue to
+/// drain, then the GPU waits for the host to queue more. Read one by one between the ops (ten
+/// per adversarial step), they left an H200 idle for about a quarter of a batch-8 step
+/// (`docs/performance.md`, session 17).
+struct PendingLosses<B: AutodiffBackend> {
+    entries: Vec<(&'static str, Tensor<B::InnerBackend, 1>)>,
+}
+
+impl<B: AutodiffBackend> PendingLosses<B> {
+    fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Keeps `value` (its value only: no graph) to be read as `name`.
+    fn push(&mut self, name: &'static str, value: &Tensor<B, 1>) {
+        self.entries.push((name, value.clone().inner()));
+    }
+
+    /// Every value, read in one transfer.
+    fn read(self) -> LossValues {
+        let (names, values): (Vec<_>, Vec<_>) = self.entries.into_iter().unzip();
+        if values.is_empty() {
+            return LossValues::new();
+        }
+        let data = Tensor::cat(values, 0).into_data();
+        names.into_iter().zip(data.iter::<f32>()).collect()
+    }
+}
+
 impl<B: AutodiffBackend> StepContext<B> {
     /// The settings of `config` around the content network `vgg`.
     pub fn new(config: &TrainConfig, vgg: Vgg<B>) -> Self {
@@ -123,16 +155,16 @@ impl<B: AutodiffBackend> StepContext<B> {
         cartoon: Tensor<B, 4>,
         strides: (usize, usize),
     ) -> Result<LossValues> {
-        let mut log = LossValues::new();
+        let mut log = PendingLosses::new();
         let fake = nets.g.forward(photo.clone());
-        let l_dis = self.discriminator_loss(
+        let (l_dis, fake_patches) = self.discriminator_loss(
             &nets.d,
             cartoon.clone(),
             fake.clone().detach(),
             strides,
             &mut log,
         )?;
-        log.insert("d_total", scalar(&l_dis));
+        log.push("d_total", &l_dis);
         let grads = GradientsParams::from_grads(l_dis.backward(), &nets.d);
         nets.d = nets.opt_d.step(self.schedule.lr_d, nets.d.clone(), grads);
 
@@ -140,16 +172,18 @@ impl<B: AutodiffBackend> StepContext<B> {
         // constants here (as `set_requires_grad(D, False)` in PyTorch GAN code), so their
         // gradients are never computed.
         let frozen_d = nets.d.clone().no_grad();
-        let terms = self.generator_terms(&frozen_d, photo, cartoon, fake, strides.1)?;
+        let terms = self.generator_terms(&frozen_d, photo, cartoon, fake, fake_patches)?;
         let l_gen = terms.total(&self.weights);
         record_terms(&terms, &mut log);
-        log.insert("g_total", scalar(&l_gen));
+        log.push("g_total", &l_gen);
         let grads = GradientsParams::from_grads(l_gen.backward(), &nets.g);
         nets.g = nets.opt_g.step(self.schedule.lr_g, nets.g.clone(), grads);
-        Ok(log)
+        Ok(log.read())
     }
 
-    fn patches(&self, images: Tensor<B, 4>, stride: usize) -> Result<Tensor<B, 4>> {
+    /// CTSS on `images` with this iteration's `stride` (all patches when the ablation turns
+    /// CTSS off).
+    fn patches(&self, images: Tensor<B, 4>, stride: usize) -> Result<ctss::Sampled<B>> {
         let config = if self.ablation.ctss {
             self.ctss.clone()
         } else {
@@ -158,18 +192,19 @@ impl<B: AutodiffBackend> StepContext<B> {
                 ..self.ctss.clone()
             }
         };
-        Ok(ctss::sample(images, &config, stride)?.patches)
+        ctss::sample(images, &config, stride)
     }
 
-    /// Eq. (17), with the edge-promoting term when enabled.
+    /// Eq. (17), with the edge-promoting term when enabled; and CTSS's choice on the generated
+    /// images (when the patch branch is on), which the G step takes again.
     fn discriminator_loss(
         &self,
         d: &Discriminators<B>,
         cartoon: Tensor<B, 4>,
         fake: Tensor<B, 4>,
         strides: (usize, usize),
-        log: &mut LossValues,
-    ) -> Result<Tensor<B, 1>> {
+        log: &mut PendingLosses<B>,
+    ) -> Result<(Tensor<B, 1>, Option<ctss::Sampled<B>>)> {
         let global = self.ablation.image_branch.then(|| {
             let (real, fake_s) = (
                 d.image.forward(cartoon.clone()),
@@ -182,44 +217,48 @@ impl<B: AutodiffBackend> StepContext<B> {
                 losses::lsgan_d(real, fake_s)
             }
         });
-        let local = match self.ablation.patch_branch {
+        let (local, fake_patches) = match self.ablation.patch_branch {
             true => {
-                let real = d.patch.forward(self.patches(cartoon, strides.0)?);
-                let fake_p = d.patch.forward(self.patches(fake, strides.1)?);
-                Some(losses::lsgan_d(real, fake_p))
+                let real = d.patch.forward(self.patches(cartoon, strides.0)?.patches);
+                let fake_patches = self.patches(fake, strides.1)?;
+                let fake_p = d.patch.forward(fake_patches.patches.clone());
+                (Some(losses::lsgan_d(real, fake_p)), Some(fake_patches))
             }
-            false => None,
+            false => (None, None),
         };
         if let Some(g) = &global {
-            log.insert("d_global", scalar(g));
+            log.push("d_global", g);
         }
         if let Some(l) = &local {
-            log.insert("d_local", scalar(l));
+            log.push("d_local", l);
         }
         let zero = || Tensor::zeros([1], &device_of(&d.image));
         let global = global.unwrap_or_else(zero);
-        Ok(losses::discriminator_total(&self.weights, global, local))
+        let total = losses::discriminator_total(&self.weights, global, local);
+        Ok((total, fake_patches))
     }
 
-    /// The terms of Eq. (16).
+    /// The terms of Eq. (16); the local one on the patches of `fake` where the D step's CTSS
+    /// chose them (`fake_patches`, present when the patch branch is on).
     fn generator_terms(
         &self,
         d: &Discriminators<B>,
         photo: Tensor<B, 4>,
         cartoon: Tensor<B, 4>,
         fake: Tensor<B, 4>,
-        stride: usize,
+        fake_patches: Option<ctss::Sampled<B>>,
     ) -> Result<GeneratorTerms<B>> {
         let device = fake.device();
         let adv_global = match self.ablation.image_branch {
             true => losses::lsgan_g(d.image.forward(fake.clone())),
             false => Tensor::zeros([1], &device),
         };
-        let adv_local = match self.ablation.patch_branch {
-            true => Some(losses::lsgan_g(
-                d.patch.forward(self.patches(fake.clone(), stride)?),
-            )),
-            false => None,
+        let adv_local = match fake_patches {
+            Some(chosen) => {
+                let patches = chosen.same_places(fake.clone(), self.ctss.preset)?;
+                Some(losses::lsgan_g(d.patch.forward(patches)))
+            }
+            None => None,
         };
         let w = &self.weights;
         let style = w.lambda_gram > 0.0 || w.lambda_mean_std > 0.0;
@@ -248,11 +287,11 @@ fn device_of<B: Backend>(d: &Discriminator<B>) -> B::Device {
     d.out.weight.val().device()
 }
 
-fn record_terms<B: Backend>(terms: &GeneratorTerms<B>, log: &mut LossValues) {
-    log.insert("g_global", scalar(&terms.adv_global));
-    log.insert("content", scalar(&terms.content));
-    log.insert("color", scalar(&terms.color));
-    log.insert("tv", scalar(&terms.tv));
+fn record_terms<B: AutodiffBackend>(terms: &GeneratorTerms<B>, log: &mut PendingLosses<B>) {
+    log.push("g_global", &terms.adv_global);
+    log.push("content", &terms.content);
+    log.push("color", &terms.color);
+    log.push("tv", &terms.tv);
     let optional = [
         ("g_local", &terms.adv_local),
         ("gram", &terms.gram),
@@ -260,7 +299,33 @@ fn record_terms<B: Backend>(terms: &GeneratorTerms<B>, log: &mut LossValues) {
     ];
     for (name, term) in optional {
         if let Some(t) = term {
-            log.insert(name, scalar(t));
+            log.push(name, t);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{CpuBackend, CPU};
+    use burn::backend::Autodiff;
+
+    /// The values read in one transfer come back under their own names.
+    #[test]
+    fn pending_losses_read_each_value_under_its_name() {
+        let mut log = PendingLosses::<Autodiff<CpuBackend>>::new();
+        assert!(PendingLosses::<Autodiff<CpuBackend>>::new()
+            .read()
+            .is_empty());
+        let value = |v: f32| Tensor::from_floats([v], &CPU).require_grad();
+        log.push("tv", &value(0.25));
+        log.push("content", &(value(2.0) * 3.0));
+        log.push("color", &value(-1.5));
+        let read = log.read();
+        assert_eq!(read.len(), 3);
+        assert_eq!(
+            (read["tv"], read["content"], read["color"]),
+            (0.25, 6.0, -1.5)
+        );
     }
 }

@@ -25,7 +25,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Number format of the convolution operands in GPU inference (cartoonize, video, eval):
-    /// f32, or f16/bf16 for tensor-core speed (products accumulated in f32, everything else
+    /// f32, or f16 for speed (products accumulated in f32, everything else
     /// f32). GPU builds only.
     #[arg(long, global = true, default_value = "f32", value_parser = parse_precision)]
     precision: Precision,
