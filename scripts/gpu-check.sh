@@ -105,6 +105,7 @@ for s in $STEPS; do
         pytorch-train) step "$s" 90 python3 "$DEV/tsa_pytorch.py" --device cuda --batch 8 --sizes 256x256 ;;
         pytorch-1080) step "$s" 90 python3 "$DEV/tsa_pytorch.py" --device cuda --no-train --sizes 1080x1920 ;;
         base-forward-1080) [ -x "$BASE" ] && step "$s" 90 "$BASE" --child-forward 1080 1920 ;;
+        base-train-b8) [ -x "$BASE" ] && step "$s" 120 "$BASE" --child-train 8 ;;
         profile-forward-1080) step "$s" 90 $PROFILE "$NEW" --child-forward 1080 1920 ;;
         profile-train-b8) step "$s" 120 $PROFILE "$NEW" --child-train 8 ;;
         *) echo "unknown step $s" | tee -a "$LOG" ;;
