@@ -68,15 +68,14 @@ BASE=$DEV/speed-base
 PROFILE="env CUBECL_DEBUG_OPTION=profile"
 # The forward children first run G layer by layer, printing where the first call's time goes.
 export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
-# STEPS: which checks to run, in this order. By default the untuned binary first (its first
-# call compiles one kernel per shape, so figures come within the budget), which convolves by
-# gathered windows times a matmul (`kernels::im2col`; in training with its own backward) and in
-# training normalises with the LN node (`kernels::ln_ops`): one training iteration against the
-# CPU's (every loss; `examples/gpu_train_check`), the training step, PyTorch's, the
-# per-layer check and table at training shapes (reference: burn on the CPU), the training
-# profile, the forwards; then PyTorch at 1080p and the autotuned binary (which infers with
-# burn's tuned convolution; first calls tune every new shape: minutes).
-STEPS=${STEPS:-"train-check gemm-train-b8 pytorch-train conv-layers-train profile-gemm-train-b8 gemm-forward-1080 gemm-forward-256 pytorch-1080 new-forward-1080 new-train-b8"}
+# STEPS: which checks to run, in this order. By default the untuned binary (its first call
+# compiles one kernel per shape, so figures come within the budget): one training iteration
+# against the CPU's (every loss; `examples/gpu_train_check`), the training step, PyTorch's, the
+# training profile, the forwards in f32 and f16, f16's difference from f32 on a photo
+# (`examples/gpu_precision`), the forward profile, PyTorch at 1080p, the per-layer check and
+# table at training shapes (reference: burn on the CPU). `base-*` steps time `.dev/speed-base`
+# (an earlier build) in the same call; `new-*` the autotuned build (first calls tune: minutes).
+STEPS=${STEPS:-"train-check gemm-train-b8 pytorch-train profile-gemm-train-b8 gemm-forward-1080 f16-forward-1080 precision profile-gemm-forward-1080 gemm-forward-256 pytorch-1080 conv-layers-train"}
 CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
     case $s in
@@ -112,5 +111,10 @@ for s in $STEPS; do
     esac
 done
 [ -d "$CACHE" ] && tar czf "$OUT/cubecl-cache.tgz" -C "$DEV" cubecl-cache
+for profile in "$OUT"/profile-*.txt; do
+    [ -f "$profile" ] || continue
+    echo "== $(basename "$profile")" | tee -a "$LOG"
+    python3 "$(dirname "$0")/profile-summary.py" "$profile" | tee -a "$LOG"
+done
 echo "total ${SECONDS}s" | tee -a "$LOG"
 grep "rc=\|warm-up\|run [0-9]\|step [0-9]*:\|^[0-9.]* [0-9.]* [0-9.]*$\|_ms_" "$LOG"
