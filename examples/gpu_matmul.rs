@@ -83,45 +83,66 @@ fn main() {
         let rhs = Tensor::<Selected, 3>::random([batch, k, n], Distribution::Default, &device);
         let flop = 2.0 * (batch * m * k * n) as f64;
         let exact = lhs.clone().matmul(rhs.clone());
-        let scale: f32 = exact.clone().abs().max().into_scalar().elem();
-        let mut line = format!("{:<44}", shape.what);
-        for (name, dtype) in [
+        let formats = [
             ("f32", FloatDType::F32),
             ("f16", FloatDType::F16),
             ("bf16", FloatDType::BF16),
-        ] {
-            let (a, b) = (lhs.clone().cast(dtype), rhs.clone().cast(dtype));
-            let ms = median_ms(&device, || a.clone().matmul(b.clone()));
-            let product = a.clone().matmul(b.clone()).cast(FloatDType::F32);
-            let diff: f32 = (product - exact.clone()).abs().max().into_scalar().elem();
-            line += &format!(
-                " | {name} {ms:7.3} ({:5.1}) diff {:.1e}",
-                flop / ms / 1e9,
-                diff / scale
-            );
-        }
+        ];
+        let product = Product {
+            lhs: &lhs,
+            rhs: &rhs,
+            exact: &exact,
+            flop,
+        };
         let cast_ms = median_ms(&device, || rhs.clone().cast(FloatDType::F16));
-        line += &format!(" | cast rhs to f16 {cast_ms:.3}");
-        println!("{line}");
+        let line = product.time(&device, &formats);
+        println!("{:<44}{line} | cast rhs to f16 {cast_ms:.3}", shape.what);
         // The same product pixel-major: [batch, n, k] x [batch, k, m] (the output transposed).
-        let mut line = format!("{:<44}", "  pixel-major (transposed)");
+        let contiguous = |t: &Tensor<Selected, 3>| {
+            Tensor::<Selected, 3>::from_data(t.clone().swap_dims(1, 2).into_data(), &device)
+        };
+        let (lhs_t, rhs_t) = (contiguous(&rhs), contiguous(&lhs));
         let exact_t = exact.clone().swap_dims(1, 2);
-        let lhs_t = rhs.clone().swap_dims(1, 2).into_data();
-        let lhs_t = Tensor::<Selected, 3>::from_data(lhs_t, &device);
-        let rhs_t =
-            Tensor::<Selected, 3>::from_data(lhs.clone().swap_dims(1, 2).into_data(), &device);
-        for (name, dtype) in [("f32", FloatDType::F32), ("f16", FloatDType::F16)] {
-            let (a, b) = (lhs_t.clone().cast(dtype), rhs_t.clone().cast(dtype));
-            let ms = median_ms(&device, || a.clone().matmul(b.clone()));
-            let product = a.clone().matmul(b.clone()).cast(FloatDType::F32);
-            let diff: f32 = (product - exact_t.clone()).abs().max().into_scalar().elem();
+        let product = Product {
+            lhs: &lhs_t,
+            rhs: &rhs_t,
+            exact: &exact_t,
+            flop,
+        };
+        let line = product.time(&device, &formats[..2]);
+        println!("{:<44}{line}", "  pixel-major (transposed)");
+    }
+}
+
+/// A product to time, with its f32 result.
+struct Product<'a> {
+    lhs: &'a Tensor<Selected, 3>,
+    rhs: &'a Tensor<Selected, 3>,
+    exact: &'a Tensor<Selected, 3>,
+    flop: f64,
+}
+
+impl Product<'_> {
+    /// ` | name ms (TFLOP/s) diff d` for each format, operands cast before the clock.
+    fn time(&self, device: &Device<Selected>, formats: &[(&str, FloatDType)]) -> String {
+        let scale: f32 = self.exact.clone().abs().max().into_scalar().elem();
+        let mut line = String::new();
+        for &(name, dtype) in formats {
+            let (a, b) = (self.lhs.clone().cast(dtype), self.rhs.clone().cast(dtype));
+            let ms = median_ms(device, || a.clone().matmul(b.clone()));
+            let product = a.matmul(b).cast(FloatDType::F32);
+            let diff: f32 = (product - self.exact.clone())
+                .abs()
+                .max()
+                .into_scalar()
+                .elem();
+            let tflops = self.flop / ms / 1e9;
             line += &format!(
-                " | {name} {ms:7.3} ({:5.1}) diff {:.1e}",
-                flop / ms / 1e9,
+                " | {name} {ms:7.3} ({tflops:5.1}) diff {:.1e}",
                 diff / scale
             );
         }
-        println!("{line}");
+        line
     }
 }
 
