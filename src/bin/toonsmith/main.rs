@@ -25,8 +25,8 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Number format of the convolution operands in GPU inference (cartoonize, video, eval):
-    /// f32, or f16 for speed (products accumulated in f32, everything else
-    /// f32). GPU builds only.
+    /// f32, or f16 (products accumulated in f32, the rest in f32; within 1 level of f32's
+    /// cartoons). GPU builds only.
     #[arg(long, global = true, default_value = "f32", value_parser = parse_precision)]
     precision: Precision,
 }
