@@ -186,7 +186,7 @@ pub(crate) fn conv2d_at<B: Backend>(
         None => (x, weight),
     };
     let [out_h, out_w] = out_size(&x, kernel, stride);
-    let by_rows = by_rows(kernel, c_in, stride) && !B::ad_enabled(&x.device());
+    let by_rows = stride == 1 && kh == kw && kh >= ROWS_FROM && !B::ad_enabled(&x.device());
     // Columns in the weight's order (c, ky, kx), as `windows` gathers them.
     let taps = kh * kw * c_in;
     let row_values = n * out_w * if by_rows { c_in * kw } else { taps };
@@ -217,16 +217,9 @@ pub(crate) fn conv2d_at<B: Backend>(
     }
 }
 
-/// Whether a convolution goes kernel row by kernel row ([`rows_product`]): square kernels at
-/// stride 1 of 5x5 and up, and 3x3 with at least [`ROWS_MIN_CHANNELS`] input channels (each
-/// row's product then still sums `3 C >= 384` terms: burn's untuned matmul ran a sum of 256 at
-/// 14 TFLOP/s, of 576-1152 at 23-33, H200 `examples/gpu_matmul`).
-fn by_rows([kh, kw]: [usize; 2], c_in: usize, stride: usize) -> bool {
-    stride == 1 && kh == kw && (kh >= 5 || (kh == 3 && c_in >= ROWS_MIN_CHANNELS))
-}
-
-/// The fewest input channels of a 3x3 convolution that goes row by row.
-const ROWS_MIN_CHANNELS: usize = 128;
+/// Square kernels from this size up convolve (at stride 1, outside autodiff) kernel row by
+/// kernel row ([`rows_product`]).
+const ROWS_FROM: usize = 5;
 
 /// One band of output rows of a `k x k` convolution at stride 1 of the padded `x`, as `k`
 /// products summed: the windows of one kernel row (`C k` values per pixel) are gathered once
@@ -387,15 +380,13 @@ pub(crate) mod tests {
     /// reaches), and band limits that split the output into several bands (the last one
     /// shorter); a 1x1 kernel at stride 2 over an odd height and an even width; and a band
     /// tall enough that the weight gradient splits it into chunks of rows.
-    pub(crate) const CASES: [([usize; 4], usize, usize, usize, usize, usize); 11] = [
+    pub(crate) const CASES: [([usize; 4], usize, usize, usize, usize, usize); 10] = [
         ([2, 3, 9, 11], 5, 3, 1, 1, BAND_VALUES),
         ([2, 4, 12, 10], 6, 3, 1, 2, BAND_VALUES),
         ([1, 3, 13, 8], 4, 7, 3, 1, 3 * 49 * 8 * 2),
-        // 7x7, 5x5 and 3x3 from 128 channels at stride 1 go kernel row by kernel row: 4, 3
-        // and 2 output rows per band.
+        // 7x7 and 5x5 at stride 1 go kernel row by kernel row: 4 and 3 output rows per band.
         ([2, 3, 13, 8], 4, 7, 3, 1, 2 * 3 * 7 * 8 * 4),
         ([1, 2, 9, 10], 3, 5, 2, 1, 2 * 5 * 10 * 3),
-        ([1, 128, 6, 5], 3, 3, 1, 1, 128 * 3 * 5 * 2),
         ([2, 6, 7, 9], 3, 1, 0, 1, 6 * 9 * 2 * 3),
         ([2, 5, 11, 9], 4, 3, 0, 2, 1),
         ([1, 2, 10, 10], 3, 3, 1, 1, 2 * 9 * 10 * 4),
