@@ -32,14 +32,14 @@ use toonsmith::device::{self, Selected};
 use toonsmith::infer::{Cartoonizer, PostConfig};
 use toonsmith::kernels::im2col::GpuConv;
 use toonsmith::kernels::precision::Precision;
-
-/// The number format of GPU inference convolutions (`f32` or `f16`; the program's
-/// `--precision`).
-const PRECISION_ENV: &str = "TOONSMITH_GPU_PRECISION";
 use toonsmith::model::layers::OwnStats;
 use toonsmith::model::{Generator, GeneratorConfig};
 use toonsmith::train::config::TrainConfig;
 use toonsmith::train::step::{Nets, StepContext};
+
+/// The number format of GPU inference convolutions (`f32` or `f16`; the program's
+/// `--precision`).
+const PRECISION_ENV: &str = "TOONSMITH_GPU_PRECISION";
 
 /// The allocator of the `toonsmith` program, so the numbers are the program's.
 #[path = "../src/bin/toonsmith/allocator.rs"]
