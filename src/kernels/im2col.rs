@@ -132,23 +132,6 @@ pub fn conv2d_rect<B: Backend>(
     conv2d_in_bands(x, weight, bias, (padding, stride), BAND_VALUES)
 }
 
-/// [`conv2d`] in f32 whatever the process's [`Precision`] (training: [`super::im2col_autodiff`]).
-pub(crate) fn conv2d_f32<B: Backend>(
-    x: Tensor<B, 4>,
-    weight: Tensor<B, 4>,
-    bias: Option<Tensor<B, 1>>,
-    pad: usize,
-    stride: usize,
-) -> Tensor<B, 4> {
-    conv2d_at(
-        x,
-        weight,
-        bias,
-        ([pad; 2], stride),
-        (BAND_VALUES, Precision::F32),
-    )
-}
-
 /// [`conv2d_rect`] with the band limit `band_values` (tests force several bands with a small
 /// one), its operands in the process's [`Precision`] outside autodiff (inference), f32 under it.
 pub(crate) fn conv2d_in_bands<B: Backend>(
@@ -167,7 +150,8 @@ pub(crate) fn conv2d_in_bands<B: Backend>(
 }
 
 /// [`conv2d_in_bands`] with the operands in `precision` ([`Precision::operand_dtype`]: the
-/// padded input and the weight cast, the product cast back before the bias).
+/// padded input and the weight cast, the product cast back before the bias). Training
+/// ([`super::im2col_autodiff`]) calls it with f32 whatever the process's precision.
 pub(crate) fn conv2d_at<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,

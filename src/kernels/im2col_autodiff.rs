@@ -26,6 +26,7 @@ use burn::tensor::{s, Tensor};
 
 use super::float_tensor;
 use super::im2col::{self, bands, out_size, pad_zeros, window_view, BAND_VALUES};
+use super::precision::Precision;
 
 /// Padding and stride of a convolution node.
 #[derive(Clone, Copy, Debug)]
@@ -79,7 +80,8 @@ fn input_grad<B: Backend>(
     // The rows and columns the windows started from, in the padded input; a last row or
     // column no window reached stays zero.
     let g = dilate(g, stride, [h + 2 * pad - k + 1, width + 2 * pad - k + 1]);
-    im2col::conv2d_f32(g, flipped, None, k - 1 - pad, 1)
+    let f32 = (BAND_VALUES, Precision::F32);
+    im2col::conv2d_at(g, flipped, None, ([k - 1 - pad; 2], 1), f32)
 }
 
 /// `g` with `stride - 1` zeros after each row and column, cut to `size` (`g` itself at stride
@@ -165,7 +167,8 @@ pub fn conv2d<B: Backend>(
     let x_padded = pad_zeros(float_tensor::<B, 4>(x.primitive.clone()), [pad; 2]);
     let compute = |x_padded: Tensor<B, 4>| {
         let w = float_tensor::<B, 4>(w.primitive.clone());
-        let out = im2col::conv2d_f32(x_padded, w, None, 0, stride);
+        let f32 = (BAND_VALUES, Precision::F32);
+        let out = im2col::conv2d_at(x_padded, w, None, ([0, 0], stride), f32);
         out.into_primitive().tensor()
     };
     let out = match GemmConv::<B>(PhantomData)

@@ -7,7 +7,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 
 use super::config::{AblationConfig, ScheduleConfig, TrainConfig};
 use crate::config::{CtssConfig, LossWeights};
@@ -86,10 +86,6 @@ pub struct StepContext<B: AutodiffBackend> {
 /// Scalar losses of one step, by name, for logs.
 pub type LossValues = BTreeMap<&'static str, f32>;
 
-fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f32 {
-    t.clone().into_scalar().elem::<f32>()
-}
-
 /// Loss values for the log, left on the device until the step has queued all its work and then
 /// read in one transfer. Each read is a synchronisation: the host waits for the GPU's queue to
 /// drain, then the GPU waits for the host to queue more. Read one by one between the ops (ten
@@ -143,7 +139,9 @@ impl<B: AutodiffBackend> StepContext<B> {
         nets.g = nets
             .opt_init
             .step(self.schedule.lr_init, nets.g.clone(), grads);
-        LossValues::from([("content", scalar(&content))])
+        let mut log = PendingLosses::new();
+        log.push("content", &content);
+        log.read()
     }
 
     /// Phase 2: a D step (Eq. 17) on detached fakes, then a G step (Eq. 16). `strides` are the
