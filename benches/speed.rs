@@ -246,6 +246,15 @@ fn row(what: &str, ts: [f64; 3], pt: f64, flops: f64, mem: (f64, f64)) -> serde_
     })
 }
 
+/// Says so on stderr if CubeCL's implicit GEMM (`TOONSMITH_GPU_CONV=implicit`) was refused and
+/// burn's convolution timed in its place.
+fn report_refusal() {
+    #[cfg(feature = "cube-ops")]
+    if let Some(why) = toonsmith::kernels::implicit_gemm::refusal() {
+        eprintln!("implicit GEMM refused ({why}): burn's convolution ran instead");
+    }
+}
+
 fn main() {
     device::keep_compiled_kernels();
     let checked = device::check_available()
@@ -273,12 +282,14 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child-forward") {
         allocator::keep_freed_memory();
         let t = forward_child(args[i + 1].parse().unwrap(), args[i + 2].parse().unwrap());
+        report_refusal();
         println!("{} {} {}", t[0], t[1], t[2]);
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--child-train") {
         allocator::keep_freed_memory();
         let t = train_child(args[i + 1].parse().unwrap());
+        report_refusal();
         println!("{} {} {}", t[0], t[1], t[2]);
         return;
     }

@@ -1,8 +1,10 @@
 //! On the selected backend (a GPU build): toonsmith's gathered-window convolution
 //! (`toonsmith::kernels::im2col`; in training with its own backward, `im2col_autodiff`, or
-//! differentiated through its ops) and its depthwise one (`kernels::depthwise`) against
-//! burn's `conv2d`, layer shape by layer shape of G, and the FID Inception's other kernel
-//! shapes (forward).
+//! differentiated through its ops), CubeCL's implicit GEMM called directly
+//! (`kernels::implicit_gemm`, forward) and toonsmith's depthwise convolution
+//! (`kernels::depthwise`) against burn's `conv2d`, layer shape by layer shape of G, and the FID
+//! Inception's other kernel shapes (forward). With `TOONSMITH_GPU_CONV=implicit` the training
+//! node's forward and input gradient are the implicit GEMM too (the "own" rows).
 //! First the same results, forward and gradients, on small inputs (exits 1 if not), and the
 //! whole G against G on the CPU with the same weights; then the time of each layer, forward
 //! alone and forward + backward, at a chosen size and batch.
@@ -120,6 +122,14 @@ fn main() {
             );
             worst = ours.into_iter().fold(worst, f32::max);
         }
+        for stride in [1, 2].into_iter().filter(|_| !layer.depthwise) {
+            let diff = compare_implicit(layer, stride);
+            println!("  {} s{stride} implicit GEMM: out {diff:.1e}", layer.name());
+            worst = worst.max(diff);
+        }
+    }
+    if let Some(why) = implicit_refusal() {
+        println!("  (the implicit GEMM was refused: {why}; burn's convolution ran in its place)");
     }
     for (kernel, padding, stride) in INCEPTION {
         let diff = compare_rect(kernel, padding, stride);
@@ -144,8 +154,8 @@ fn main() {
     }
     println!("{h}x{w}, batch {batch}: ms per call (median of 5 after one warm-up)");
     println!(
-        "{:>22} {:>9} {:>9} {:>13} {:>13} {:>13}",
-        "layer", "gemm fwd", "burn fwd", "own fwd+bwd", "ops fwd+bwd", "burn fwd+bwd"
+        "{:>22} {:>9} {:>9} {:>9} {:>13} {:>13} {:>13}",
+        "layer", "gemm fwd", "impl fwd", "burn fwd", "own fwd+bwd", "ops fwd+bwd", "burn fwd+bwd"
     );
     for layer in LAYERS {
         let scale = layer.scale;
@@ -158,10 +168,16 @@ fn main() {
                 f64::NAN
             }
         };
+        let implicit = if layer.depthwise {
+            f64::NAN
+        } else {
+            forward(Way::Implicit)
+        };
         println!(
-            "{:>22} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>13.2}",
+            "{:>22} {:>9.2} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>13.2}",
             format!("{} @{}x{}", layer.name(), h / scale, w / scale),
             forward(Way::Ops),
+            implicit,
             forward(Way::Burn),
             both(Way::Own),
             both(Way::Ops),
@@ -242,6 +258,59 @@ fn relative<const D: usize>(got: Tensor<CpuBackend, D>, reference: Tensor<CpuBac
     diff / scale.max(1e-12)
 }
 
+/// Relative max difference of CubeCL's implicit GEMM on this backend (forward, bias included)
+/// from burn's convolution on the CPU, 2 images of 13x18; NaN in a build without it.
+fn compare_implicit(layer: Layer, stride: usize) -> f32 {
+    let x = Tensor::<CpuBackend, 4>::random([2, layer.c_in, 13, 18], Distribution::Default, &CPU);
+    let weight = Tensor::<CpuBackend, 4>::random(layer.weight_shape(), Distribution::Default, &CPU);
+    let bias = Tensor::<CpuBackend, 1>::random([layer.c_out], Distribution::Default, &CPU);
+    let k = layer.k;
+    let reference = convolve(
+        x.clone(),
+        weight.clone(),
+        Some(bias.clone()),
+        k,
+        stride,
+        Way::Burn,
+    );
+    let device = device::default_device();
+    let here = |t: &Tensor<CpuBackend, 4>| Tensor::<Selected, 4>::from_data(t.to_data(), &device);
+    let bias = Tensor::<Selected, 1>::from_data(bias.to_data(), &device);
+    match implicit(here(&x), here(&weight), Some(bias), k, stride) {
+        Some(got) => relative(Tensor::from_data(got.into_data(), &CPU), reference),
+        None => f32::NAN,
+    }
+}
+
+/// CubeCL's implicit GEMM at padding `k / 2` (`kernels::implicit_gemm`); `None` in a build
+/// without it.
+fn implicit(
+    x: Tensor<Selected, 4>,
+    weight: Tensor<Selected, 4>,
+    bias: Option<Tensor<Selected, 1>>,
+    k: usize,
+    stride: usize,
+) -> Option<Tensor<Selected, 4>> {
+    #[cfg(feature = "cube-ops")]
+    {
+        use toonsmith::kernels::implicit_gemm;
+        Some(implicit_gemm::conv2d(x, weight, bias, [k / 2; 2], stride))
+    }
+    #[cfg(not(feature = "cube-ops"))]
+    {
+        let _ = (x, weight, bias, k, stride);
+        None
+    }
+}
+
+/// Why the implicit GEMM was refused in this process, if it was.
+fn implicit_refusal() -> Option<&'static str> {
+    #[cfg(feature = "cube-ops")]
+    return toonsmith::kernels::implicit_gemm::refusal();
+    #[cfg(not(feature = "cube-ops"))]
+    None
+}
+
 /// (kernel, padding, stride) of the FID Inception's kernel shapes other than G's:
 /// `im2col::conv2d_rect` (inference only).
 const INCEPTION: [([usize; 2], [usize; 2], usize); 5] = [
@@ -289,11 +358,12 @@ fn generator_vs_cpu() -> toonsmith::error::Result<f32> {
 }
 
 /// Which convolution: gathered windows (through burn's ops), the same as one node with its
-/// own backward (training only), or burn's.
+/// own backward (training only), CubeCL's implicit GEMM (forward timing only), or burn's.
 #[derive(Clone, Copy, PartialEq)]
 enum Way {
     Ops,
     Own,
+    Implicit,
     Burn,
 }
 
@@ -313,6 +383,7 @@ fn convolve<B: Backend>(
         1
     };
     match way {
+        Way::Implicit => unreachable!("the implicit GEMM is called through `implicit`"),
         Way::Ops | Way::Own if groups > 1 => depthwise::conv2d(x, weight, bias, k / 2, stride),
         Way::Ops | Way::Own => im2col::conv2d(x, weight, bias, k / 2, stride),
         Way::Burn => {
@@ -348,8 +419,14 @@ fn time_forward(shape: [usize; 4], layer: Layer, way: Way) -> f64 {
     let x = Tensor::<Selected, 4>::random(shape, Distribution::Default, &device);
     let weight =
         Tensor::<Selected, 4>::random(layer.weight_shape(), Distribution::Default, &device);
+    if way == Way::Implicit && implicit(x.clone(), weight.clone(), None, layer.k, 1).is_none() {
+        return f64::NAN;
+    }
     median_ms(|| {
-        let out = convolve(x.clone(), weight.clone(), None, layer.k, 1, way);
+        let out = match way {
+            Way::Implicit => implicit(x.clone(), weight.clone(), None, layer.k, 1),
+            way => Some(convolve(x.clone(), weight.clone(), None, layer.k, 1, way)),
+        };
         Selected::sync(&device).expect("sync");
         drop(out);
     })

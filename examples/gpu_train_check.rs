@@ -80,6 +80,10 @@ fn main() {
             worst.max(relative)
         };
     }
+    #[cfg(feature = "cube-ops")]
+    if let Some(why) = toonsmith::kernels::implicit_gemm::refusal() {
+        println!("(the implicit GEMM was refused: {why}; burn's convolution ran in its place)");
+    }
     if worst > 2e-2 {
         eprintln!("a loss differs from the CPU's by {worst:.1e} (relative)");
         std::process::exit(1);

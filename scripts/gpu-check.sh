@@ -73,9 +73,11 @@ export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
 # against the CPU's (every loss; `examples/gpu_train_check`), the training step, PyTorch's, the
 # training profile, the forwards in f32 and f16, f16's difference from f32 on a photo
 # (`examples/gpu_precision`), the forward profile, PyTorch at 1080p, the per-layer check and
-# table at training shapes (reference: burn on the CPU). `base-*` steps time `.dev/speed-base`
+# table at training shapes (reference: burn on the CPU). `implicit-*` steps run the same with
+# CubeCL's implicit GEMM (`TOONSMITH_GPU_CONV=implicit`; `kernels::implicit_gemm`; its per-layer
+# check and forward column are in every `conv-layers-*` step). `base-*` steps time `.dev/speed-base`
 # (an earlier build) in the same call; `new-*` the autotuned build (first calls tune: minutes).
-STEPS=${STEPS:-"train-check gemm-train-b8 pytorch-train profile-gemm-train-b8 gemm-forward-1080 f16-forward-1080 precision profile-gemm-forward-1080 gemm-forward-256 pytorch-1080 conv-layers-train"}
+STEPS=${STEPS:-"conv-layers-1080 implicit-train-check gemm-forward-1080 implicit-forward-1080 gemm-train-b8 implicit-train-b8 pytorch-train pytorch-1080 implicit-forward-256 gemm-forward-256 profile-implicit-forward-1080 profile-implicit-train-b8 conv-layers-train"}
 CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
     case $s in
@@ -94,6 +96,13 @@ for s in $STEPS; do
         profile-gemm-forward-1080) step "$s" 60 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
         profile-gemm-train-b8) step "$s" 90 $PROFILE "$UNTUNED" --child-train 8 ;;
         burn-forward-1080) step "$s" 60 env TOONSMITH_GPU_CONV=burn "$UNTUNED" --child-forward 1080 1920 ;;
+        implicit-train-check) step "$s" 90 env TOONSMITH_GPU_CONV=implicit "$DEV/gpu_train_check-untuned" 256 ;;
+        implicit-forward-1080) step "$s" 90 env TOONSMITH_GPU_CONV=implicit "$UNTUNED" --child-forward 1080 1920 ;;
+        implicit-forward-256) step "$s" 60 env TOONSMITH_GPU_CONV=implicit "$UNTUNED" --child-forward 256 256 ;;
+        implicit-train-b8) step "$s" 200 env TOONSMITH_GPU_CONV=implicit "$UNTUNED" --child-train 8 ;;
+        profile-implicit-forward-1080) step "$s" 60 env TOONSMITH_GPU_CONV=implicit $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
+        profile-implicit-train-b8) step "$s" 90 env TOONSMITH_GPU_CONV=implicit $PROFILE "$UNTUNED" --child-train 8 ;;
+        implicit-conv-layers-train) step "$s" 90 env TOONSMITH_GPU_CONV=implicit "$CONV" 256 256 8 ;;
         burn-train-b8) step "$s" 90 env TOONSMITH_GPU_CONV=burn "$UNTUNED" --child-train 8 ;;
         tuned-gemm-forward-1080) step "$s" 140 env TOONSMITH_GPU_CONV=gemm "$NEW" --child-forward 1080 1920 ;;
         tuned-gemm-train-b8) step "$s" 200 env TOONSMITH_GPU_CONV=gemm "$NEW" --child-train 8 ;;

@@ -46,6 +46,10 @@ pub enum GpuConv {
     /// burn's `conv2d`: with autotuning, the fastest of its implicit GEMMs, direct kernel and
     /// 1x1 matmul for each shape; without, its direct kernel.
     Burn,
+    /// CubeCL's tensor-core implicit GEMM called directly, with or without autotuning
+    /// (`super::implicit_gemm`): for inference, and in training for the node's forward and
+    /// input-gradient products (its weight gradient stays gathered windows).
+    Implicit,
 }
 
 impl GpuConv {
@@ -65,16 +69,17 @@ impl GpuConv {
         }
     }
 
-    /// Parses `gemm`, `gemm-ops` or `burn`.
+    /// Parses `gemm`, `gemm-ops`, `burn` or `implicit`.
     pub fn parse(value: &str) -> Result<Self> {
         match value {
             "gemm" => Ok(Self::Gemm),
             "gemm-ops" => Ok(Self::GemmOps),
             "burn" => Ok(Self::Burn),
+            "implicit" => Ok(Self::Implicit),
             other => Err(Error::InvalidConfig {
                 field: ENV,
                 value: other.into(),
-                expected: "gemm, gemm-ops or burn".into(),
+                expected: "gemm, gemm-ops, burn or implicit".into(),
             }),
         }
     }
@@ -469,6 +474,7 @@ pub(crate) mod tests {
         assert_eq!(GpuConv::parse("gemm").unwrap(), GpuConv::Gemm);
         assert_eq!(GpuConv::parse("gemm-ops").unwrap(), GpuConv::GemmOps);
         assert_eq!(GpuConv::parse("burn").unwrap(), GpuConv::Burn);
+        assert_eq!(GpuConv::parse("implicit").unwrap(), GpuConv::Implicit);
         assert_eq!(GpuConv::default_for_build(true), GpuConv::Gemm);
         let err = GpuConv::parse("fast").unwrap_err().to_string();
         assert!(err.contains(ENV) && err.contains("fast"), "{err}");

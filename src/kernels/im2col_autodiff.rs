@@ -80,8 +80,23 @@ fn input_grad<B: Backend>(
     // The rows and columns the windows started from, in the padded input; a last row or
     // column no window reached stays zero.
     let g = dilate(g, stride, [h + 2 * pad - k + 1, width + 2 * pad - k + 1]);
+    product(g, flipped, k - 1 - pad, 1)
+}
+
+/// The convolution of `x` with `w` (no bias) at zero padding `pad` and `stride` in f32, for the
+/// forward and the input gradient: CubeCL's implicit GEMM where it is chosen
+/// ([`super::implicit_applies`]), else gathered windows.
+fn product<B: Backend>(
+    x: Tensor<B, 4>,
+    w: Tensor<B, 4>,
+    pad: usize,
+    stride: usize,
+) -> Tensor<B, 4> {
+    if super::implicit_applies::<B>() {
+        return super::implicit_conv2d(x, w, None, [pad; 2], stride);
+    }
     let f32 = (BAND_VALUES, Precision::F32);
-    im2col::conv2d_at(g, flipped, None, ([k - 1 - pad; 2], 1), f32)
+    im2col::conv2d_at(x, w, None, ([pad; 2], stride), f32)
 }
 
 /// `g` with `stride - 1` zeros after each row and column, cut to `size` (`g` itself at stride
@@ -167,9 +182,7 @@ pub fn conv2d<B: Backend>(
     let x_padded = pad_zeros(float_tensor::<B, 4>(x.primitive.clone()), [pad; 2]);
     let compute = |x_padded: Tensor<B, 4>| {
         let w = float_tensor::<B, 4>(w.primitive.clone());
-        let f32 = (BAND_VALUES, Precision::F32);
-        let out = im2col::conv2d_at(x_padded, w, None, ([0, 0], stride), f32);
-        out.into_primitive().tensor()
+        product(x_padded, w, 0, stride).into_primitive().tensor()
     };
     let out = match GemmConv::<B>(PhantomData)
         .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])

@@ -12,6 +12,8 @@ pub mod conv;
 pub mod depthwise;
 pub mod im2col;
 pub mod im2col_autodiff;
+#[cfg(feature = "cube-ops")]
+pub mod implicit_gemm;
 pub mod ln_ops;
 pub mod norm;
 pub mod polyphase;
@@ -82,10 +84,12 @@ fn training<B: Backend>() -> bool {
     TypeId::of::<B>() == TypeId::of::<crate::device::SelectedAutodiff>()
 }
 
-/// Convolution with zero padding `pad` and `stride` by gathered windows: for training on the
-/// selected backend ([`crate::device::SelectedAutodiff`]) as one node with its own backward
+/// Convolution with zero padding `pad` and `stride` by gathered windows or CubeCL's implicit
+/// GEMM ([`im2col::GpuConv`]): for training on the selected backend
+/// ([`crate::device::SelectedAutodiff`]) as one node with its own backward
 /// ([`im2col_autodiff`]) unless `TOONSMITH_GPU_CONV=gemm-ops`, else through burn's ops
-/// ([`im2col::conv2d`]). Check [`gemm_conv_applies`] first.
+/// ([`im2col::conv2d`]); for inference [`im2col::conv2d`], or the implicit GEMM where chosen.
+/// Check [`gemm_conv_applies`] first.
 pub fn gemm_conv2d<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
@@ -94,7 +98,11 @@ pub fn gemm_conv2d<B: Backend>(
     stride: usize,
 ) -> Tensor<B, 4> {
     use crate::device::{Selected, SelectedAutodiff};
-    if !training::<B>() || im2col::GpuConv::current(true) != im2col::GpuConv::Gemm {
+    if implicit_applies::<B>() {
+        return implicit_conv2d(x, weight, bias, [pad; 2], stride);
+    }
+    let gemm_node = training::<B>() && im2col::GpuConv::current(true) != im2col::GpuConv::GemmOps;
+    if !gemm_node {
         return im2col::conv2d(x, weight, bias, pad, stride);
     }
     let x: Tensor<SelectedAutodiff, 4> = same_type(x);
@@ -103,6 +111,41 @@ pub fn gemm_conv2d<B: Backend>(
     same_type(im2col_autodiff::conv2d::<Selected>(
         x, weight, bias, pad, stride,
     ))
+}
+
+/// Whether [`implicit_conv2d`] runs convolutions on backend `B`: the selected GPU backend
+/// (outside autodiff: inference, and the products inside [`im2col_autodiff`]'s node) when
+/// [`im2col::GpuConv::current`] is [`im2col::GpuConv::Implicit`].
+pub(crate) fn implicit_applies<B: Backend>() -> bool {
+    cfg!(feature = "cube-ops")
+        && on_cubecl::<B>()
+        && TypeId::of::<B>() == TypeId::of::<crate::device::Selected>()
+        && im2col::GpuConv::current(false) == im2col::GpuConv::Implicit
+}
+
+/// Convolution with zero `padding` `[rows, columns]` and `stride` by CubeCL's implicit GEMM
+/// ([`implicit_gemm::conv2d`]); gathered windows ([`im2col::conv2d_rect`]) in a build without
+/// it. Check [`implicit_applies`] first.
+pub(crate) fn implicit_conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    padding: [usize; 2],
+    stride: usize,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "cube-ops")]
+    {
+        let bias = bias.map(same_type);
+        same_type(implicit_gemm::conv2d(
+            same_type(x),
+            same_type(weight),
+            bias,
+            padding,
+            stride,
+        ))
+    }
+    #[cfg(not(feature = "cube-ops"))]
+    im2col::conv2d_rect(x, weight, bias, padding, stride)
 }
 
 /// The float tensor of a backend primitive (what autodiff nodes receive and register).

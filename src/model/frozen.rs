@@ -28,7 +28,8 @@ impl<B: Backend> ConvWeight<B> {
     /// The convolution of `x` with this kernel, zero `padding` `[top and bottom, left and
     /// right]`, `stride` and `groups`: a dense one as gathered windows times a matmul on a GPU
     /// build that convolves so ([`kernels::gemm_conv_applies`]: where burn's convolution is its
-    /// untuned direct kernel, which ran G at 1080p 6x slower on an H200), else burn's.
+    /// untuned direct kernel, which ran G at 1080p 6x slower on an H200) or by CubeCL's implicit
+    /// GEMM where chosen (`TOONSMITH_GPU_CONV=implicit`), else burn's.
     pub fn forward(
         &self,
         x: Tensor<B, 4>,
@@ -38,6 +39,9 @@ impl<B: Backend> ConvWeight<B> {
     ) -> Tensor<B, 4> {
         let weight = self.weight.val();
         if kernels::gemm_conv_applies::<B>(groups) {
+            if kernels::implicit_applies::<B>() {
+                return kernels::implicit_conv2d(x, weight, None, padding, stride);
+            }
             return kernels::im2col::conv2d_rect(x, weight, None, padding, stride);
         }
         let options = ConvOptions::new([stride; 2], padding, [1, 1], groups);

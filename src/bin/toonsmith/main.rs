@@ -84,7 +84,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Makes `precision` the process's, refusing it where no convolution would use it: training
-/// (always f32), the CPU build, or burn's own GPU convolution (`TOONSMITH_GPU_CONV=burn`).
+/// (always f32), the CPU build, or the GPU convolutions that are not toonsmith's gathered
+/// windows (`TOONSMITH_GPU_CONV=burn` or `implicit`).
 fn use_precision(
     precision: Precision,
     conv: Option<GpuConv>,
@@ -105,10 +106,15 @@ fn use_precision(
             device::NAME
         );
     }
-    if conv == Some(GpuConv::Burn) {
+    if let Some(other @ (GpuConv::Burn | GpuConv::Implicit)) = conv {
+        let name = if other == GpuConv::Burn {
+            "burn"
+        } else {
+            "implicit"
+        };
         anyhow::bail!(
             "--precision {precision} needs toonsmith's gathered-window convolution, not \
-             TOONSMITH_GPU_CONV=burn"
+             TOONSMITH_GPU_CONV={name}"
         );
     }
     precision.set_current();
