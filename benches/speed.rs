@@ -246,20 +246,32 @@ fn row(what: &str, ts: [f64; 3], pt: f64, flops: f64, mem: (f64, f64)) -> serde_
     })
 }
 
-/// Says so on stderr if CubeCL's implicit GEMM (`TOONSMITH_GPU_CONV=implicit`) was refused and
-/// burn's convolution timed in its place.
+/// Says so on stderr if CubeCL's implicit GEMM (`TOONSMITH_GPU_CONV=implicit`, the algorithm
+/// `TOONSMITH_GPU_IMPLICIT`) was refused and burn's convolution timed in its place.
 fn report_refusal() {
     #[cfg(feature = "cube-ops")]
-    if let Some(why) = toonsmith::kernels::implicit_gemm::refusal() {
-        eprintln!("implicit GEMM refused ({why}): burn's convolution ran instead");
+    {
+        use toonsmith::kernels::implicit_gemm::{refusal, Algorithm};
+        if let Some(why) = refusal(Algorithm::current()) {
+            let algorithm = Algorithm::current();
+            eprintln!("implicit GEMM {algorithm} refused ({why}): burn's convolution ran instead");
+        }
     }
+}
+
+/// An error naming `TOONSMITH_GPU_IMPLICIT` if it is set to no algorithm.
+fn check_implicit_env() -> toonsmith::error::Result<()> {
+    #[cfg(feature = "cube-ops")]
+    toonsmith::kernels::implicit_gemm::Algorithm::from_env()?;
+    Ok(())
 }
 
 fn main() {
     device::keep_compiled_kernels();
     let checked = device::check_available()
         .and_then(|()| GpuConv::from_env())
-        .and_then(|_| {
+        .and_then(|_| check_implicit_env())
+        .and_then(|()| {
             std::env::var(PRECISION_ENV).map_or(Ok(Precision::F32), |v| Precision::parse(&v))
         });
     match checked {
@@ -278,6 +290,11 @@ fn main() {
             Precision::current(),
             GpuConv::current(true)
         );
+        #[cfg(feature = "cube-ops")]
+        if GpuConv::current(false) == GpuConv::Implicit {
+            let algorithm = toonsmith::kernels::implicit_gemm::Algorithm::current();
+            eprintln!("implicit GEMM algorithm {algorithm}");
+        }
     }
     if let Some(i) = args.iter().position(|a| a == "--child-forward") {
         allocator::keep_freed_memory();

@@ -123,8 +123,17 @@ fn main() {
             worst = ours.into_iter().fold(worst, f32::max);
         }
         for stride in [1, 2].into_iter().filter(|_| !layer.depthwise) {
+            let before = refused_so_far();
             let diff = compare_implicit(layer, stride);
-            println!("  {} s{stride} implicit GEMM: out {diff:.1e}", layer.name());
+            let ran = if refused_so_far() > before {
+                " (refused: burn's ran)"
+            } else {
+                ""
+            };
+            println!(
+                "  {} s{stride} implicit GEMM{ran}: out {diff:.1e}",
+                layer.name()
+            );
             worst = worst.max(diff);
         }
     }
@@ -184,6 +193,8 @@ fn main() {
             both(Way::Burn)
         );
     }
+    #[cfg(feature = "cube-ops")]
+    implicit_table([batch, h, w]);
 }
 
 /// Relative max differences of output and input, weight and bias gradients from burn's
@@ -303,12 +314,90 @@ fn implicit(
     }
 }
 
-/// Why the implicit GEMM was refused in this process, if it was.
-fn implicit_refusal() -> Option<&'static str> {
+/// Why the implicit GEMM (its current algorithm) was refused in this process, if it was.
+fn implicit_refusal() -> Option<String> {
     #[cfg(feature = "cube-ops")]
-    return toonsmith::kernels::implicit_gemm::refusal();
+    {
+        use toonsmith::kernels::implicit_gemm::{refusal, Algorithm};
+        refusal(Algorithm::current()).map(|why| format!("{} {why}", Algorithm::current()))
+    }
     #[cfg(not(feature = "cube-ops"))]
     None
+}
+
+/// Convolutions the implicit GEMM refused so far in this process (0 in a build without it).
+fn refused_so_far() -> usize {
+    #[cfg(feature = "cube-ops")]
+    return toonsmith::kernels::implicit_gemm::refused_calls();
+    #[cfg(not(feature = "cube-ops"))]
+    0
+}
+
+/// The implicit-GEMM algorithms the per-algorithm table times: burn-cubecl's default and
+/// those CubeCL's autotuner ranked first for forward convolutions on an H200 (session 15).
+#[cfg(feature = "cube-ops")]
+const CANDIDATES: [&str; 5] = [
+    "simple_sync_cyclic:cmma",
+    "simple_sync_strided:mma",
+    "simple_async_strided:mma",
+    "simple_async_tma:mma",
+    "specialized_tma:mma",
+];
+
+/// Each dense layer of G at `[batch, C, h / s, w / s]` by each of [`CANDIDATES`]: forward ms
+/// (median of 5 after one warm-up) and the output's largest difference from the gathered-window
+/// convolution's on this backend (relative), or "refused" where cubek refused the shape.
+#[cfg(feature = "cube-ops")]
+fn implicit_table([batch, h, w]: [usize; 3]) {
+    use toonsmith::kernels::implicit_gemm::{conv2d_by, refusal, refused_calls, Algorithm};
+    let candidates: Vec<Algorithm> = CANDIDATES
+        .iter()
+        .map(|name| Algorithm::parse(name).expect("a known algorithm"))
+        .collect();
+    println!("{h}x{w}, batch {batch}: implicit GEMM by algorithm, forward ms (difference)");
+    let names: Vec<String> = candidates.iter().map(|a| format!("{a:>24}")).collect();
+    println!("{:>22} {}", "layer", names.join(" "));
+    let device = device::default_device();
+    for layer in LAYERS.iter().filter(|layer| !layer.depthwise) {
+        let shape = [batch, layer.c_in, h / layer.scale, w / layer.scale];
+        let x = Tensor::<Selected, 4>::random(shape, Distribution::Default, &device);
+        let weight =
+            Tensor::<Selected, 4>::random(layer.weight_shape(), Distribution::Default, &device);
+        let pad = [layer.k / 2; 2];
+        let reference = im2col::conv2d(x.clone(), weight.clone(), None, layer.k / 2, 1);
+        let cells: Vec<String> = candidates
+            .iter()
+            .map(|&algorithm| {
+                let before = refused_calls();
+                let got = conv2d_by(x.clone(), weight.clone(), None, (pad, 1), algorithm);
+                let diff = relative_here(got, reference.clone());
+                if refused_calls() > before {
+                    return format!("{:>24}", "refused");
+                }
+                let ms = median_ms(|| {
+                    let out = conv2d_by(x.clone(), weight.clone(), None, (pad, 1), algorithm);
+                    Selected::sync(&device).expect("sync");
+                    drop(out);
+                });
+                format!("{:>24}", format!("{ms:.2} ({diff:.0e})"))
+            })
+            .collect();
+        let name = format!("{} @{}x{}", layer.name(), h / layer.scale, w / layer.scale);
+        println!("{name:>22} {}", cells.join(" "));
+    }
+    for algorithm in candidates {
+        if let Some(why) = refusal(algorithm) {
+            println!("  {algorithm} refused (first time): {why}");
+        }
+    }
+}
+
+/// `max |got - reference|` relative to `max |reference|`, computed on this backend.
+#[cfg(feature = "cube-ops")]
+fn relative_here(got: Tensor<Selected, 4>, reference: Tensor<Selected, 4>) -> f32 {
+    let scale: f32 = reference.clone().abs().max().into_scalar().elem();
+    let diff: f32 = (got - reference).abs().max().into_scalar().elem();
+    diff / scale.max(1e-12)
 }
 
 /// (kernel, padding, stride) of the FID Inception's kernel shapes other than G's:
@@ -419,8 +508,17 @@ fn time_forward(shape: [usize; 4], layer: Layer, way: Way) -> f64 {
     let x = Tensor::<Selected, 4>::random(shape, Distribution::Default, &device);
     let weight =
         Tensor::<Selected, 4>::random(layer.weight_shape(), Distribution::Default, &device);
-    if way == Way::Implicit && implicit(x.clone(), weight.clone(), None, layer.k, 1).is_none() {
-        return f64::NAN;
+    if way == Way::Implicit {
+        // NaN where the build has no implicit GEMM or cubek refuses the shape.
+        let before = refused_so_far();
+        let Some(out) = implicit(x.clone(), weight.clone(), None, layer.k, 1) else {
+            return f64::NAN;
+        };
+        Selected::sync(&device).expect("sync");
+        drop(out);
+        if refused_so_far() > before {
+            return f64::NAN;
+        }
     }
     median_ms(|| {
         let out = match way {

@@ -81,8 +81,12 @@ fn main() {
         };
     }
     #[cfg(feature = "cube-ops")]
-    if let Some(why) = toonsmith::kernels::implicit_gemm::refusal() {
-        println!("(the implicit GEMM was refused: {why}; burn's convolution ran in its place)");
+    {
+        use toonsmith::kernels::implicit_gemm::{refusal, Algorithm};
+        if let Some(why) = refusal(Algorithm::current()) {
+            let algorithm = Algorithm::current();
+            println!("(implicit GEMM {algorithm} refused: {why}; burn's convolution ran instead)");
+        }
     }
     if worst > 2e-2 {
         eprintln!("a loss differs from the CPU's by {worst:.1e} (relative)");

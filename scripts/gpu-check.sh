@@ -69,14 +69,16 @@ PROFILE="env CUBECL_DEBUG_OPTION=profile"
 # The forward children first run G layer by layer, printing where the first call's time goes.
 export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
 # STEPS: which checks to run, in this order. By default the untuned binary (its first call
-# compiles one kernel per shape, so figures come within the budget): one training iteration
-# against the CPU's (every loss; `examples/gpu_train_check`), the training step, PyTorch's, the
-# training profile, the forwards in f32 and f16, f16's difference from f32 on a photo
-# (`examples/gpu_precision`), the forward profile, PyTorch at 1080p, the per-layer check and
-# table at training shapes (reference: burn on the CPU). `implicit-*` steps run the same with
-# CubeCL's implicit GEMM (`TOONSMITH_GPU_CONV=implicit`; `kernels::implicit_gemm`; its per-layer
-# check and forward column are in every `conv-layers-*` step). `base-*` steps time `.dev/speed-base`
-# (an earlier build) in the same call; `new-*` the autotuned build (first calls tune: minutes).
+# compiles one kernel per shape, so figures come within the budget): the per-layer check and
+# tables at 1080p (gathered windows, CubeCL's implicit GEMM and burn's against burn on the CPU,
+# then ms per layer, then the implicit GEMM's candidate algorithms side by side), one training
+# iteration with the implicit GEMM against the CPU's (every loss; `examples/gpu_train_check`),
+# the forward at 1080p and the training step with gathered windows and with the implicit GEMM
+# (`TOONSMITH_GPU_CONV=implicit`, algorithm `TOONSMITH_GPU_IMPLICIT`, `kernels::implicit_gemm`),
+# PyTorch's, the 256x256 forwards, the implicit GEMM's profiles, the per-layer table at
+# training shapes. Others: f16 forwards, `precision` (f16's difference from f32 on a photo),
+# `gemm-*` profiles, `base-*` (`.dev/speed-base`, an earlier build, in the same call), `new-*`
+# (the autotuned build: first calls tune for minutes).
 STEPS=${STEPS:-"conv-layers-1080 implicit-train-check gemm-forward-1080 implicit-forward-1080 gemm-train-b8 implicit-train-b8 pytorch-train pytorch-1080 implicit-forward-256 gemm-forward-256 profile-implicit-forward-1080 profile-implicit-train-b8 conv-layers-train"}
 CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
@@ -90,7 +92,7 @@ for s in $STEPS; do
         matmul) step "$s" 60 "$DEV/gpu_matmul-untuned" ;;
         precision) step "$s" 60 "$DEV/gpu_precision-untuned" ;;
         gemm-ops-train-b8) step "$s" 120 env TOONSMITH_GPU_CONV=gemm-ops "$UNTUNED" --child-train 8 ;;
-        conv-layers-1080) step "$s" 90 "$CONV" 1080 1920 1 --forward-only ;;
+        conv-layers-1080) step "$s" 150 "$CONV" 1080 1920 1 --forward-only ;;
         train-check) step "$s" 90 "$DEV/gpu_train_check-untuned" 256 ;;
         conv-layers-train) step "$s" 90 "$CONV" 256 256 8 ;;
         profile-gemm-forward-1080) step "$s" 60 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;

@@ -1,38 +1,46 @@
-//! Dense convolution by CubeCL's implicit GEMM (burn-cubecl's `ConvStrategy::ImplicitGemm`:
-//! cubek's tensor-core tiled matrix product that reads each tile of windows straight from the
-//! input instead of gathering them into memory), called directly from the untuned builds,
-//! where burn's own `conv2d` would run its direct kernel. It is one custom operation of burn's
-//! fusion stream (`TOONSMITH_GPU_CONV=implicit`, [`super::im2col::GpuConv::Implicit`]).
+//! Dense convolution by CubeCL's implicit GEMM (cubek's convolution kernels, which burn-cubecl's
+//! autotuner chooses among: a tensor-core tiled matrix product that reads each tile of windows
+//! straight from the input instead of gathering them into memory), launched directly with a
+//! chosen [`Algorithm`], also from the untuned builds, where burn's own `conv2d` would run its
+//! direct kernel. It is one custom operation of burn's fusion stream
+//! (`TOONSMITH_GPU_CONV=implicit`, [`super::im2col::GpuConv::Implicit`]).
 //!
 //! Why: on an H200 the gathered-window path spends its convolution time in burn's untuned
 //! matmul at 15-35 TFLOP/s and in copying windows (71 of the 1080p forward's 110 ms of
 //! kernels, `docs/performance.md`, session 17), while CubeCL's autotuner, where it ran (session
-//! 15), chose these implicit GEMMs for every dense forward shape. This kernel needs tensor
-//! cores (CMMA); where the device or the shape is refused (`ConvSetupError`: lavapipe, an old
-//! GPU) the operation runs burn's own convolution of the build instead, and [`refusal`] says
-//! why, so a benchmark can say which kernel it timed.
+//! 15), chose these implicit GEMMs for every dense forward shape (`simple_sync` and
+//! `simple_tma` with MMA tiles first). They need tensor cores; where the device or the shape
+//! is refused (`ConvSetupError`: lavapipe, an old GPU) the operation runs burn's own
+//! convolution of the build instead, and [`refusal`] says why, so a benchmark can say which
+//! kernel it timed.
+//!
+//! Layout: burn's tensors are NCHW, the kernels read NHWC with the channels contiguous; the
+//! input and weight are permuted (a view; cubek copies what its reading needs) and the NHWC
+//! output is returned as an NCHW view of it, as burn's own convolution does.
 
-use std::sync::OnceLock;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Shape, Tensor, TensorPrimitive};
-use burn_cubecl::kernel::conv::{conv_forward, ConvStrategy};
-use burn_cubecl::CubeBackend;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::{permute_nchw_to_nhwc, permute_nhwc_to_nchw};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{CubeBackend, CubeRuntime};
 use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
+use cubek::convolution::components::ConvSetupError;
+use cubek::convolution::{
+    launch_ref, AcceleratedTileKind, ConvAlgorithm, ConvolutionArgs, ConvolutionInputs, Strategy,
+};
+use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
+use cubek::std::InputBinding;
 
 use super::same_type;
 use crate::device::Selected;
-
-/// The first reason the implicit GEMM was refused in this process, if it was.
-static REFUSAL: OnceLock<String> = OnceLock::new();
-
-/// Why the implicit GEMM was refused (and burn's own convolution ran instead), if it was
-/// refused in this process.
-pub fn refusal() -> Option<&'static str> {
-    REFUSAL.get().map(String::as_str)
-}
+use crate::error::{Error, Result};
 
 /// burn's GPU backend without fusion: [`Selected`] is `Fusion<Cube>` (checked at compile time
 /// by [`fused_is_selected`]).
@@ -49,8 +57,124 @@ fn fused_is_selected(x: Tensor<Fusion<Cube>, 1>) -> Tensor<Selected, 1> {
     x
 }
 
-/// Convolution with zero `padding` (`[rows, columns]`) and `stride` by the implicit GEMM, on the
-/// selected backend (a GPU build's).
+/// Environment variable choosing [`Algorithm::current`].
+pub const ENV: &str = "TOONSMITH_GPU_IMPLICIT";
+
+/// cubek's reading strategies, by their names.
+const ALGORITHMS: [ConvAlgorithm; 9] = [
+    ConvAlgorithm::SimpleSyncCyclic,
+    ConvAlgorithm::SimpleSyncStrided,
+    ConvAlgorithm::SimpleSyncTilewise,
+    ConvAlgorithm::SimpleAsyncCyclic,
+    ConvAlgorithm::SimpleAsyncStrided,
+    ConvAlgorithm::SimpleAsyncTma,
+    ConvAlgorithm::SpecializedAsyncCyclic,
+    ConvAlgorithm::SpecializedAsyncStrided,
+    ConvAlgorithm::SpecializedTma,
+];
+
+/// One of cubek's implicit-GEMM convolution kernels: how tiles of input and weight reach
+/// shared memory (`algorithm`: synchronous or asynchronous copies, cyclic or strided over the
+/// threads, the TMA unit; "specialized" ones give loading and computing to different warps) and
+/// which tensor-core instructions multiply them (`tile`: CMMA, CUDA's WMMA API, or MMA, PTX's
+/// `mma`). Written `algorithm:tile`, e.g. `simple_sync_strided:mma`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Algorithm {
+    /// The reading strategy.
+    pub algorithm: ConvAlgorithm,
+    /// The tile matmul.
+    pub tile: AcceleratedTileKind,
+}
+
+impl Algorithm {
+    /// burn-cubecl's `ConvStrategy::ImplicitGemm`: `simple_sync_cyclic:cmma`.
+    pub const DEFAULT: Self = Self {
+        algorithm: ConvAlgorithm::SimpleSyncCyclic,
+        tile: AcceleratedTileKind::Cmma,
+    };
+
+    /// Every algorithm with every tile kind.
+    pub fn all() -> impl Iterator<Item = Self> {
+        ALGORITHMS.into_iter().flat_map(|algorithm| {
+            [AcceleratedTileKind::Cmma, AcceleratedTileKind::Mma]
+                .map(|tile| Self { algorithm, tile })
+        })
+    }
+
+    /// Parses `algorithm:tile` (one of [`Algorithm::all`]'s names).
+    pub fn parse(value: &str) -> Result<Self> {
+        Self::all()
+            .find(|a| a.to_string() == value)
+            .ok_or_else(|| Error::InvalidConfig {
+                field: ENV,
+                value: value.into(),
+                expected: "an algorithm:tile pair such as simple_sync_cyclic:cmma or \
+                           simple_sync_strided:mma"
+                    .into(),
+            })
+    }
+
+    /// `TOONSMITH_GPU_IMPLICIT` if set (an error naming it if it is not one of
+    /// [`Algorithm::parse`]'s), else `None`.
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var(ENV) {
+            Ok(value) => Self::parse(&value).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// [`Algorithm::from_env`] read once, else [`Algorithm::DEFAULT`] (an invalid value too:
+    /// the program checks the variable at start).
+    pub fn current() -> Self {
+        static CHOICE: OnceLock<Option<Algorithm>> = OnceLock::new();
+        CHOICE
+            .get_or_init(|| Self::from_env().ok().flatten())
+            .unwrap_or(Self::DEFAULT)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm, self.tile)
+    }
+}
+
+/// The first reason each algorithm was refused in this process.
+static REFUSALS: Mutex<Vec<(Algorithm, String)>> = Mutex::new(Vec::new());
+
+/// How many convolutions were refused in this process.
+static REFUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many convolutions were refused in this process (burn's ran in their place): a caller
+/// that reads it before and after one convolution has run knows whether that one was.
+pub fn refused_calls() -> usize {
+    REFUSED_CALLS.load(Ordering::Relaxed)
+}
+
+/// Why `algorithm` was refused (and burn's own convolution ran instead), if it was refused in
+/// this process.
+pub fn refusal(algorithm: Algorithm) -> Option<String> {
+    let refusals = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
+    refusals
+        .iter()
+        .find(|(a, _)| *a == algorithm)
+        .map(|(_, why)| why.clone())
+}
+
+fn note_refusal(algorithm: Algorithm, err: &ConvSetupError) {
+    REFUSED_CALLS.fetch_add(1, Ordering::Relaxed);
+    let mut refusals = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
+    if !refusals.iter().any(|(a, _)| *a == algorithm) {
+        let why = format!("{err:?}");
+        refusals.push((
+            algorithm,
+            why.split_whitespace().collect::<Vec<_>>().join(" "),
+        ));
+    }
+}
+
+/// Convolution with zero `padding` (`[rows, columns]`) and `stride` by the implicit GEMM
+/// [`Algorithm::current`], on the selected backend (a GPU build's).
 ///
 /// # Shapes
 /// `x` `[N, C_in, H, W]`, `weight` `[C_out, C_in, kh, kw]`, `bias` `[C_out]` ->
@@ -62,13 +186,24 @@ pub fn conv2d(
     padding: [usize; 2],
     stride: usize,
 ) -> Tensor<Selected, 4> {
+    conv2d_by(x, weight, bias, (padding, stride), Algorithm::current())
+}
+
+/// [`conv2d`] by `algorithm`.
+pub fn conv2d_by(
+    x: Tensor<Selected, 4>,
+    weight: Tensor<Selected, 4>,
+    bias: Option<Tensor<Selected, 1>>,
+    (padding, stride): ([usize; 2], usize),
+    algorithm: Algorithm,
+) -> Tensor<Selected, 4> {
     let options = ConvOptions::new([stride; 2], padding, [1, 1], 1);
     let primitive = |t: FloatTensor<Selected>| -> FloatTensor<Fusion<Cube>> { same_type(t) };
     let out = fused_conv(
         primitive(x.into_primitive().tensor()),
         primitive(weight.into_primitive().tensor()),
         bias.map(|b| primitive(b.into_primitive().tensor())),
-        options,
+        (options, algorithm),
     );
     Tensor::from_primitive(TensorPrimitive::Float(same_type(out)))
 }
@@ -79,14 +214,11 @@ fn fused_conv(
     x: FloatTensor<Fusion<Cube>>,
     weight: FloatTensor<Fusion<Cube>>,
     bias: Option<FloatTensor<Fusion<Cube>>>,
-    options: ConvOptions<2>,
+    (options, algorithm): (ConvOptions<2>, Algorithm),
 ) -> FloatTensor<Fusion<Cube>> {
     let [n, _, h, w] = x.shape.dims();
     let [c_out, _, kh, kw] = weight.shape.dims();
-    let out_size = |size: usize, k: usize, axis: usize| {
-        (size + 2 * options.padding[axis] - k) / options.stride[axis] + 1
-    };
-    let shape = Shape::new([n, c_out, out_size(h, kh, 0), out_size(w, kw, 1)]);
+    let [oh, ow] = out_size(&options, [h, w], [kh, kw]);
     let client = x.client.clone();
     let mut streams = OperationStreams::with_inputs([&x, &weight]);
     let mut inputs = vec![x.into_ir(), weight.into_ir()];
@@ -94,16 +226,24 @@ fn fused_conv(
         streams.tensor(&bias);
         inputs.push(bias.into_ir());
     }
-    let dtype = inputs[0].dtype;
-    let out = TensorIr::uninit(client.create_empty_handle(), shape, dtype);
+    let shape = Shape::new([n, c_out, oh, ow]);
+    let out = TensorIr::uninit(client.create_empty_handle(), shape, inputs[0].dtype);
     let desc = CustomOpIr::new("toonsmith_implicit_gemm_conv2d", &inputs, &[out]);
     let op = ImplicitConv {
         desc: desc.clone(),
         options,
+        algorithm,
     };
     client
         .register(streams, OperationIr::Custom(desc), op)
         .output()
+}
+
+/// Output rows and columns of a convolution with `options` of an input of `size` by a kernel
+/// of `kernel`.
+fn out_size(options: &ConvOptions<2>, size: [usize; 2], kernel: [usize; 2]) -> [usize; 2] {
+    let o = options;
+    [0, 1].map(|a| (size[a] + 2 * o.padding[a] - kernel[a]) / o.stride[a] + 1)
 }
 
 /// The recorded operation: inputs `[x, weight]` or `[x, weight, bias]`, one output.
@@ -111,6 +251,52 @@ fn fused_conv(
 struct ImplicitConv {
     desc: CustomOpIr,
     options: ConvOptions<2>,
+    algorithm: Algorithm,
+}
+
+impl ImplicitConv {
+    /// The convolution by cubek's kernel, or its refusal.
+    fn launch<R: CubeRuntime>(
+        &self,
+        x: CubeTensor<R>,
+        weight: CubeTensor<R>,
+        bias: Option<CubeTensor<R>>,
+    ) -> std::result::Result<CubeTensor<R>, ConvSetupError> {
+        let x = permute_nchw_to_nhwc(x);
+        let weight = permute_nchw_to_nhwc(weight);
+        let [n, h, w, _] = x.meta.shape().dims();
+        let [c_out, kh, kw, _] = weight.meta.shape().dims();
+        let [oh, ow] = out_size(&self.options, [h, w], [kh, kw]);
+        let (client, dtype) = (x.client.clone(), x.dtype);
+        let out_shape = Shape::new([n, oh, ow, c_out]);
+        let out = empty_device_dtype(client.clone(), x.device.clone(), out_shape, dtype);
+        let dtypes = MatmulElems::from_globals(&MatmulGlobalElems {
+            lhs: dtype.into(),
+            rhs: weight.dtype.into(),
+            out: dtype.into(),
+        });
+        let bind = |t: CubeTensor<R>| {
+            let dtype = t.dtype.into();
+            InputBinding::new(t.binding(), dtype)
+        };
+        let inputs = ConvolutionInputs::Forward {
+            input: bind(x),
+            weight: bind(weight),
+            bias: bias.map(bind),
+            out: out.clone().binding(),
+        };
+        let strategy = Strategy::Inferred {
+            algorithm: self.algorithm.algorithm,
+            tile_kind: self.algorithm.tile,
+        };
+        let args = ConvolutionArgs {
+            stride: self.options.stride,
+            padding: self.options.padding,
+            dilation: self.options.dilation,
+        };
+        launch_ref::<R, 2>(&strategy, &client, inputs, args, dtypes)?;
+        Ok(permute_nhwc_to_nchw(out))
+    }
 }
 
 impl Operation<<Cube as FusionBackend>::FusionRuntime> for ImplicitConv {
@@ -120,24 +306,71 @@ impl Operation<<Cube as FusionBackend>::FusionRuntime> for ImplicitConv {
             <<Cube as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle,
         >,
     ) {
-        let inputs = &self.desc.inputs;
-        let x = handles.get_float_tensor::<Cube>(&inputs[0]);
-        let weight = handles.get_float_tensor::<Cube>(&inputs[1]);
-        let bias = inputs
+        let desc = &self.desc;
+        let x = handles.get_float_tensor::<Cube>(&desc.inputs[0]);
+        let weight = handles.get_float_tensor::<Cube>(&desc.inputs[1]);
+        let bias = desc
+            .inputs
             .get(2)
             .map(|bias| handles.get_float_tensor::<Cube>(bias));
-        let tried = conv_forward(
-            x.clone(),
-            weight.clone(),
-            bias.clone(),
-            self.options.clone(),
-            ConvStrategy::ImplicitGemm,
-        );
+        let tried = self.launch(x.clone(), weight.clone(), bias.clone());
         let out = tried.unwrap_or_else(|err| {
-            let why = format!("{err:?}");
-            let _ = REFUSAL.set(why.split_whitespace().collect::<Vec<_>>().join(" "));
+            note_refusal(self.algorithm, &err);
             Cube::conv2d(x, weight, bias, self.options.clone())
         });
-        handles.register_float_tensor::<Cube>(&self.desc.outputs[0].id, out);
+        handles.register_float_tensor::<Cube>(&desc.outputs[0].id, out);
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use crate::device::{default_device, CpuBackend, CPU};
+    use burn::tensor::module::conv2d as burn_conv2d;
+    use burn::tensor::{Distribution, ElementConversion};
+
+    #[test]
+    fn every_algorithm_is_named_and_parsed_back() {
+        let all: Vec<Algorithm> = Algorithm::all().collect();
+        assert_eq!(all.len(), 18);
+        for algorithm in all {
+            assert_eq!(Algorithm::parse(&algorithm.to_string()).unwrap(), algorithm);
+        }
+        assert_eq!(Algorithm::DEFAULT.to_string(), "simple_sync_cyclic:cmma");
+        let err = Algorithm::parse("fastest").unwrap_err().to_string();
+        assert!(err.contains(ENV) && err.contains("fastest"), "{err}");
+    }
+
+    /// On this build's GPU, each algorithm's convolution (or burn's in its place where
+    /// refused) equals burn's on the CPU, at stride 1 and 2, with a bias; the TF32 margin.
+    #[test]
+    fn convolution_equals_the_cpus() {
+        let device = default_device();
+        let x = Tensor::<CpuBackend, 4>::random([2, 16, 11, 14], Distribution::Default, &CPU);
+        let w = Tensor::<CpuBackend, 4>::random([24, 16, 3, 3], Distribution::Default, &CPU);
+        let b = Tensor::<CpuBackend, 1>::random([24], Distribution::Default, &CPU);
+        let here4 =
+            |t: &Tensor<CpuBackend, 4>| Tensor::<Selected, 4>::from_data(t.to_data(), &device);
+        for algorithm in Algorithm::all() {
+            for stride in [1, 2] {
+                let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
+                let want = burn_conv2d(x.clone(), w.clone(), Some(b.clone()), options);
+                let bias = Tensor::<Selected, 1>::from_data(b.to_data(), &device);
+                let got = conv2d_by(
+                    here4(&x),
+                    here4(&w),
+                    Some(bias),
+                    ([1, 1], stride),
+                    algorithm,
+                );
+                let got = Tensor::<CpuBackend, 4>::from_data(got.into_data(), &CPU);
+                let scale: f32 = want.clone().abs().max().into_scalar().elem();
+                let diff: f32 = (got - want).abs().max().into_scalar().elem();
+                assert!(
+                    diff / scale < 1e-2,
+                    "{algorithm} stride {stride}: {diff} of {scale}"
+                );
+            }
+        }
     }
 }
