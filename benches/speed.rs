@@ -284,11 +284,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !device::is_cpu_backend::<Selected>() {
         eprintln!(
-            "{}: dense convolutions by {:?} (inference, operands {:?}), {:?} (training)",
+            "{}: dense convolutions by {} (inference, operands {}), {} (training)",
             device::NAME,
-            GpuConv::current(false),
+            GpuConv::current(false).name(),
             Precision::current(),
-            GpuConv::current(true)
+            GpuConv::current(true).name()
         );
         #[cfg(feature = "cube-ops")]
         if GpuConv::current(false) == GpuConv::Implicit {

@@ -69,19 +69,29 @@ impl GpuConv {
         }
     }
 
+    /// Every choice.
+    pub const ALL: [Self; 4] = [Self::Gemm, Self::GemmOps, Self::Burn, Self::Implicit];
+
+    /// This choice's value of `TOONSMITH_GPU_CONV`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gemm => "gemm",
+            Self::GemmOps => "gemm-ops",
+            Self::Burn => "burn",
+            Self::Implicit => "implicit",
+        }
+    }
+
     /// Parses `gemm`, `gemm-ops`, `burn` or `implicit`.
     pub fn parse(value: &str) -> Result<Self> {
-        match value {
-            "gemm" => Ok(Self::Gemm),
-            "gemm-ops" => Ok(Self::GemmOps),
-            "burn" => Ok(Self::Burn),
-            "implicit" => Ok(Self::Implicit),
-            other => Err(Error::InvalidConfig {
+        Self::ALL
+            .into_iter()
+            .find(|choice| choice.name() == value)
+            .ok_or_else(|| Error::InvalidConfig {
                 field: ENV,
-                value: other.into(),
+                value: value.into(),
                 expected: "gemm, gemm-ops, burn or implicit".into(),
-            }),
-        }
+            })
     }
 
     /// `TOONSMITH_GPU_CONV` if set (for inference and training alike; an error naming it if it
@@ -475,6 +485,9 @@ pub(crate) mod tests {
         assert_eq!(GpuConv::parse("gemm-ops").unwrap(), GpuConv::GemmOps);
         assert_eq!(GpuConv::parse("burn").unwrap(), GpuConv::Burn);
         assert_eq!(GpuConv::parse("implicit").unwrap(), GpuConv::Implicit);
+        for choice in GpuConv::ALL {
+            assert_eq!(GpuConv::parse(choice.name()).unwrap(), choice);
+        }
         assert_eq!(GpuConv::default_for_build(true), GpuConv::Gemm);
         let err = GpuConv::parse("fast").unwrap_err().to_string();
         assert!(err.contains(ENV) && err.contains("fast"), "{err}");

@@ -109,14 +109,10 @@ fn use_precision(
         );
     }
     if let Some(other @ (GpuConv::Burn | GpuConv::Implicit)) = conv {
-        let name = if other == GpuConv::Burn {
-            "burn"
-        } else {
-            "implicit"
-        };
         anyhow::bail!(
             "--precision {precision} needs toonsmith's gathered-window convolution, not \
-             TOONSMITH_GPU_CONV={name}"
+             TOONSMITH_GPU_CONV={}",
+            other.name()
         );
     }
     precision.set_current();
@@ -144,6 +140,18 @@ fn info() -> anyhow::Result<()> {
         "  VGG19 to conv4_4   {:>10} parameters (frozen)",
         vgg.num_params()
     );
+    if !device::is_cpu_backend::<Selected>() {
+        println!(
+            "  dense convolutions inference {}, training {} (TOONSMITH_GPU_CONV)",
+            GpuConv::current(false).name(),
+            GpuConv::current(true).name()
+        );
+        #[cfg(feature = "cube-ops")]
+        if GpuConv::current(false) == GpuConv::Implicit {
+            let algorithm = toonsmith::kernels::implicit_gemm::Algorithm::current();
+            println!("  implicit GEMM      {algorithm} (TOONSMITH_GPU_IMPLICIT)");
+        }
+    }
     Ok(())
 }
 
