@@ -263,7 +263,7 @@ fn compare(layer: Layer, stride: usize, way: Way) -> [[f32; 4]; 2] {
 }
 
 /// `max |got - reference|` relative to `max |reference|`.
-fn relative<const D: usize>(got: Tensor<CpuBackend, D>, reference: Tensor<CpuBackend, D>) -> f32 {
+fn relative<B: Backend, const D: usize>(got: Tensor<B, D>, reference: Tensor<B, D>) -> f32 {
     let scale: f32 = reference.clone().abs().max().into_scalar().elem();
     let diff: f32 = (got - reference).abs().max().into_scalar().elem();
     diff / scale.max(1e-12)
@@ -370,7 +370,7 @@ fn implicit_table([batch, h, w]: [usize; 3]) {
             .map(|&algorithm| {
                 let before = refused_calls();
                 let got = conv2d_by(x.clone(), weight.clone(), None, (pad, 1), algorithm);
-                let diff = relative_here(got, reference.clone());
+                let diff = relative(got, reference.clone());
                 if refused_calls() > before {
                     return format!("{:>24}", "refused");
                 }
@@ -390,14 +390,6 @@ fn implicit_table([batch, h, w]: [usize; 3]) {
             println!("  {algorithm} refused (first time): {why}");
         }
     }
-}
-
-/// `max |got - reference|` relative to `max |reference|`, computed on this backend.
-#[cfg(feature = "cube-ops")]
-fn relative_here(got: Tensor<Selected, 4>, reference: Tensor<Selected, 4>) -> f32 {
-    let scale: f32 = reference.clone().abs().max().into_scalar().elem();
-    let diff: f32 = (got - reference).abs().max().into_scalar().elem();
-    diff / scale.max(1e-12)
 }
 
 /// (kernel, padding, stride) of the FID Inception's kernel shapes other than G's:
