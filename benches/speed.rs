@@ -250,28 +250,16 @@ fn row(what: &str, ts: [f64; 3], pt: f64, flops: f64, mem: (f64, f64)) -> serde_
 /// `TOONSMITH_GPU_IMPLICIT`) was refused and burn's convolution timed in its place.
 fn report_refusal() {
     #[cfg(feature = "cube-ops")]
-    {
-        use toonsmith::kernels::implicit_gemm::{refusal, Algorithm};
-        if let Some(why) = refusal(Algorithm::current()) {
-            let algorithm = Algorithm::current();
-            eprintln!("implicit GEMM {algorithm} refused ({why}): burn's convolution ran instead");
-        }
+    if let Some(note) = toonsmith::kernels::implicit_gemm::refusal_note() {
+        eprintln!("{note}");
     }
-}
-
-/// An error naming `TOONSMITH_GPU_IMPLICIT` if it is set to no algorithm.
-fn check_implicit_env() -> toonsmith::error::Result<()> {
-    #[cfg(feature = "cube-ops")]
-    toonsmith::kernels::implicit_gemm::Algorithm::from_env()?;
-    Ok(())
 }
 
 fn main() {
     device::keep_compiled_kernels();
     let checked = device::check_available()
-        .and_then(|()| GpuConv::from_env())
-        .and_then(|_| check_implicit_env())
-        .and_then(|()| {
+        .and_then(|()| toonsmith::kernels::gpu_conv_from_env())
+        .and_then(|_| {
             std::env::var(PRECISION_ENV).map_or(Ok(Precision::F32), |v| Precision::parse(&v))
         });
     match checked {

@@ -140,8 +140,9 @@ fn main() {
             implicit_worst = implicit_worst.max(diff);
         }
     }
-    if let Some(why) = implicit_refusal() {
-        println!("  (the implicit GEMM was refused: {why}; burn's convolution ran in its place)");
+    #[cfg(feature = "cube-ops")]
+    if let Some(note) = toonsmith::kernels::implicit_gemm::refusal_note() {
+        println!("  ({note})");
     }
     for (kernel, padding, stride) in INCEPTION {
         let diff = compare_rect(kernel, padding, stride);
@@ -321,17 +322,6 @@ fn implicit(
         let _ = (x, weight, bias, k, stride);
         None
     }
-}
-
-/// Why the implicit GEMM (its current algorithm) was refused in this process, if it was.
-fn implicit_refusal() -> Option<String> {
-    #[cfg(feature = "cube-ops")]
-    {
-        use toonsmith::kernels::implicit_gemm::{refusal, Algorithm};
-        refusal(Algorithm::current()).map(|why| format!("{} {why}", Algorithm::current()))
-    }
-    #[cfg(not(feature = "cube-ops"))]
-    None
 }
 
 /// Convolutions the implicit GEMM refused so far in this process (0 in a build without it).

@@ -81,12 +81,8 @@ fn main() {
         };
     }
     #[cfg(feature = "cube-ops")]
-    {
-        use toonsmith::kernels::implicit_gemm::{refusal, Algorithm};
-        if let Some(why) = refusal(Algorithm::current()) {
-            let algorithm = Algorithm::current();
-            println!("(implicit GEMM {algorithm} refused: {why}; burn's convolution ran instead)");
-        }
+    if let Some(note) = toonsmith::kernels::implicit_gemm::refusal_note() {
+        println!("({note})");
     }
     if worst > 2e-2 {
         eprintln!("a loss differs from the CPU's by {worst:.1e} (relative)");

@@ -22,6 +22,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use burn::tensor::ops::conv::calculate_conv_output_size;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Shape, Tensor, TensorPrimitive};
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -38,24 +39,17 @@ use cubek::convolution::{
 use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
 use cubek::std::InputBinding;
 
-use super::same_type;
 use crate::device::Selected;
 use crate::error::{Error, Result};
 
-/// burn's GPU backend without fusion: [`Selected`] is `Fusion<Cube>` (checked at compile time
-/// by [`fused_is_selected`]).
+/// burn's GPU backend without fusion: [`Selected`] is `Fusion<Cube>` (the functions below take
+/// one for the other, so a build where it is not does not compile).
 #[cfg(feature = "cuda-backend")]
 type Cube = CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
-/// burn's GPU backend without fusion: [`Selected`] is `Fusion<Cube>` (checked at compile time
-/// by [`fused_is_selected`]).
+/// burn's GPU backend without fusion: [`Selected`] is `Fusion<Cube>` (the functions below take
+/// one for the other, so a build where it is not does not compile).
 #[cfg(not(feature = "cuda-backend"))]
 type Cube = CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u8>;
-
-/// Compiles only where [`Selected`] is `Fusion<Cube>`.
-#[allow(dead_code)]
-fn fused_is_selected(x: Tensor<Fusion<Cube>, 1>) -> Tensor<Selected, 1> {
-    x
-}
 
 /// Environment variable choosing [`Algorithm::current`].
 pub const ENV: &str = "TOONSMITH_GPU_IMPLICIT";
@@ -161,6 +155,15 @@ pub fn refusal(algorithm: Algorithm) -> Option<String> {
         .map(|(_, why)| why.clone())
 }
 
+/// One line saying that [`Algorithm::current`] was refused and why (burn's convolution ran in
+/// its place), if it was: what a benchmark or a check prints beside its figures.
+pub fn refusal_note() -> Option<String> {
+    let algorithm = Algorithm::current();
+    refusal(algorithm).map(|why| {
+        format!("implicit GEMM {algorithm} refused ({why}): burn's convolution ran instead")
+    })
+}
+
 fn note_refusal(algorithm: Algorithm, err: &ConvSetupError) {
     REFUSED_CALLS.fetch_add(1, Ordering::Relaxed);
     let mut refusals = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
@@ -198,14 +201,13 @@ pub fn conv2d_by(
     algorithm: Algorithm,
 ) -> Tensor<Selected, 4> {
     let options = ConvOptions::new([stride; 2], padding, [1, 1], 1);
-    let primitive = |t: FloatTensor<Selected>| -> FloatTensor<Fusion<Cube>> { same_type(t) };
     let out = fused_conv(
-        primitive(x.into_primitive().tensor()),
-        primitive(weight.into_primitive().tensor()),
-        bias.map(|b| primitive(b.into_primitive().tensor())),
+        x.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+        bias.map(|b| b.into_primitive().tensor()),
         (options, algorithm),
     );
-    Tensor::from_primitive(TensorPrimitive::Float(same_type(out)))
+    Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
 /// Registers the convolution as one custom operation of `x`'s fusion stream: its inputs'
@@ -243,7 +245,9 @@ fn fused_conv(
 /// of `kernel`.
 fn out_size(options: &ConvOptions<2>, size: [usize; 2], kernel: [usize; 2]) -> [usize; 2] {
     let o = options;
-    [0, 1].map(|a| (size[a] + 2 * o.padding[a] - kernel[a]) / o.stride[a] + 1)
+    [0, 1].map(|a| {
+        calculate_conv_output_size(kernel[a], o.stride[a], o.padding[a], o.dilation[a], size[a])
+    })
 }
 
 /// The recorded operation: inputs `[x, weight]` or `[x, weight, bias]`, one output.

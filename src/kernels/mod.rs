@@ -113,12 +113,21 @@ pub fn gemm_conv2d<B: Backend>(
     ))
 }
 
+/// The GPU settings of the environment, checked: `TOONSMITH_GPU_CONV`
+/// ([`im2col::GpuConv::from_env`], returned) and, in builds with the implicit GEMM,
+/// `TOONSMITH_GPU_IMPLICIT` ([`implicit_gemm::Algorithm::from_env`]); an error names a variable
+/// set to no valid value. The program and the bench call it at start.
+pub fn gpu_conv_from_env() -> crate::error::Result<Option<im2col::GpuConv>> {
+    #[cfg(feature = "cube-ops")]
+    implicit_gemm::Algorithm::from_env()?;
+    im2col::GpuConv::from_env()
+}
+
 /// Whether [`implicit_conv2d`] runs convolutions on backend `B`: the selected GPU backend
 /// (outside autodiff: inference, and the products inside [`im2col_autodiff`]'s node) when
 /// [`im2col::GpuConv::current`] is [`im2col::GpuConv::Implicit`].
 pub(crate) fn implicit_applies<B: Backend>() -> bool {
     cfg!(feature = "cube-ops")
-        && on_cubecl::<B>()
         && TypeId::of::<B>() == TypeId::of::<crate::device::Selected>()
         && im2col::GpuConv::current(false) == im2col::GpuConv::Implicit
 }

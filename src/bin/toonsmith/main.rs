@@ -69,9 +69,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Inspect { .. }) {
         device::check_available()?;
-        let conv = GpuConv::from_env()?;
-        #[cfg(feature = "cube-ops")]
-        toonsmith::kernels::implicit_gemm::Algorithm::from_env()?;
+        let conv = toonsmith::kernels::gpu_conv_from_env()?;
         let training = matches!(cli.command, Command::Train(_));
         use_precision(cli.precision, conv, training)?;
     }
