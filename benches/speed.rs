@@ -258,7 +258,7 @@ fn report_refusal() {
 fn main() {
     device::keep_compiled_kernels();
     let checked = device::check_available()
-        .and_then(|()| toonsmith::kernels::gpu_conv_from_env())
+        .and_then(|()| toonsmith::kernels::gpu_settings_from_env())
         .and_then(|_| {
             std::env::var(PRECISION_ENV).map_or(Ok(Precision::F32), |v| Precision::parse(&v))
         });
@@ -272,11 +272,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !device::is_cpu_backend::<Selected>() {
         eprintln!(
-            "{}: dense convolutions by {} (inference, operands {}), {} (training)",
+            "{}: dense convolutions by {} (inference, operands {}), {} (training); LN sums by {}",
             device::NAME,
             GpuConv::current(false).name(),
             Precision::current(),
-            GpuConv::current(true).name()
+            GpuConv::current(true).name(),
+            toonsmith::kernels::ln_ops::LnSums::current().name()
         );
         #[cfg(feature = "cube-ops")]
         if GpuConv::current(false) == GpuConv::Implicit {

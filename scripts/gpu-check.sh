@@ -68,21 +68,24 @@ BASE=$DEV/speed-base
 PROFILE="env CUBECL_DEBUG_OPTION=profile"
 # The forward children first run G layer by layer, printing where the first call's time goes.
 export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
-# STEPS: which checks to run, in this order. By default the untuned binary (its first call
-# compiles one kernel per shape, so figures come within the budget): the per-layer check and
-# tables at 1080p (gathered windows, CubeCL's implicit GEMM and burn's against burn on the CPU,
-# then ms per layer, then the implicit GEMM's candidate algorithms side by side), one training
-# iteration with the implicit GEMM against the CPU's (every loss; `examples/gpu_train_check`),
-# the forward at 1080p and the training step with gathered windows and with the implicit GEMM
-# (`TOONSMITH_GPU_CONV=implicit`, algorithm `TOONSMITH_GPU_IMPLICIT`, `kernels::implicit_gemm`),
-# PyTorch's, the 256x256 forwards, the implicit GEMM's profiles, the per-layer table at
-# training shapes. Others: f16 forwards, `precision` (f16's difference from f32 on a photo),
-# `gemm-*` profiles, `base-*` (`.dev/speed-base`, an earlier build, in the same call), `new-*`
-# (the autotuned build: first calls tune for minutes).
-STEPS=${STEPS:-"conv-layers-1080 implicit-train-check gemm-forward-1080 implicit-forward-1080 gemm-train-b8 implicit-train-b8 pytorch-train pytorch-1080 implicit-forward-256 gemm-forward-256 profile-implicit-forward-1080 profile-implicit-train-b8 conv-layers-train"}
+# STEPS: which checks to run, in this order; a step name ending in "+ln" runs its step with
+# LN's sums by toonsmith's CubeCL kernels (`TOONSMITH_GPU_LN=cube`, `kernels::ln_cube`). By
+# default the untuned binary (its first call compiles one kernel per shape, so figures come
+# within the budget): the per-layer check and tables at 1080p (gathered windows, CubeCL's
+# implicit GEMM and burn's against burn on the CPU, then ms per layer, then the implicit GEMM's
+# candidate algorithms side by side), two training iterations with the implicit GEMM and the LN
+# kernels against the CPU's (every loss; `examples/gpu_train_check`), the forward at 1080p and
+# the training step with gathered windows, with the LN kernels, with the implicit GEMM
+# (`TOONSMITH_GPU_CONV=implicit`, algorithm `TOONSMITH_GPU_IMPLICIT`, `kernels::implicit_gemm`)
+# and with both, PyTorch's, the profiles of both together, the 256x256 forwards. Others: f16
+# forwards, `precision` (f16's difference from f32 on a photo), `gemm-*` profiles, `base-*`
+# (`.dev/speed-base`, an earlier build, in the same call), `new-*` (the autotuned build: first
+# calls tune for minutes), the per-layer table at training shapes (`conv-layers-train`).
+STEPS=${STEPS:-"conv-layers-1080 implicit-train-check+ln gemm-forward-1080 gemm-forward-1080+ln implicit-forward-1080 implicit-forward-1080+ln gemm-train-b8 gemm-train-b8+ln implicit-train-b8 implicit-train-b8+ln pytorch-train pytorch-1080 profile-implicit-train-b8+ln profile-implicit-forward-1080+ln implicit-forward-256+ln gemm-forward-256"}
 CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
-    case $s in
+    if [[ $s == *+ln ]]; then export TOONSMITH_GPU_LN=cube; else unset TOONSMITH_GPU_LN; fi
+    case ${s%+ln} in
         gemm-forward-256) step "$s" 60 "$UNTUNED" --child-forward 256 256 ;;
         gemm-forward-1080) step "$s" 90 "$UNTUNED" --child-forward 1080 1920 ;;
         gemm-train-b8) step "$s" 200 "$UNTUNED" --child-train 8 ;;
@@ -93,12 +96,12 @@ for s in $STEPS; do
         precision) step "$s" 60 "$DEV/gpu_precision-untuned" ;;
         gemm-ops-train-b8) step "$s" 120 env TOONSMITH_GPU_CONV=gemm-ops "$UNTUNED" --child-train 8 ;;
         conv-layers-1080) step "$s" 150 "$CONV" 1080 1920 1 --forward-only ;;
-        train-check) step "$s" 90 "$DEV/gpu_train_check-untuned" 256 ;;
+        train-check) step "$s" 90 "$DEV/gpu_train_check-untuned" 256 2 ;;
         conv-layers-train) step "$s" 90 "$CONV" 256 256 8 ;;
         profile-gemm-forward-1080) step "$s" 60 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
         profile-gemm-train-b8) step "$s" 90 $PROFILE "$UNTUNED" --child-train 8 ;;
         burn-forward-1080) step "$s" 60 env TOONSMITH_GPU_CONV=burn "$UNTUNED" --child-forward 1080 1920 ;;
-        implicit-train-check) step "$s" 90 env TOONSMITH_GPU_CONV=implicit "$DEV/gpu_train_check-untuned" 256 ;;
+        implicit-train-check) step "$s" 90 env TOONSMITH_GPU_CONV=implicit "$DEV/gpu_train_check-untuned" 256 2 ;;
         implicit-forward-1080) step "$s" 90 env TOONSMITH_GPU_CONV=implicit "$UNTUNED" --child-forward 1080 1920 ;;
         implicit-forward-256) step "$s" 60 env TOONSMITH_GPU_CONV=implicit "$UNTUNED" --child-forward 256 256 ;;
         implicit-train-b8) step "$s" 200 env TOONSMITH_GPU_CONV=implicit "$UNTUNED" --child-train 8 ;;

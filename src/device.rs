@@ -29,17 +29,21 @@ mod selected {
     pub const NAME: &str = "cuda-untuned";
 }
 
-#[cfg(all(feature = "vulkan", not(feature = "cuda-backend")))]
+#[cfg(all(feature = "vulkan-backend", not(feature = "cuda-backend")))]
 mod selected {
     /// The backend selected by cargo features.
     pub type Selected = burn::backend::Vulkan<f32>;
     /// Name of the selected backend, for logs.
+    #[cfg(feature = "vulkan")]
     pub const NAME: &str = "vulkan";
+    /// Name of the selected backend, for logs (built with `vulkan-untuned`: no autotuning).
+    #[cfg(not(feature = "vulkan"))]
+    pub const NAME: &str = "vulkan-untuned";
 }
 
 #[cfg(all(
     feature = "wgpu",
-    not(any(feature = "cuda-backend", feature = "vulkan"))
+    not(any(feature = "cuda-backend", feature = "vulkan-backend"))
 ))]
 mod selected {
     /// The backend selected by cargo features.
@@ -50,7 +54,7 @@ mod selected {
 
 #[cfg(all(
     feature = "tch",
-    not(any(feature = "cuda-backend", feature = "vulkan", feature = "wgpu"))
+    not(any(feature = "cuda-backend", feature = "vulkan-backend", feature = "wgpu"))
 ))]
 mod selected {
     /// The backend selected by cargo features.
@@ -63,7 +67,7 @@ mod selected {
     feature = "flex",
     not(any(
         feature = "cuda-backend",
-        feature = "vulkan",
+        feature = "vulkan-backend",
         feature = "wgpu",
         feature = "tch"
     ))
@@ -78,7 +82,7 @@ mod selected {
 #[cfg(not(any(
     feature = "flex",
     feature = "cuda-backend",
-    feature = "vulkan",
+    feature = "vulkan-backend",
     feature = "wgpu",
     feature = "tch"
 )))]
@@ -151,7 +155,7 @@ fn missing_cuda_library() -> Option<&'static str> {
 /// `cubecl.toml` in the working folder or above that names a compilation cache wins. Measured
 /// on Vulkan (lavapipe, 64x64 forward): first call 22.6 s cold, 1.13 s with the autotune
 /// cache alone, 0.74-0.88 s with both (docs/performance.md "GPU").
-#[cfg(any(feature = "cuda-backend", feature = "wgpu", feature = "vulkan"))]
+#[cfg(any(feature = "cuda-backend", feature = "wgpu", feature = "vulkan-backend"))]
 pub fn keep_compiled_kernels() {
     use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
     let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
@@ -162,5 +166,5 @@ pub fn keep_compiled_kernels() {
 }
 
 /// Nothing to keep on the CPU backends.
-#[cfg(not(any(feature = "cuda-backend", feature = "wgpu", feature = "vulkan")))]
+#[cfg(not(any(feature = "cuda-backend", feature = "wgpu", feature = "vulkan-backend")))]
 pub fn keep_compiled_kernels() {}

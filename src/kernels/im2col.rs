@@ -28,7 +28,7 @@ pub const ENV: &str = "TOONSMITH_GPU_CONV";
 /// computed in bands of whole output rows, each with its own windows: the last 7x7 convolution
 /// of G at 1920x1080 would otherwise gather 3136 values per pixel (26 GB).
 pub const BAND_VALUES: usize =
-    if cfg!(feature = "cuda-backend") || !cfg!(any(feature = "vulkan", feature = "wgpu")) {
+    if cfg!(feature = "cuda-backend") || !cfg!(any(feature = "vulkan-backend", feature = "wgpu")) {
         1 << 28
     } else {
         1 << 25

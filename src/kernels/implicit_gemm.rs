@@ -28,10 +28,7 @@ use burn::tensor::{Shape, Tensor, TensorPrimitive};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::ops::{permute_nchw_to_nhwc, permute_nhwc_to_nchw};
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{CubeBackend, CubeRuntime};
-use burn_fusion::stream::{Operation, OperationStreams};
-use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
-use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
+use burn_cubecl::CubeRuntime;
 use cubek::convolution::components::ConvSetupError;
 use cubek::convolution::{
     launch_ref, AcceleratedTileKind, ConvAlgorithm, ConvolutionArgs, ConvolutionInputs, Strategy,
@@ -39,17 +36,9 @@ use cubek::convolution::{
 use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
 use cubek::std::InputBinding;
 
+use super::cube_op::{self, Cube, CubeKernel, Runtime};
 use crate::device::Selected;
 use crate::error::{Error, Result};
-
-/// burn's GPU backend without fusion: [`Selected`] is `Fusion<Cube>` (the functions below take
-/// one for the other, so a build where it is not does not compile).
-#[cfg(feature = "cuda-backend")]
-type Cube = CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
-/// burn's GPU backend without fusion: [`Selected`] is `Fusion<Cube>` (the functions below take
-/// one for the other, so a build where it is not does not compile).
-#[cfg(not(feature = "cuda-backend"))]
-type Cube = CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u8>;
 
 /// Environment variable choosing [`Algorithm::current`].
 pub const ENV: &str = "TOONSMITH_GPU_IMPLICIT";
@@ -210,35 +199,24 @@ pub fn conv2d_by(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// Registers the convolution as one custom operation of `x`'s fusion stream: its inputs'
-/// pending operations run first, its output joins the stream like any op's.
+/// Registers the convolution as one custom operation of `x`'s fusion stream
+/// ([`super::cube_op`]).
 fn fused_conv(
-    x: FloatTensor<Fusion<Cube>>,
-    weight: FloatTensor<Fusion<Cube>>,
-    bias: Option<FloatTensor<Fusion<Cube>>>,
+    x: FloatTensor<Selected>,
+    weight: FloatTensor<Selected>,
+    bias: Option<FloatTensor<Selected>>,
     (options, algorithm): (ConvOptions<2>, Algorithm),
-) -> FloatTensor<Fusion<Cube>> {
+) -> FloatTensor<Selected> {
     let [n, _, h, w] = x.shape.dims();
     let [c_out, _, kh, kw] = weight.shape.dims();
     let [oh, ow] = out_size(&options, [h, w], [kh, kw]);
-    let client = x.client.clone();
-    let mut streams = OperationStreams::with_inputs([&x, &weight]);
-    let mut inputs = vec![x.into_ir(), weight.into_ir()];
-    if let Some(bias) = bias {
-        streams.tensor(&bias);
-        inputs.push(bias.into_ir());
-    }
+    let inputs = [Some(x), Some(weight), bias]
+        .into_iter()
+        .flatten()
+        .collect();
     let shape = Shape::new([n, c_out, oh, ow]);
-    let out = TensorIr::uninit(client.create_empty_handle(), shape, inputs[0].dtype);
-    let desc = CustomOpIr::new("toonsmith_implicit_gemm_conv2d", &inputs, &[out]);
-    let op = ImplicitConv {
-        desc: desc.clone(),
-        options,
-        algorithm,
-    };
-    client
-        .register(streams, OperationIr::Custom(desc), op)
-        .output()
+    let op = ImplicitConv { options, algorithm };
+    cube_op::register_one("toonsmith_implicit_gemm_conv2d", inputs, shape, op)
 }
 
 /// Output rows and columns of a convolution with `options` of an input of `size` by a kernel
@@ -250,10 +228,9 @@ fn out_size(options: &ConvOptions<2>, size: [usize; 2], kernel: [usize; 2]) -> [
     })
 }
 
-/// The recorded operation: inputs `[x, weight]` or `[x, weight, bias]`, one output.
+/// The operation: inputs `[x, weight]` or `[x, weight, bias]`, one output.
 #[derive(Debug)]
 struct ImplicitConv {
-    desc: CustomOpIr,
     options: ConvOptions<2>,
     algorithm: Algorithm,
 }
@@ -303,26 +280,19 @@ impl ImplicitConv {
     }
 }
 
-impl Operation<<Cube as FusionBackend>::FusionRuntime> for ImplicitConv {
-    fn execute(
-        &self,
-        handles: &mut HandleContainer<
-            <<Cube as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle,
-        >,
-    ) {
-        let desc = &self.desc;
-        let x = handles.get_float_tensor::<Cube>(&desc.inputs[0]);
-        let weight = handles.get_float_tensor::<Cube>(&desc.inputs[1]);
-        let bias = desc
-            .inputs
-            .get(2)
-            .map(|bias| handles.get_float_tensor::<Cube>(bias));
+impl CubeKernel for ImplicitConv {
+    fn run(&self, inputs: Vec<CubeTensor<Runtime>>) -> Vec<CubeTensor<Runtime>> {
+        let mut inputs = inputs.into_iter();
+        let (Some(x), Some(weight)) = (inputs.next(), inputs.next()) else {
+            unreachable!("registered with input and weight")
+        };
+        let bias = inputs.next();
         let tried = self.launch(x.clone(), weight.clone(), bias.clone());
         let out = tried.unwrap_or_else(|err| {
             note_refusal(self.algorithm, &err);
             Cube::conv2d(x, weight, bias, self.options.clone())
         });
-        handles.register_float_tensor::<Cube>(&desc.outputs[0].id, out);
+        vec![out]
     }
 }
 

@@ -12,6 +12,7 @@
 //! - `dL/dx = (gamma g' - mean_{c,h,w}(gamma g') - x^ mean_{c,h,w}(gamma g' x^)) / std`.
 
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -24,6 +25,9 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::Tensor;
 
 use super::float_tensor;
+#[cfg(feature = "cube-ops")]
+use super::same_type;
+use crate::error::{Error, Result};
 
 /// Biased variance and mean of each sample over (C, H, W), `[N, 1, 1, 1]` each: first per row
 /// `(c, h)`, then per channel over its rows, then over the channels, each stage combined by
@@ -40,7 +44,15 @@ use super::float_tensor;
 /// Why rows first: along the contiguous axis each thread reads four values at a time; columns
 /// first (the strided `H` axis) made the 1080p forward's reductions 14.7 ms instead of 10.0
 /// (H200, session 17).
+///
+/// On the selected GPU backend with `TOONSMITH_GPU_LN=cube` ([`LnSums::Cube`]), by
+/// [`super::ln_cube`]'s kernels instead.
 pub(crate) fn sample_var_mean<B: Backend>(x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    #[cfg(feature = "cube-ops")]
+    if cube_sums::<B>() {
+        let (var, mean) = super::ln_cube::sample_var_mean(same_type(x));
+        return (same_type(var), same_type(mean));
+    }
     let [n, c, h, w] = x.dims();
     let (row_var, row_mean) = x.reshape([n, c * h, w]).var_mean_bias(2);
     let (channel_var, channel_mean) = combine_groups(row_var, row_mean, [n, c, h]);
@@ -120,25 +132,11 @@ fn backward<B: Backend>(
     slope: Option<f64>,
 ) -> (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) {
     let [n, c, h, w] = x.dims();
-    let (x_hat, pre) = normalise(x, (gamma.clone(), beta), (mean, inv_std.clone()));
-    let g = match slope {
-        // act' = 1 above zero, `slope` below (PyTorch's choice at zero: `slope`).
-        Some(slope) => {
-            g * pre
-                .greater_elem(0.0)
-                .float()
-                .mul_scalar(1.0 - slope)
-                .add_scalar(slope)
-        }
-        None => g,
-    };
-    // Per (sample, channel) sums over the pixels: `[N, C]`.
-    // Over W, then H (see `sample_var_mean`): summed over `H * W` at once, burn's untuned GPU
-    // reduction gave each of the `N * C` sums one thread looping over all pixels (training's
-    // reductions took 103 ms of a 375 ms batch-8 step on an H200, 42 ms in two stages).
-    let pixel_sum = |t: Tensor<B, 4>| t.sum_dim(3).sum_dim(2).reshape([n, c]);
-    let sum_g = pixel_sum(g.clone());
-    let sum_g_xhat = pixel_sum(g.clone() * x_hat.clone());
+    let (params, stats) = ((gamma.clone(), beta), (mean, inv_std.clone()));
+    let (x_hat, g_act) =
+        x_hat_and_act_grad(x.clone(), g.clone(), params.clone(), stats.clone(), slope);
+    let (sum_g, sum_g_xhat) = channel_sums(x, g, params, stats, slope, (&g_act, &x_hat));
+    let g = g_act;
     let gamma_row = gamma.clone().reshape([1, c]);
     let per_sample = |sums: Tensor<B, 2>| {
         (sums * gamma_row.clone())
@@ -150,6 +148,153 @@ fn backward<B: Backend>(
     let dx = (g * gamma.reshape([1, c, 1, 1]) - mean_gg - x_hat * mean_gg_xhat) * inv_std;
     let per_channel = |sums: Tensor<B, 2>| sums.sum_dim(0).reshape([c]);
     (dx, per_channel(sum_g_xhat), per_channel(sum_g))
+}
+
+/// `x^` and `g' = g act'(gamma x^ + beta)` (`g` itself without an activation).
+fn x_hat_and_act_grad<B: Backend>(
+    x: Tensor<B, 4>,
+    g: Tensor<B, 4>,
+    params: (Tensor<B, 1>, Tensor<B, 1>),
+    stats: (Tensor<B, 4>, Tensor<B, 4>),
+    slope: Option<f64>,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let (x_hat, pre) = normalise(x, params, stats);
+    let g = match slope {
+        // act' = 1 above zero, `slope` below (PyTorch's choice at zero: `slope`).
+        Some(slope) => {
+            g * pre
+                .greater_elem(0.0)
+                .float()
+                .mul_scalar(1.0 - slope)
+                .add_scalar(slope)
+        }
+        None => g,
+    };
+    (x_hat, g)
+}
+
+/// The backward's per (sample, channel) sums over the pixels of `g'` and `g' x^`, `[N, C]`
+/// each: by [`super::ln_cube`]'s kernel (from `x` and `g`) on the selected GPU backend with
+/// [`LnSums::Cube`], else by [`pixel_sums`] of the given `(g', x^)`.
+fn channel_sums<B: Backend>(
+    x: Tensor<B, 4>,
+    g: Tensor<B, 4>,
+    params: (Tensor<B, 1>, Tensor<B, 1>),
+    stats: (Tensor<B, 4>, Tensor<B, 4>),
+    slope: Option<f64>,
+    (g_act, x_hat): (&Tensor<B, 4>, &Tensor<B, 4>),
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    #[cfg(feature = "cube-ops")]
+    if cube_sums::<B>() {
+        let params = (same_type(params.0), same_type(params.1));
+        let stats = (same_type(stats.0), same_type(stats.1));
+        let (sum_g, sum_gx) =
+            super::ln_cube::channel_sums(same_type(x), same_type(g), params, stats, slope);
+        return (same_type(sum_g), same_type(sum_gx));
+    }
+    let _ = (x, g, params, stats, slope);
+    pixel_sums(g_act.clone(), x_hat.clone())
+}
+
+/// Sums of `g'` and `g' x^` per (sample, channel) over the pixels by burn's ops, `[N, C]`
+/// each: over W, then H (see [`sample_var_mean`]): summed over `H * W` at once, burn's untuned
+/// GPU reduction gave each of the `N * C` sums one thread looping over all pixels (training's
+/// reductions took 103 ms of a 375 ms batch-8 step on an H200, 42 ms in two stages).
+fn pixel_sums<B: Backend>(
+    g_act: Tensor<B, 4>,
+    x_hat: Tensor<B, 4>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let [n, c, _, _] = x_hat.dims();
+    let pixel_sum = |t: Tensor<B, 4>| t.sum_dim(3).sum_dim(2).reshape([n, c]);
+    (pixel_sum(g_act.clone()), pixel_sum(g_act * x_hat))
+}
+
+/// The backward's sums ([`channel_sums`]) by burn's ops, from `x` and `g`: the yardstick of
+/// [`super::ln_cube`]'s tests.
+#[cfg(all(test, feature = "cube-ops"))]
+pub(crate) fn channel_sums_by_ops<B: Backend>(
+    x: Tensor<B, 4>,
+    g: Tensor<B, 4>,
+    params: (Tensor<B, 1>, Tensor<B, 1>),
+    stats: (Tensor<B, 4>, Tensor<B, 4>),
+    slope: Option<f64>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let (x_hat, g_act) = x_hat_and_act_grad(x, g, params, stats, slope);
+    pixel_sums(g_act, x_hat)
+}
+
+/// How LN's sums run on the selected GPU backend (`TOONSMITH_GPU_LN`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LnSums {
+    /// burn's reductions, in stages ([`sample_var_mean`], [`channel_sums_by_ops`]).
+    Ops,
+    /// toonsmith's CubeCL kernels ([`super::ln_cube`]): one block per chunk of a row, a
+    /// shared-memory tree, two launches per sum. Builds with a CubeCL backend only.
+    Cube,
+}
+
+/// Environment variable choosing [`LnSums::current`].
+pub const LN_ENV: &str = "TOONSMITH_GPU_LN";
+
+impl LnSums {
+    /// The default: [`LnSums::Ops`] until the kernels have been timed on a GPU.
+    pub const DEFAULT: Self = Self::Ops;
+
+    /// This choice's value of `TOONSMITH_GPU_LN`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ops => "ops",
+            Self::Cube => "cube",
+        }
+    }
+
+    /// Parses `ops`, or `cube` in a build with a CubeCL backend.
+    pub fn parse(value: &str) -> Result<Self> {
+        let offered: &[Self] = if cfg!(feature = "cube-ops") {
+            &[Self::Ops, Self::Cube]
+        } else {
+            &[Self::Ops]
+        };
+        offered
+            .iter()
+            .copied()
+            .find(|choice| choice.name() == value)
+            .ok_or_else(|| Error::InvalidConfig {
+                field: LN_ENV,
+                value: value.into(),
+                expected: if cfg!(feature = "cube-ops") {
+                    "ops or cube".into()
+                } else {
+                    "ops (cube needs a build with a CubeCL backend: cuda, vulkan or wgpu)".into()
+                },
+            })
+    }
+
+    /// `TOONSMITH_GPU_LN` if set (an error naming it if it is not one of [`LnSums::parse`]'s),
+    /// else `None`.
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var(LN_ENV) {
+            Ok(value) => Self::parse(&value).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// [`LnSums::from_env`] read once, else [`LnSums::DEFAULT`] (an invalid value too: the
+    /// program checks the variable at start).
+    pub fn current() -> Self {
+        static CHOICE: OnceLock<Option<LnSums>> = OnceLock::new();
+        CHOICE
+            .get_or_init(|| Self::from_env().ok().flatten())
+            .unwrap_or(Self::DEFAULT)
+    }
+}
+
+/// Whether LN's sums on backend `B` run by [`super::ln_cube`]: `B` is the selected GPU backend
+/// (inference, and inside the training node) and [`LnSums::current`] is [`LnSums::Cube`].
+#[cfg(feature = "cube-ops")]
+fn cube_sums<B: Backend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::device::Selected>()
+        && LnSums::current() == LnSums::Cube
 }
 
 /// LN over (C, H, W) with `epsilon`, per-channel `gamma` and `beta`, then the leaky ReLU of
@@ -210,6 +355,16 @@ mod tests {
     use burn::tensor::Distribution;
 
     type AD = Autodiff<CpuBackend>;
+
+    /// `TOONSMITH_GPU_LN`'s values: each choice's name parses back; `cube` only where a CubeCL
+    /// backend is built in; anything else is refused naming the variable.
+    #[test]
+    fn ln_sums_names_parse() {
+        assert_eq!(LnSums::parse("ops").unwrap(), LnSums::Ops);
+        assert_eq!(LnSums::parse("cube").is_ok(), cfg!(feature = "cube-ops"));
+        let err = LnSums::parse("fused").unwrap_err().to_string();
+        assert!(err.contains(LN_ENV) && err.contains("fused"), "{err}");
+    }
 
     /// The row-then-combine statistics against a direct f64 computation over each whole sample
     /// (here on the CPU; on a GPU they are what LN uses), with a mean far from zero and rows

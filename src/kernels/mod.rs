@@ -3,17 +3,22 @@
 //! `Autodiff<CpuBackend>` (training, through [`autodiff`]) and the CPU has what the kernel
 //! needs; the functions below move a tensor's data in and out. On the GPU (CubeCL) backends,
 //! compositions of burn's generic ops and autodiff nodes with their own backward ([`im2col`],
-//! [`im2col_autodiff`], [`depthwise`], [`ln_ops`]). Results equal burn's up to float summation
+//! [`im2col_autodiff`], [`depthwise`], [`ln_ops`]), and CubeCL kernels as operations of burn's
+//! fusion stream (`implicit_gemm`, `ln_cube`). Results equal burn's up to float summation
 //! order. Measurements: `docs/performance.md`.
 
 #[cfg(feature = "flex")]
 pub mod autodiff;
 pub mod conv;
+#[cfg(feature = "cube-ops")]
+pub(crate) mod cube_op;
 pub mod depthwise;
 pub mod im2col;
 pub mod im2col_autodiff;
 #[cfg(feature = "cube-ops")]
 pub mod implicit_gemm;
+#[cfg(feature = "cube-ops")]
+pub mod ln_cube;
 pub mod ln_ops;
 pub mod norm;
 pub mod polyphase;
@@ -114,12 +119,14 @@ pub fn gemm_conv2d<B: Backend>(
 }
 
 /// The GPU settings of the environment, checked: `TOONSMITH_GPU_CONV`
-/// ([`im2col::GpuConv::from_env`], returned) and, in builds with the implicit GEMM,
-/// `TOONSMITH_GPU_IMPLICIT` ([`implicit_gemm::Algorithm::from_env`]); an error names a variable
-/// set to no valid value. The program and the bench call it at start.
-pub fn gpu_conv_from_env() -> crate::error::Result<Option<im2col::GpuConv>> {
+/// ([`im2col::GpuConv::from_env`], returned), `TOONSMITH_GPU_LN` ([`ln_ops::LnSums::from_env`])
+/// and, in builds with the implicit GEMM, `TOONSMITH_GPU_IMPLICIT`
+/// ([`implicit_gemm::Algorithm::from_env`]); an error names a variable set to no valid value.
+/// The program and the bench call it at start.
+pub fn gpu_settings_from_env() -> crate::error::Result<Option<im2col::GpuConv>> {
     #[cfg(feature = "cube-ops")]
     implicit_gemm::Algorithm::from_env()?;
+    ln_ops::LnSums::from_env()?;
     im2col::GpuConv::from_env()
 }
 
@@ -179,7 +186,7 @@ pub(crate) fn same_type<T: 'static, U: 'static>(value: T) -> U {
 fn on_cubecl<B: Backend>() -> bool {
     let gpu_build = cfg!(any(
         feature = "cuda-backend",
-        feature = "vulkan",
+        feature = "vulkan-backend",
         feature = "wgpu"
     ));
     #[cfg(feature = "flex")]

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Inspect { .. }) {
         device::check_available()?;
-        let conv = toonsmith::kernels::gpu_conv_from_env()?;
+        let conv = toonsmith::kernels::gpu_settings_from_env()?;
         let training = matches!(cli.command, Command::Train(_));
         use_precision(cli.precision, conv, training)?;
     }
@@ -143,6 +143,10 @@ fn info() -> anyhow::Result<()> {
             "  dense convolutions inference {}, training {} (TOONSMITH_GPU_CONV)",
             GpuConv::current(false).name(),
             GpuConv::current(true).name()
+        );
+        println!(
+            "  LN sums            {} (TOONSMITH_GPU_LN)",
+            toonsmith::kernels::ln_ops::LnSums::current().name()
         );
         #[cfg(feature = "cube-ops")]
         if GpuConv::current(false) == GpuConv::Implicit {

@@ -1,0 +1,408 @@
+//! The sums of LN over (C, H, W) as CubeCL kernels of toonsmith's own, each one custom
+//! operation of burn's fusion stream ([`super::cube_op`]): each sample's mean and variance for
+//! the forward ([`sample_var_mean`]), and the two per-(sample, channel) pixel sums of the
+//! backward ([`channel_sums`], the formulas in [`super::ln_ops`]). The element-wise work around
+//! them (normalise, scale and shift, leaky ReLU, the input gradient) stays burn's, which fuses
+//! each such chain into one kernel. `TOONSMITH_GPU_LN=cube` ([`super::ln_ops::LnSums::Cube`]).
+//!
+//! Why: burn's untuned reduction gives each output one thread looping over the reduced axis, so
+//! a long sum is one serial loop; [`super::ln_ops`] therefore sums in stages (rows, then
+//! channels, then the sample), two to three launches per sum and several sums per LN (about 1000
+//! reduction launches, 41 ms of an H200's 304 ms batch-8 training step, `docs/performance.md`,
+//! session 17). Here each sum is the textbook two-level GPU reduction: a row of values (a sample,
+//! or a (sample, channel) plane) is cut into chunks, one thread block per chunk, each thread
+//! accumulating a strided (coalesced) subset in f32, the block's 256 partial sums added in
+//! shared memory by a tree; a second launch of the same kernel adds each row's chunk sums. The
+//! variance is two-pass (the mean first, then the squares of the deviations from it), as in
+//! [`super::ln_ops::sample_var_mean`], so no `E[x^2] - E[x]^2` cancellation.
+
+use burn::tensor::{Shape, Tensor, TensorPrimitive};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+use super::cube_op::{self, CubeKernel, Runtime};
+use crate::device::Selected;
+
+/// Threads per block (the shared-memory tree below is written for it).
+const BLOCK: u32 = 256;
+/// Fewest values a block sums when a row is cut into chunks.
+const MIN_CHUNK: usize = 4096;
+/// Blocks enough to keep a large GPU's multiprocessors busy (132 on an H100, several blocks
+/// each); rows are cut into chunks until their blocks number about this many.
+const TARGET_BLOCKS: usize = 1024;
+
+/// The sum of `value` over the block's 256 threads (every thread gets it).
+#[cube]
+fn block_sum(value: f32) -> f32 {
+    let mut partial = SharedMemory::<f32>::new(256usize);
+    let unit = UNIT_POS_X as usize;
+    partial[unit] = value;
+    sync_cube();
+    let mut stride = 128usize;
+    while stride > 0 {
+        if unit < stride {
+            partial[unit] = partial[unit] + partial[unit + stride];
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    partial[0]
+}
+
+/// Block `(part, row)` writes `out[row * parts + part]`, the sum over the row's values
+/// `x[row * len + i]`, `i` in `[part * chunk, (part + 1) * chunk)` (clipped to `len`), of
+/// `x - shift[row]`, or of its square.
+#[cube(launch)]
+fn chunk_sums_kernel(
+    x: &Array<f32>,
+    shift: &Array<f32>,
+    out: &mut Array<f32>,
+    len: u32,
+    chunk: u32,
+    #[comptime] square: bool,
+) {
+    let part = CUBE_POS_X as usize;
+    let row = CUBE_POS_Y as usize;
+    let len = len as usize;
+    let start = part * chunk as usize;
+    let mut end = start + chunk as usize;
+    if end > len {
+        end = len;
+    }
+    let base = row * len;
+    let centre = shift[row];
+    let mut acc = f32::new(0.0);
+    let mut i = start + UNIT_POS_X as usize;
+    while i < end {
+        let v = x[base + i] - centre;
+        if square {
+            acc += v * v;
+        } else {
+            acc += v;
+        }
+        i += CUBE_DIM_X as usize;
+    }
+    let total = block_sum(acc);
+    if UNIT_POS_X == 0 {
+        out[row * CUBE_COUNT_X as usize + part] = total;
+    }
+}
+
+/// For LN's backward, block `(part, row)` with `row = n * channels + c` sums over its chunk of
+/// the plane `(n, c)` (`len` pixels) `g'` and `g' x^` (module doc of [`super::ln_ops`]):
+/// `x^ = (x - mean[n]) inv_std[n]`, `g' = g`, times `slope` where `gamma[c] x^ + beta[c]` is not
+/// above zero if `act`. Writes `sum_g[row * parts + part]` and `sum_gx[...]`.
+///
+/// (`act` is a compile-time switch: its `if` stays apart from the run-time test.)
+#[cube(launch)]
+#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
+fn grad_sums_kernel(
+    x: &Array<f32>,
+    g: &Array<f32>,
+    stats: &Array<f32>,
+    params: &Array<f32>,
+    sum_g: &mut Array<f32>,
+    sum_gx: &mut Array<f32>,
+    len: u32,
+    chunk: u32,
+    shape: u32,
+    slope: f32,
+    #[comptime] act: bool,
+) {
+    let part = CUBE_POS_X as usize;
+    let row = CUBE_POS_Y as usize;
+    let channels = shape as usize;
+    let (n, c) = (row / channels, row % channels);
+    let samples = CUBE_COUNT_Y as usize / channels;
+    let (mean, inv_std) = (stats[n], stats[samples + n]);
+    let (gamma, beta) = (params[c], params[channels + c]);
+    let len = len as usize;
+    let start = part * chunk as usize;
+    let mut end = start + chunk as usize;
+    if end > len {
+        end = len;
+    }
+    let base = row * len;
+    let mut acc_g = f32::new(0.0);
+    let mut acc_gx = f32::new(0.0);
+    let mut i = start + UNIT_POS_X as usize;
+    while i < end {
+        let x_hat = (x[base + i] - mean) * inv_std;
+        let mut grad = g[base + i];
+        if act {
+            if gamma * x_hat + beta <= f32::new(0.0) {
+                grad *= slope;
+            }
+        }
+        acc_g += grad;
+        acc_gx += grad * x_hat;
+        i += CUBE_DIM_X as usize;
+    }
+    let total_g = block_sum(acc_g);
+    let total_gx = block_sum(acc_gx);
+    if UNIT_POS_X == 0 {
+        let at = row * CUBE_COUNT_X as usize + part;
+        sum_g[at] = total_g;
+        sum_gx[at] = total_gx;
+    }
+}
+
+/// How many chunks to cut each of `rows` rows of `len` values into: blocks enough for the GPU
+/// ([`TARGET_BLOCKS`]) but none summing fewer than [`MIN_CHUNK`] values (at least one chunk).
+fn parts(rows: usize, len: usize) -> usize {
+    let wanted = TARGET_BLOCKS.div_ceil(rows.max(1));
+    wanted.min(len.div_ceil(MIN_CHUNK)).max(1)
+}
+
+/// The operation of [`chunk_sums_kernel`]: inputs `[x, shift]` (`x` read as `rows` rows of
+/// `len`), output `[rows, parts]`.
+#[derive(Debug)]
+struct ChunkSums {
+    rows: usize,
+    len: usize,
+    parts: usize,
+    square: bool,
+}
+
+impl CubeKernel for ChunkSums {
+    fn run(&self, inputs: Vec<CubeTensor<Runtime>>) -> Vec<CubeTensor<Runtime>> {
+        let [x, shift] = contiguous(inputs);
+        let out = empty_like(&x, [self.rows, self.parts]);
+        let chunk = self.len.div_ceil(self.parts);
+        chunk_sums_kernel::launch::<Runtime>(
+            &x.client.clone(),
+            CubeCount::Static(self.parts as u32, self.rows as u32, 1),
+            CubeDim::new_1d(BLOCK),
+            x.into_array_arg(),
+            shift.into_array_arg(),
+            out.clone().into_array_arg(),
+            self.len as u32,
+            chunk as u32,
+            self.square,
+        );
+        vec![out]
+    }
+}
+
+/// The operation of [`grad_sums_kernel`]: inputs `[x, g, stats, params]` (`stats` = means then
+/// `1 / std`s, `params` = gammas then betas), outputs `[N * C, parts]` twice.
+#[derive(Debug)]
+struct GradSums {
+    dims: [usize; 4],
+    parts: usize,
+    slope: Option<f64>,
+}
+
+impl CubeKernel for GradSums {
+    fn run(&self, inputs: Vec<CubeTensor<Runtime>>) -> Vec<CubeTensor<Runtime>> {
+        let [x, g, stats, params] = contiguous(inputs);
+        let [n, c, h, w] = self.dims;
+        let len = h * w;
+        let sum_g = empty_like(&x, [n * c, self.parts]);
+        let sum_gx = empty_like(&x, [n * c, self.parts]);
+        grad_sums_kernel::launch::<Runtime>(
+            &x.client.clone(),
+            CubeCount::Static(self.parts as u32, (n * c) as u32, 1),
+            CubeDim::new_1d(BLOCK),
+            x.into_array_arg(),
+            g.into_array_arg(),
+            stats.into_array_arg(),
+            params.into_array_arg(),
+            sum_g.clone().into_array_arg(),
+            sum_gx.clone().into_array_arg(),
+            len as u32,
+            len.div_ceil(self.parts) as u32,
+            c as u32,
+            self.slope.unwrap_or(1.0) as f32,
+            self.slope.is_some(),
+        );
+        vec![sum_g, sum_gx]
+    }
+}
+
+/// The inputs, contiguous (the kernels index them flat), as an array of `K`.
+fn contiguous<const K: usize>(inputs: Vec<CubeTensor<Runtime>>) -> [CubeTensor<Runtime>; K] {
+    let inputs: Vec<_> = inputs.into_iter().map(into_contiguous).collect();
+    match inputs.try_into() {
+        Ok(inputs) => inputs,
+        Err(_) => unreachable!("registered with {K} inputs"),
+    }
+}
+
+/// An uninitialised f32 tensor of `dims` on `like`'s device.
+fn empty_like(like: &CubeTensor<Runtime>, dims: [usize; 2]) -> CubeTensor<Runtime> {
+    empty_device_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::new(dims),
+        like.dtype,
+    )
+}
+
+fn primitive<const D: usize>(t: Tensor<Selected, D>) -> burn::tensor::ops::FloatTensor<Selected> {
+    t.into_primitive().tensor()
+}
+
+fn tensor<const D: usize>(t: burn::tensor::ops::FloatTensor<Selected>) -> Tensor<Selected, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// Sum of each row of `x` (`[rows, len]`) less `shift` (`[rows]`), or of its square: `[rows]`.
+/// Two launches when a row is cut into chunks (their sums, then the sum of those), else one.
+fn row_sums(
+    x: Tensor<Selected, 2>,
+    shift: Tensor<Selected, 1>,
+    square: bool,
+) -> Tensor<Selected, 1> {
+    let [rows, len] = x.dims();
+    let parts = parts(rows, len);
+    let op = ChunkSums {
+        rows,
+        len,
+        parts,
+        square,
+    };
+    let inputs = vec![primitive(x), primitive(shift.clone())];
+    let sums = tensor::<2>(cube_op::register_one(
+        "toonsmith_ln_chunk_sums",
+        inputs,
+        Shape::new([rows, parts]),
+        op,
+    ));
+    if parts == 1 {
+        return sums.reshape([rows]);
+    }
+    row_sums(sums, shift.zeros_like(), false)
+}
+
+/// Biased variance and mean of each sample over (C, H, W), `[N, 1, 1, 1]` each, by two passes
+/// of [`row_sums`] (the mean, then the squared deviations from it).
+pub fn sample_var_mean(x: Tensor<Selected, 4>) -> (Tensor<Selected, 4>, Tensor<Selected, 4>) {
+    let [n, c, h, w] = x.dims();
+    let len = c * h * w;
+    let rows = x.reshape([n, len]);
+    let zeros = Tensor::zeros([n], &rows.device());
+    let mean = row_sums(rows.clone(), zeros, false).div_scalar(len as f64);
+    let var = row_sums(rows, mean.clone(), true).div_scalar(len as f64);
+    (var.reshape([n, 1, 1, 1]), mean.reshape([n, 1, 1, 1]))
+}
+
+/// LN's backward sums per (sample, channel) over the pixels, `[N, C]` each: of `g'` and of
+/// `g' x^` (module doc of [`super::ln_ops`]), from the input `x`, the upstream gradient `g`,
+/// `gamma` and `beta` (`[C]`), each sample's mean and `1 / std` (`[N, 1, 1, 1]`) and the leaky
+/// ReLU's slope if any.
+pub fn channel_sums(
+    x: Tensor<Selected, 4>,
+    g: Tensor<Selected, 4>,
+    (gamma, beta): (Tensor<Selected, 1>, Tensor<Selected, 1>),
+    (mean, inv_std): (Tensor<Selected, 4>, Tensor<Selected, 4>),
+    slope: Option<f64>,
+) -> (Tensor<Selected, 2>, Tensor<Selected, 2>) {
+    let dims @ [n, c, h, w] = x.dims();
+    let device = x.device();
+    let stats = Tensor::cat(vec![mean.reshape([n]), inv_std.reshape([n])], 0);
+    let params = Tensor::cat(vec![gamma, beta], 0);
+    let parts = parts(n * c, h * w);
+    let op = GradSums { dims, parts, slope };
+    let inputs = vec![
+        primitive(x),
+        primitive(g),
+        primitive(stats),
+        primitive(params),
+    ];
+    let shape = Shape::new([n * c, parts]);
+    let [sum_g, sum_gx] = cube_op::register("toonsmith_ln_grad_sums", inputs, vec![shape; 2], op)
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("registered with two outputs"));
+    let zeros = Tensor::zeros([n * c], &device);
+    let total = |sums| row_sums(tensor::<2>(sums), zeros.clone(), false).reshape([n, c]);
+    (total(sum_g), total(sum_gx))
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use crate::device::{default_device, CpuBackend, CPU};
+    use crate::kernels::ln_ops;
+    use burn::tensor::{Distribution, ElementConversion};
+
+    fn here<const D: usize>(t: &Tensor<CpuBackend, D>) -> Tensor<Selected, D> {
+        Tensor::from_data(t.to_data(), &default_device())
+    }
+
+    fn back<const D: usize>(t: Tensor<Selected, D>) -> Tensor<CpuBackend, D> {
+        Tensor::from_data(t.into_data(), &CPU)
+    }
+
+    fn max_rel<const D: usize>(got: Tensor<CpuBackend, D>, want: Tensor<CpuBackend, D>) -> f32 {
+        let scale: f32 = want.clone().abs().max().into_scalar().elem();
+        let diff: f32 = (got - want).abs().max().into_scalar().elem();
+        diff / scale.max(1e-12)
+    }
+
+    /// Chunk counts: one chunk for short rows, many blocks for few long rows, never a chunk
+    /// below the minimum.
+    #[test]
+    fn rows_are_cut_into_enough_chunks() {
+        assert_eq!(parts(8, 100), 1);
+        assert_eq!(parts(1, 66_355_200), TARGET_BLOCKS);
+        assert_eq!(parts(8, 2_097_152), TARGET_BLOCKS / 8);
+        assert_eq!(parts(256, 65_536), 4);
+        assert!(65_536usize.div_ceil(parts(2, 65_536)) >= MIN_CHUNK);
+    }
+
+    /// The kernels' statistics equal the staged ones on the CPU, for shapes whose rows are one
+    /// chunk, several chunks with a short last one, and an offset far from zero (two-pass).
+    #[test]
+    fn statistics_equal_the_cpus() {
+        for (dims, offset) in [
+            ([2, 3, 5, 7], 0.0),
+            ([3, 8, 61, 67], 0.0),
+            ([1, 4, 129, 130], 100.0),
+        ] {
+            let x = Tensor::<CpuBackend, 4>::random(dims, Distribution::Normal(offset, 2.0), &CPU);
+            let (want_var, want_mean) = ln_ops::sample_var_mean(x.clone());
+            let (var, mean) = sample_var_mean(here(&x));
+            assert!(max_rel(back(mean), want_mean) < 1e-5, "{dims:?} mean");
+            assert!(max_rel(back(var), want_var) < 1e-4, "{dims:?} var");
+        }
+    }
+
+    /// The backward's sums equal the same sums by burn's ops on the CPU, with and without the
+    /// leaky ReLU, over one chunk and several.
+    #[test]
+    fn channel_sums_equal_the_cpus() {
+        for (dims, slope) in [
+            ([2, 3, 5, 7], Some(0.2)),
+            ([3, 5, 70, 90], Some(0.2)),
+            ([2, 4, 64, 65], None),
+        ] {
+            let [n, c, _, _] = dims;
+            let x = Tensor::<CpuBackend, 4>::random(dims, Distribution::Normal(0.5, 2.0), &CPU);
+            let g = Tensor::<CpuBackend, 4>::random(dims, Distribution::Default, &CPU);
+            let gamma = Tensor::<CpuBackend, 1>::random([c], Distribution::Normal(1.0, 0.5), &CPU);
+            let beta = Tensor::<CpuBackend, 1>::random([c], Distribution::Default, &CPU);
+            let (var, mean) = ln_ops::sample_var_mean(x.clone());
+            let inv_std = var.add_scalar(1e-5).sqrt().recip();
+            let (want_g, want_gx) = ln_ops::channel_sums_by_ops(
+                x.clone(),
+                g.clone(),
+                (gamma.clone(), beta.clone()),
+                (mean.clone(), inv_std.clone()),
+                slope,
+            );
+            let (sum_g, sum_gx) = channel_sums(
+                here(&x),
+                here(&g),
+                (here(&gamma), here(&beta)),
+                (here(&mean), here(&inv_std)),
+                slope,
+            );
+            assert_eq!(sum_g.dims(), [n, c]);
+            assert!(max_rel(back(sum_g), want_g) < 1e-4, "{dims:?} sum g'");
+            assert!(max_rel(back(sum_gx), want_gx) < 1e-4, "{dims:?} sum g' x^");
+        }
+    }
+}
