@@ -10,6 +10,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -89,13 +90,18 @@ pub fn images_to_data(images: &[RgbImage]) -> TensorData {
     let (w, h) = images.first().map(|i| i.dimensions()).unwrap_or((0, 0));
     let (w, h) = (w as usize, h as usize);
     let mut values = vec![0.0f32; images.len() * 3 * h * w];
-    for (n, image) in images.iter().enumerate() {
-        for (i, pixel) in image.pixels().enumerate() {
-            for c in 0..3 {
-                values[(n * 3 + c) * h * w + i] = pixel[c] as f32 / 127.5 - 1.0;
+    // One row of one channel plane per task: the planar layout's rows are independent.
+    values
+        .par_chunks_mut(w.max(1))
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (plane, y) = (row / h, row % h);
+            let (n, c) = (plane / 3, plane % 3);
+            let src = &images[n].as_raw()[y * w * 3..(y + 1) * w * 3];
+            for (d, pixel) in dst.iter_mut().zip(src.chunks_exact(3)) {
+                *d = pixel[c] as f32 / 127.5 - 1.0;
             }
-        }
-    }
+        });
     TensorData::new(values, [images.len(), 3, h, w])
 }
 
@@ -107,17 +113,32 @@ pub fn tensor_to_images<B: Backend>(tensor: Tensor<B, 4>) -> Vec<RgbImage> {
         .convert::<f32>()
         .into_vec::<f32>()
         .unwrap_or_default();
+    let plane = h * w;
     (0..n)
         .map(|k| {
-            RgbImage::from_fn(w as u32, h as u32, |x, y| {
-                let at = |c: usize| {
-                    let v = values[(k * 3 + c) * h * w + y as usize * w + x as usize];
-                    ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
-                };
-                image::Rgb([at(0), at(1), at(2)])
-            })
+            let mut raw = vec![0u8; plane * 3];
+            // Row by row in parallel (a 1920x1080 image took 18 ms on one thread, on the GPU
+            // path's critical path between the download and the next image).
+            raw.par_chunks_mut((w * 3).max(1))
+                .enumerate()
+                .for_each(|(y, dst)| {
+                    let at = |c: usize| &values[(k * 3 + c) * plane + y * w..][..w];
+                    let (r, g, b) = (at(0), at(1), at(2));
+                    for (x, pixel) in dst.chunks_exact_mut(3).enumerate() {
+                        pixel[0] = to_level(r[x]);
+                        pixel[1] = to_level(g[x]);
+                        pixel[2] = to_level(b[x]);
+                    }
+                });
+            RgbImage::from_raw(w as u32, h as u32, raw)
+                .unwrap_or_else(|| unreachable!("{w}x{h}x3 values"))
         })
         .collect()
+}
+
+/// A value in `[-1, 1]` as an 8-bit level (clamped, rounded; NaN to 0).
+fn to_level(v: f32) -> u8 {
+    ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
 }
 
 #[cfg(test)]
@@ -131,6 +152,42 @@ mod tests {
         let data = images_to_data(std::slice::from_ref(&image));
         let back = tensor_to_images(Tensor::<CpuBackend, 4>::from_data(data, &CPU));
         assert_eq!(back[0], image);
+    }
+
+    /// Two images of distinct content: each value lands in its own image, channel and place
+    /// (planar layout, images after one another), and back.
+    #[test]
+    fn batches_keep_each_image_channel_and_place() {
+        let pixel = |k: u32| {
+            move |x: u32, y: u32| {
+                image::Rgb([
+                    (x * 7 + k) as u8,
+                    (y * 11) as u8,
+                    (x + y * 13 + k * 3) as u8,
+                ])
+            }
+        };
+        let images = [
+            RgbImage::from_fn(6, 4, pixel(0)),
+            RgbImage::from_fn(6, 4, pixel(1)),
+        ];
+        let data = images_to_data(&images);
+        assert_eq!(data.shape.to_vec(), vec![2, 3, 4, 6]);
+        let values = data.to_vec::<f32>().unwrap();
+        // Image 1, channel 2, row 3, column 5: (5 + 39 + 3) = 47.
+        assert_eq!(values[((3 + 2) * 4 + 3) * 6 + 5], 47.0 / 127.5 - 1.0);
+        let back = tensor_to_images(Tensor::<CpuBackend, 4>::from_data(data, &CPU));
+        assert_eq!(back, images.to_vec());
+    }
+
+    /// Values outside [-1, 1] clamp, levels round to nearest, NaN becomes 0.
+    #[test]
+    fn levels_clamp_and_round() {
+        let values = vec![-3.0, 1.5, 0.0, f32::NAN, 2.0 / 255.0 - 1.0 + 0.001, -1.0];
+        let t = Tensor::<CpuBackend, 4>::from_data(TensorData::new(values, [1, 3, 1, 2]), &CPU);
+        let image = &tensor_to_images(t)[0];
+        assert_eq!(image.get_pixel(0, 0).0, [0, 128, 1]);
+        assert_eq!(image.get_pixel(1, 0).0, [255, 0, 0]);
     }
 
     #[test]
