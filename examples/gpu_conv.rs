@@ -349,6 +349,7 @@ const CANDIDATES: [&str; 5] = [
 #[cfg(feature = "cube-ops")]
 fn implicit_table([batch, h, w]: [usize; 3]) {
     use toonsmith::kernels::implicit_gemm::{conv2d_by, refusal, refused_calls, Algorithm};
+    use toonsmith::kernels::precision::Precision;
     let candidates: Vec<Algorithm> = CANDIDATES
         .iter()
         .map(|name| Algorithm::parse(name).expect("a known algorithm"))
@@ -368,13 +369,25 @@ fn implicit_table([batch, h, w]: [usize; 3]) {
             .iter()
             .map(|&algorithm| {
                 let before = refused_calls();
-                let got = conv2d_by(x.clone(), weight.clone(), None, (pad, 1), algorithm);
+                let got = conv2d_by(
+                    x.clone(),
+                    weight.clone(),
+                    None,
+                    (pad, 1),
+                    (algorithm, Precision::F32),
+                );
                 let diff = relative(got, reference.clone());
                 if refused_calls() > before {
                     return format!("{:>24}", "refused");
                 }
                 let ms = median_ms(|| {
-                    let out = conv2d_by(x.clone(), weight.clone(), None, (pad, 1), algorithm);
+                    let out = conv2d_by(
+                        x.clone(),
+                        weight.clone(),
+                        None,
+                        (pad, 1),
+                        (algorithm, Precision::F32),
+                    );
                     Selected::sync(&device).expect("sync");
                     drop(out);
                 });

@@ -4,7 +4,8 @@
 //! f16; printed: the largest difference from the f32 cartoon in 8-bit levels, the share of
 //! values more than one level off, and the median time of 3 calls after one warm-up (image in
 //! and out included). Exits 1 if f16 is more than one level off anywhere (the
-//! bound the issue sets for a reduced-precision path: 1/255).
+//! bound the issue sets for a reduced-precision path: 1/255). With `TOONSMITH_GPU_CONV=implicit`,
+//! the same for CubeCL's implicit GEMM.
 //!
 //!     cargo build --release --features cuda-untuned --example gpu_precision
 //!     target/release/examples/gpu_precision      # from the repository root
@@ -19,6 +20,7 @@ use toonsmith::weights::TensorFile;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     device::keep_compiled_kernels();
     device::check_available()?;
+    toonsmith::kernels::gpu_settings_from_env()?;
     let device = device::default_device();
     let file = TensorFile::read("models/default.safetensors".as_ref())?;
     let g = infer::load_model::<Selected>(&file, &device)?;
@@ -41,6 +43,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         worst = worst.max(max);
     }
     Precision::F32.set_current();
+    #[cfg(feature = "cube-ops")]
+    if let Some(note) = toonsmith::kernels::implicit_gemm::refusal_note() {
+        println!("({note})");
+    }
     if worst > 1 {
         eprintln!("f16 moved the cartoon by {worst} levels (bound: 1)");
         std::process::exit(1);

@@ -77,11 +77,13 @@ export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
 # kernels against the CPU's (every loss; `examples/gpu_train_check`), the forward at 1080p and
 # the training step with gathered windows, with the LN kernels, with the implicit GEMM
 # (`TOONSMITH_GPU_CONV=implicit`, algorithm `TOONSMITH_GPU_IMPLICIT`, `kernels::implicit_gemm`)
-# and with both, PyTorch's, the profiles of both together, the 256x256 forwards. Others: f16
+# and with both, PyTorch's, the implicit GEMM's f16 (`--precision f16`: its cartoon against f32's
+# on a photo, `examples/gpu_precision`, then its 1080p forward), the profiles of both together,
+# the 256x256 forwards. Others: f16
 # forwards, `precision` (f16's difference from f32 on a photo), `gemm-*` profiles, `base-*`
 # (`.dev/speed-base`, an earlier build, in the same call), `new-*` (the autotuned build: first
 # calls tune for minutes), the per-layer table at training shapes (`conv-layers-train`).
-STEPS=${STEPS:-"conv-layers-1080 implicit-train-check+ln gemm-forward-1080 gemm-forward-1080+ln implicit-forward-1080 implicit-forward-1080+ln gemm-train-b8 gemm-train-b8+ln implicit-train-b8 implicit-train-b8+ln pytorch-train pytorch-1080 profile-implicit-train-b8+ln profile-implicit-forward-1080+ln implicit-forward-256+ln gemm-forward-256"}
+STEPS=${STEPS:-"conv-layers-1080 implicit-train-check+ln gemm-forward-1080 gemm-forward-1080+ln implicit-forward-1080 implicit-forward-1080+ln gemm-train-b8 gemm-train-b8+ln implicit-train-b8 implicit-train-b8+ln pytorch-train pytorch-1080 implicit-precision implicit-f16-forward-1080+ln profile-implicit-train-b8+ln profile-implicit-forward-1080+ln implicit-forward-256+ln gemm-forward-256"}
 CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
     if [[ $s == *+ln ]]; then export TOONSMITH_GPU_LN=cube; else unset TOONSMITH_GPU_LN; fi
@@ -94,6 +96,9 @@ for s in $STEPS; do
         profile-f16-forward-1080) step "$s" 60 env TOONSMITH_GPU_PRECISION=f16 $PROFILE "$UNTUNED" --child-forward 1080 1920 ;;
         matmul) step "$s" 60 "$DEV/gpu_matmul-untuned" ;;
         precision) step "$s" 60 "$DEV/gpu_precision-untuned" ;;
+        implicit-precision) step "$s" 60 env TOONSMITH_GPU_CONV=implicit "$DEV/gpu_precision-untuned" ;;
+        implicit-f16-forward-1080) step "$s" 90 env TOONSMITH_GPU_CONV=implicit TOONSMITH_GPU_PRECISION=f16 "$UNTUNED" --child-forward 1080 1920 ;;
+        implicit-f16-forward-256) step "$s" 60 env TOONSMITH_GPU_CONV=implicit TOONSMITH_GPU_PRECISION=f16 "$UNTUNED" --child-forward 256 256 ;;
         gemm-ops-train-b8) step "$s" 120 env TOONSMITH_GPU_CONV=gemm-ops "$UNTUNED" --child-train 8 ;;
         conv-layers-1080) step "$s" 150 "$CONV" 1080 1920 1 --forward-only ;;
         train-check) step "$s" 90 "$DEV/gpu_train_check-untuned" 256 2 ;;

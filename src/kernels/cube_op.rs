@@ -6,7 +6,7 @@
 use std::fmt;
 
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::Shape;
+use burn::tensor::{DType, Shape};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeBackend;
 use burn_fusion::stream::{Operation, OperationStreams};
@@ -60,7 +60,8 @@ impl<K: CubeKernel> Operation<<Cube as FusionBackend>::FusionRuntime> for Op<K> 
 }
 
 /// Registers `kernel` as the operation `name` of the fusion stream, on `inputs` (float
-/// tensors of [`Selected`]), with float outputs of `shapes`: the outputs.
+/// tensors of [`Selected`], of any float format), with f32 outputs of `shapes` (toonsmith's
+/// tensors between operations are f32): the outputs.
 pub(crate) fn register<K: CubeKernel>(
     name: &'static str,
     inputs: Vec<FloatTensor<Selected>>,
@@ -68,12 +69,11 @@ pub(crate) fn register<K: CubeKernel>(
     kernel: K,
 ) -> Vec<FloatTensor<Selected>> {
     let client = inputs[0].client.clone();
-    let dtype = inputs[0].dtype;
     let streams = OperationStreams::with_inputs(&inputs);
     let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
     let outputs: Vec<TensorIr> = shapes
         .into_iter()
-        .map(|shape| TensorIr::uninit(client.create_empty_handle(), shape, dtype))
+        .map(|shape| TensorIr::uninit(client.create_empty_handle(), shape, DType::F32))
         .collect();
     let desc = CustomOpIr::new(name, &inputs, &outputs);
     let op = Op {

@@ -24,7 +24,8 @@ use std::sync::{Mutex, OnceLock};
 
 use burn::tensor::ops::conv::calculate_conv_output_size;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
-use burn::tensor::{Shape, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
+use burn_cubecl::kernel::cast;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::ops::{permute_nchw_to_nhwc, permute_nhwc_to_nchw};
 use burn_cubecl::tensor::CubeTensor;
@@ -37,6 +38,7 @@ use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
 use cubek::std::InputBinding;
 
 use super::cube_op::{self, Cube, CubeKernel, Runtime};
+use super::precision::Precision;
 use crate::device::Selected;
 use crate::error::{Error, Result};
 
@@ -178,18 +180,25 @@ pub fn conv2d(
     padding: [usize; 2],
     stride: usize,
 ) -> Tensor<Selected, 4> {
-    conv2d_by(x, weight, bias, (padding, stride), Algorithm::current())
+    let how = (Algorithm::current(), Precision::current());
+    conv2d_by(x, weight, bias, (padding, stride), how)
 }
 
-/// [`conv2d`] by `algorithm`.
+/// [`conv2d`] by `algorithm`, with the operands in `precision`: with f16 they are cast (burn
+/// fuses the input's cast into the element-wise kernel that wrote it, LN's), multiplied on the
+/// f16 tensor-core path with f32 accumulation, and the output is f32 ([`super::precision`]).
 pub fn conv2d_by(
     x: Tensor<Selected, 4>,
     weight: Tensor<Selected, 4>,
     bias: Option<Tensor<Selected, 1>>,
     (padding, stride): ([usize; 2], usize),
-    algorithm: Algorithm,
+    (algorithm, precision): (Algorithm, Precision),
 ) -> Tensor<Selected, 4> {
     let options = ConvOptions::new([stride; 2], padding, [1, 1], 1);
+    let (x, weight) = match precision.operand_dtype() {
+        Some(half) => (x.cast(half), weight.cast(half)),
+        None => (x, weight),
+    };
     let out = fused_conv(
         x.into_primitive().tensor(),
         weight.into_primitive().tensor(),
@@ -248,13 +257,13 @@ impl ImplicitConv {
         let [n, h, w, _] = x.meta.shape().dims();
         let [c_out, kh, kw, _] = weight.meta.shape().dims();
         let [oh, ow] = out_size(&self.options, [h, w], [kh, kw]);
-        let (client, dtype) = (x.client.clone(), x.dtype);
+        let client = x.client.clone();
         let out_shape = Shape::new([n, oh, ow, c_out]);
-        let out = empty_device_dtype(client.clone(), x.device.clone(), out_shape, dtype);
+        let out = empty_device_dtype(client.clone(), x.device.clone(), out_shape, DType::F32);
         let dtypes = MatmulElems::from_globals(&MatmulGlobalElems {
-            lhs: dtype.into(),
+            lhs: x.dtype.into(),
             rhs: weight.dtype.into(),
-            out: dtype.into(),
+            out: DType::F32.into(),
         });
         let bind = |t: CubeTensor<R>| {
             let dtype = t.dtype.into();
@@ -290,6 +299,7 @@ impl CubeKernel for ImplicitConv {
         let tried = self.launch(x.clone(), weight.clone(), bias.clone());
         let out = tried.unwrap_or_else(|err| {
             note_refusal(self.algorithm, &err);
+            let [x, weight] = [x, weight].map(|t| cast(t, DType::F32));
             Cube::conv2d(x, weight, bias, self.options.clone())
         });
         vec![out]
@@ -316,7 +326,8 @@ mod tests {
     }
 
     /// On this build's GPU, each algorithm's convolution (or burn's in its place where
-    /// refused) equals burn's on the CPU, at stride 1 and 2, with a bias; the TF32 margin.
+    /// refused) equals burn's on the CPU, at stride 1 and 2, with a bias, with f32 and f16
+    /// operands; the TF32 (and f16) margin. The result is f32 either way.
     #[test]
     fn convolution_equals_the_cpus() {
         let device = default_device();
@@ -325,26 +336,28 @@ mod tests {
         let b = Tensor::<CpuBackend, 1>::random([24], Distribution::Default, &CPU);
         let here4 =
             |t: &Tensor<CpuBackend, 4>| Tensor::<Selected, 4>::from_data(t.to_data(), &device);
-        for algorithm in Algorithm::all() {
-            for stride in [1, 2] {
-                let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
-                let want = burn_conv2d(x.clone(), w.clone(), Some(b.clone()), options);
-                let bias = Tensor::<Selected, 1>::from_data(b.to_data(), &device);
-                let got = conv2d_by(
-                    here4(&x),
-                    here4(&w),
-                    Some(bias),
-                    ([1, 1], stride),
-                    algorithm,
-                );
-                let got = Tensor::<CpuBackend, 4>::from_data(got.into_data(), &CPU);
-                let scale: f32 = want.clone().abs().max().into_scalar().elem();
-                let diff: f32 = (got - want).abs().max().into_scalar().elem();
-                assert!(
-                    diff / scale < 1e-2,
-                    "{algorithm} stride {stride}: {diff} of {scale}"
-                );
-            }
+        let cases = Algorithm::all()
+            .flat_map(|a| [(a, Precision::F32), (a, Precision::F16)])
+            .flat_map(|how| [(how, 1), (how, 2)]);
+        for ((algorithm, precision), stride) in cases {
+            let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
+            let want = burn_conv2d(x.clone(), w.clone(), Some(b.clone()), options);
+            let bias = Tensor::<Selected, 1>::from_data(b.to_data(), &device);
+            let got = conv2d_by(
+                here4(&x),
+                here4(&w),
+                Some(bias),
+                ([1, 1], stride),
+                (algorithm, precision),
+            );
+            assert_eq!(got.dtype(), DType::F32);
+            let got = Tensor::<CpuBackend, 4>::from_data(got.into_data(), &CPU);
+            let scale: f32 = want.clone().abs().max().into_scalar().elem();
+            let diff: f32 = (got - want).abs().max().into_scalar().elem();
+            assert!(
+                diff / scale < 1e-2,
+                "{algorithm} {precision} stride {stride}: {diff} of {scale}"
+            );
         }
     }
 }

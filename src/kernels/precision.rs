@@ -1,10 +1,10 @@
-//! The number format of the gathered-window products ([`super::im2col`]) in GPU inference:
-//! f32 (the default) or f16, set once for the process at the program's edge
-//! ([`Precision::set_current`]). With f16 the padded input and the weight are cast once per
-//! convolution, the windows are gathered in it and the matmul runs on its f16 tensor-core path
-//! with f32 accumulation (CubeCL's matmul accumulates f16 operands in f32); the product is cast
-//! back to f32 before the bias, so LN, activations and everything between convolutions stay
-//! f32. This is the mixed precision of the field's inference tools (PyTorch's autocast casts
+//! The number format of the convolutions' operands in GPU inference (gathered windows,
+//! [`super::im2col`], or CubeCL's implicit GEMM, `super::implicit_gemm`): f32 (the default) or
+//! f16, set once for the process at the program's edge ([`Precision::set_current`]). With f16
+//! the (padded) input and the weight are cast once per convolution, and the product runs on the
+//! f16 tensor-core path with f32 accumulation (CubeCL's matmul and implicit GEMM accumulate f16
+//! operands in f32); the product is f32 again before the bias, so LN, activations and
+//! everything between convolutions stay f32. This is the mixed precision of the field's inference tools (PyTorch's autocast casts
 //! convolution operands, keeps normalisation in f32). Training always runs f32.
 //!
 //! bf16 is not offered: with its 8-bit significand the bundled model's cartoon of

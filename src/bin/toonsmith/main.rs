@@ -84,8 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Makes `precision` the process's, refusing it where no convolution would use it: training
-/// (always f32), the CPU build, or the GPU convolutions that are not toonsmith's gathered
-/// windows (`TOONSMITH_GPU_CONV=burn` or `implicit`).
+/// (always f32), the CPU build, or burn's own GPU convolution (`TOONSMITH_GPU_CONV=burn`).
 fn use_precision(
     precision: Precision,
     conv: Option<GpuConv>,
@@ -106,11 +105,10 @@ fn use_precision(
             device::NAME
         );
     }
-    if let Some(other @ (GpuConv::Burn | GpuConv::Implicit)) = conv {
+    if let Some(GpuConv::Burn) = conv {
         anyhow::bail!(
-            "--precision {precision} needs toonsmith's gathered-window convolution, not \
-             TOONSMITH_GPU_CONV={}",
-            other.name()
+            "--precision {precision} needs toonsmith's convolutions (gathered windows or the \
+             implicit GEMM), not TOONSMITH_GPU_CONV=burn"
         );
     }
     precision.set_current();
