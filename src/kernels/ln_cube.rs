@@ -51,6 +51,16 @@ fn block_sum(value: f32) -> f32 {
     partial[0]
 }
 
+/// Where the chunk starting at `start` ends: `chunk` values later, or at the row's `len`.
+#[cube]
+fn chunk_end(start: usize, chunk: usize, len: usize) -> usize {
+    let mut end = start + chunk;
+    if end > len {
+        end = len;
+    }
+    end
+}
+
 /// Block `(part, row)` writes `out[row * parts + part]`, the sum over the row's values
 /// `x[row * len + i]`, `i` in `[part * chunk, (part + 1) * chunk)` (clipped to `len`), of
 /// `x - shift[row]`, or of its square.
@@ -67,10 +77,7 @@ fn chunk_sums_kernel(
     let row = CUBE_POS_Y as usize;
     let len = len as usize;
     let start = part * chunk as usize;
-    let mut end = start + chunk as usize;
-    if end > len {
-        end = len;
-    }
+    let end = chunk_end(start, chunk as usize, len);
     let base = row * len;
     let centre = shift[row];
     let mut acc = f32::new(0.0);
@@ -107,23 +114,20 @@ fn grad_sums_kernel(
     sum_gx: &mut Array<f32>,
     len: u32,
     chunk: u32,
-    shape: u32,
+    channels: u32,
     slope: f32,
     #[comptime] act: bool,
 ) {
     let part = CUBE_POS_X as usize;
     let row = CUBE_POS_Y as usize;
-    let channels = shape as usize;
+    let channels = channels as usize;
     let (n, c) = (row / channels, row % channels);
     let samples = CUBE_COUNT_Y as usize / channels;
     let (mean, inv_std) = (stats[n], stats[samples + n]);
     let (gamma, beta) = (params[c], params[channels + c]);
     let len = len as usize;
     let start = part * chunk as usize;
-    let mut end = start + chunk as usize;
-    if end > len {
-        end = len;
-    }
+    let end = chunk_end(start, chunk as usize, len);
     let base = row * len;
     let mut acc_g = f32::new(0.0);
     let mut acc_gx = f32::new(0.0);
