@@ -11,7 +11,9 @@
 #   cargo build --release --features cuda-untuned --example gpu_conv --example gpu_train_check
 #   gzip -c target/release/examples/gpu_conv > .dev/gpu_conv-untuned.gz
 #   gzip -c target/release/examples/gpu_train_check > .dev/gpu_train_check-untuned.gz
-#   (likewise --example gpu_matmul --example gpu_precision -> .dev/gpu_<name>-untuned.gz)
+#   gzip -c target/release/examples/gpu_precision > .dev/gpu_precision-untuned.gz (the
+#   implicit-precision step; build it with the two above)
+#   (likewise --example gpu_matmul -> .dev/gpu_matmul-untuned.gz)
 #   cp ../shared/reference/tsa_pytorch.py .dev/
 # Run there from the repository root: DEADLINE=480 [STEPS="..."] [MIN_LIMIT=300]
 # scripts/gpu-check.sh (logs under $OUT). The children print each timed call to stderr as it
