@@ -153,6 +153,16 @@ fn grad_sums_kernel(
     }
 }
 
+/// Most rows one launch sums: the rows are the grid's second dimension, at most 65535 blocks on
+/// CUDA (and Vulkan's minimum).
+const MAX_ROWS: usize = 65_535;
+
+/// Whether the kernels take `rows` rows (samples for the statistics, samples times channels for
+/// the backward's sums); beyond, LN sums by burn's ops.
+pub fn takes_rows(rows: usize) -> bool {
+    rows <= MAX_ROWS
+}
+
 /// How many chunks to cut each of `rows` rows of `len` values into: blocks enough for the GPU
 /// ([`TARGET_BLOCKS`]) but none summing fewer than [`MIN_CHUNK`] values (at least one chunk).
 fn parts(rows: usize, len: usize) -> usize {
@@ -355,6 +365,7 @@ mod tests {
         assert_eq!(parts(8, 2_097_152), TARGET_BLOCKS / 8);
         assert_eq!(parts(256, 65_536), 4);
         assert!(65_536usize.div_ceil(parts(2, 65_536)) >= MIN_CHUNK);
+        assert!(takes_rows(8 * 256) && takes_rows(MAX_ROWS) && !takes_rows(MAX_ROWS + 1));
     }
 
     /// The kernels' statistics equal the staged ones on the CPU, for shapes whose rows are one

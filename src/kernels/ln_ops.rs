@@ -49,7 +49,7 @@ use crate::error::{Error, Result};
 /// [`super::ln_cube`]'s kernels instead.
 pub(crate) fn sample_var_mean<B: Backend>(x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
     #[cfg(feature = "cube-ops")]
-    if cube_sums::<B>() {
+    if cube_sums::<B>() && super::ln_cube::takes_rows(x.dims()[0]) {
         let (var, mean) = super::ln_cube::sample_var_mean(same_type(x));
         return (same_type(var), same_type(mean));
     }
@@ -185,7 +185,7 @@ fn channel_sums<B: Backend>(
     (g_act, x_hat): (&Tensor<B, 4>, &Tensor<B, 4>),
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
     #[cfg(feature = "cube-ops")]
-    if cube_sums::<B>() {
+    if cube_sums::<B>() && super::ln_cube::takes_rows(x.dims()[0] * x.dims()[1]) {
         let params = (same_type(params.0), same_type(params.1));
         let stats = (same_type(stats.0), same_type(stats.1));
         let (sum_g, sum_gx) =
