@@ -98,10 +98,7 @@ impl GpuConv {
     /// is not one of [`GpuConv::parse`]'s), else `None`: each pass's
     /// [`GpuConv::default_for_build`].
     pub fn from_env() -> Result<Option<Self>> {
-        match std::env::var(ENV) {
-            Ok(value) => Self::parse(&value).map(Some),
-            Err(_) => Ok(None),
-        }
+        super::env_choice(ENV, Self::parse)
     }
 
     /// The choice for inference (`training` false) or training: [`GpuConv::from_env`] read

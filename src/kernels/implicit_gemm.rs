@@ -102,10 +102,7 @@ impl Algorithm {
     /// `TOONSMITH_GPU_IMPLICIT` if set (an error naming it if it is not one of
     /// [`Algorithm::parse`]'s), else `None`.
     pub fn from_env() -> Result<Option<Self>> {
-        match std::env::var(ENV) {
-            Ok(value) => Self::parse(&value).map(Some),
-            Err(_) => Ok(None),
-        }
+        super::env_choice(ENV, Self::parse)
     }
 
     /// [`Algorithm::from_env`] read once, else [`Algorithm::DEFAULT`] (an invalid value too:

@@ -278,17 +278,25 @@ fn row_sums(
         parts,
         square,
     };
-    let inputs = vec![primitive(x), primitive(shift.clone())];
+    let inputs = vec![primitive(x), primitive(shift)];
     let sums = tensor::<2>(cube_op::register_one(
         "toonsmith_ln_chunk_sums",
         inputs,
         Shape::new([rows, parts]),
         op,
     ));
+    chunks_total(sums)
+}
+
+/// Each row's total of its chunk sums (`[rows, parts]` -> `[rows]`): the sums themselves when a
+/// row was one chunk, else one more launch.
+fn chunks_total(sums: Tensor<Selected, 2>) -> Tensor<Selected, 1> {
+    let [rows, parts] = sums.dims();
     if parts == 1 {
         return sums.reshape([rows]);
     }
-    row_sums(sums, shift.zeros_like(), false)
+    let zeros = Tensor::zeros([rows], &sums.device());
+    row_sums(sums, zeros, false)
 }
 
 /// Biased variance and mean of each sample over (C, H, W), `[N, 1, 1, 1]` each, by two passes
@@ -315,7 +323,6 @@ pub fn channel_sums(
     slope: Option<f64>,
 ) -> (Tensor<Selected, 2>, Tensor<Selected, 2>) {
     let dims @ [n, c, h, w] = x.dims();
-    let device = x.device();
     let stats = Tensor::cat(vec![mean.reshape([n]), inv_std.reshape([n])], 0);
     let params = Tensor::cat(vec![gamma, beta], 0);
     let parts = parts(n * c, h * w);
@@ -330,8 +337,7 @@ pub fn channel_sums(
     let [sum_g, sum_gx] = cube_op::register("toonsmith_ln_grad_sums", inputs, vec![shape; 2], op)
         .try_into()
         .unwrap_or_else(|_| unreachable!("registered with two outputs"));
-    let zeros = Tensor::zeros([n * c], &device);
-    let total = |sums| row_sums(tensor::<2>(sums), zeros.clone(), false).reshape([n, c]);
+    let total = |sums| chunks_total(tensor::<2>(sums)).reshape([n, c]);
     (total(sum_g), total(sum_gx))
 }
 

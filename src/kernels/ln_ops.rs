@@ -49,7 +49,7 @@ use crate::error::{Error, Result};
 /// [`super::ln_cube`]'s kernels instead.
 pub(crate) fn sample_var_mean<B: Backend>(x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
     #[cfg(feature = "cube-ops")]
-    if cube_sums::<B>() && super::ln_cube::takes_rows(x.dims()[0]) {
+    if cube_sums::<B>(x.dims()[0]) {
         let (var, mean) = super::ln_cube::sample_var_mean(same_type(x));
         return (same_type(var), same_type(mean));
     }
@@ -135,7 +135,8 @@ fn backward<B: Backend>(
     let (params, stats) = ((gamma.clone(), beta), (mean, inv_std.clone()));
     let (x_hat, g_act) =
         x_hat_and_act_grad(x.clone(), g.clone(), params.clone(), stats.clone(), slope);
-    let (sum_g, sum_g_xhat) = channel_sums(x, g, params, stats, slope, (&g_act, &x_hat));
+    let (sum_g, sum_g_xhat) = cube_channel_sums(x, g, params, stats, slope)
+        .unwrap_or_else(|| pixel_sums(g_act.clone(), x_hat.clone()));
     let g = g_act;
     let gamma_row = gamma.clone().reshape([1, c]);
     let per_sample = |sums: Tensor<B, 2>| {
@@ -174,26 +175,25 @@ fn x_hat_and_act_grad<B: Backend>(
 }
 
 /// The backward's per (sample, channel) sums over the pixels of `g'` and `g' x^`, `[N, C]`
-/// each: by [`super::ln_cube`]'s kernel (from `x` and `g`) on the selected GPU backend with
-/// [`LnSums::Cube`], else by [`pixel_sums`] of the given `(g', x^)`.
-fn channel_sums<B: Backend>(
+/// each, by [`super::ln_cube`]'s kernel (from `x` and `g`) where it runs (`cube_sums`), else
+/// `None` ([`pixel_sums`] then).
+#[cfg_attr(not(feature = "cube-ops"), allow(unused_variables))]
+fn cube_channel_sums<B: Backend>(
     x: Tensor<B, 4>,
     g: Tensor<B, 4>,
     params: (Tensor<B, 1>, Tensor<B, 1>),
     stats: (Tensor<B, 4>, Tensor<B, 4>),
     slope: Option<f64>,
-    (g_act, x_hat): (&Tensor<B, 4>, &Tensor<B, 4>),
-) -> (Tensor<B, 2>, Tensor<B, 2>) {
+) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
     #[cfg(feature = "cube-ops")]
-    if cube_sums::<B>() && super::ln_cube::takes_rows(x.dims()[0] * x.dims()[1]) {
+    if cube_sums::<B>(x.dims()[0] * x.dims()[1]) {
         let params = (same_type(params.0), same_type(params.1));
         let stats = (same_type(stats.0), same_type(stats.1));
         let (sum_g, sum_gx) =
             super::ln_cube::channel_sums(same_type(x), same_type(g), params, stats, slope);
-        return (same_type(sum_g), same_type(sum_gx));
+        return Some((same_type(sum_g), same_type(sum_gx)));
     }
-    let _ = (x, g, params, stats, slope);
-    pixel_sums(g_act.clone(), x_hat.clone())
+    None
 }
 
 /// Sums of `g'` and `g' x^` per (sample, channel) over the pixels by burn's ops, `[N, C]`
@@ -209,7 +209,7 @@ fn pixel_sums<B: Backend>(
     (pixel_sum(g_act.clone()), pixel_sum(g_act * x_hat))
 }
 
-/// The backward's sums ([`channel_sums`]) by burn's ops, from `x` and `g`: the yardstick of
+/// The backward's sums ([`cube_channel_sums`]) by burn's ops, from `x` and `g`: the yardstick of
 /// [`super::ln_cube`]'s tests.
 #[cfg(all(test, feature = "cube-ops"))]
 pub(crate) fn channel_sums_by_ops<B: Backend>(
@@ -273,10 +273,7 @@ impl LnSums {
     /// `TOONSMITH_GPU_LN` if set (an error naming it if it is not one of [`LnSums::parse`]'s),
     /// else `None`.
     pub fn from_env() -> Result<Option<Self>> {
-        match std::env::var(LN_ENV) {
-            Ok(value) => Self::parse(&value).map(Some),
-            Err(_) => Ok(None),
-        }
+        super::env_choice(LN_ENV, Self::parse)
     }
 
     /// [`LnSums::from_env`] read once, else [`LnSums::DEFAULT`] (an invalid value too: the
@@ -289,12 +286,14 @@ impl LnSums {
     }
 }
 
-/// Whether LN's sums on backend `B` run by [`super::ln_cube`]: `B` is the selected GPU backend
-/// (inference, and inside the training node) and [`LnSums::current`] is [`LnSums::Cube`].
+/// Whether LN's sums of `rows` rows on backend `B` run by [`super::ln_cube`]: `B` is the
+/// selected GPU backend (inference, and inside the training node), [`LnSums::current`] is
+/// [`LnSums::Cube`] and the kernels take that many rows ([`super::ln_cube::takes_rows`]).
 #[cfg(feature = "cube-ops")]
-fn cube_sums<B: Backend>() -> bool {
+fn cube_sums<B: Backend>(rows: usize) -> bool {
     std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::device::Selected>()
         && LnSums::current() == LnSums::Cube
+        && super::ln_cube::takes_rows(rows)
 }
 
 /// LN over (C, H, W) with `epsilon`, per-channel `gamma` and `beta`, then the leaky ReLU of

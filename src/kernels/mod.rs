@@ -164,6 +164,18 @@ pub(crate) fn implicit_conv2d<B: Backend>(
     im2col::conv2d_rect(x, weight, bias, padding, stride)
 }
 
+/// The environment variable `var` parsed by `parse` if set (its error, naming the variable, if
+/// the value is not one `parse` takes), else `None`: how each GPU choice reads its variable.
+pub(crate) fn env_choice<T>(
+    var: &str,
+    parse: impl FnOnce(&str) -> crate::error::Result<T>,
+) -> crate::error::Result<Option<T>> {
+    match std::env::var(var) {
+        Ok(value) => parse(&value).map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The float tensor of a backend primitive (what autodiff nodes receive and register).
 pub(crate) fn float_tensor<B: Backend, const D: usize>(
     primitive: burn::tensor::ops::FloatTensor<B>,
