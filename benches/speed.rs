@@ -272,11 +272,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !device::is_cpu_backend::<Selected>() {
         eprintln!(
-            "{}: dense convolutions by {} (inference, operands {}), {} (training); LN sums by {}",
+            "{}: dense convolutions by {} (inference, operands {}), {} (training, weight \
+             gradients by {}); LN sums by {}",
             device::NAME,
             GpuConv::current(false).name(),
             Precision::current(),
             GpuConv::current(true).name(),
+            toonsmith::kernels::im2col_autodiff::WeightGrad::current().name(),
             toonsmith::kernels::ln_ops::LnSums::current().name()
         );
         #[cfg(feature = "cube-ops")]

@@ -63,9 +63,10 @@ fn main() {
     let strides = (60, 60);
     println!(
         "{} against the CPU, {iterations} training iterations at {size}x{size} \
-         (convolutions {}, LN sums {}):",
+         (convolutions {}, weight gradients {}, LN sums {}):",
         device::NAME,
         kernels::im2col::GpuConv::current(true).name(),
+        kernels::im2col_autodiff::WeightGrad::current().name(),
         kernels::ln_ops::LnSums::current().name()
     );
     let mut worst = 0.0f32;

@@ -71,25 +71,38 @@ PROFILE="env CUBECL_DEBUG_OPTION=profile"
 # The forward children first run G layer by layer, printing where the first call's time goes.
 export TOONSMITH_BENCH_WARMUP_STEPS=${TOONSMITH_BENCH_WARMUP_STEPS:-1}
 # STEPS: which checks to run, in this order; a step name ending in "+ln" runs its step with
-# LN's sums by toonsmith's CubeCL kernels (`TOONSMITH_GPU_LN=cube`, `kernels::ln_cube`). By
+# LN's sums by toonsmith's CubeCL kernels (`TOONSMITH_GPU_LN=cube`, `kernels::ln_cube`), and
+# one ending in "+wg" (before or after "+ln") with the training weight gradients by CubeCL's
+# implicit GEMM (`TOONSMITH_GPU_WGRAD=implicit`, `kernels::implicit_gemm::weight_grad`). By
 # default the untuned binary (its first call compiles one kernel per shape, so figures come
 # within the budget): the per-layer check and tables at 1080p (gathered windows, CubeCL's
 # implicit GEMM and burn's against burn on the CPU, then ms per layer, then the implicit GEMM's
-# candidate algorithms side by side), two training iterations with the implicit GEMM and the LN
-# kernels against the CPU's (every loss; `examples/gpu_train_check`), the forward at 1080p and
-# the training step with gathered windows, with the LN kernels, with the implicit GEMM
-# (`TOONSMITH_GPU_CONV=implicit`, algorithm `TOONSMITH_GPU_IMPLICIT`, `kernels::implicit_gemm`)
-# and with both, PyTorch's, the implicit GEMM's f16 (`--precision f16`: its cartoon against f32's
-# on a photo, `examples/gpu_precision`, then its 1080p forward), the profiles of both together,
-# the 256x256 forwards. Others: f16
+# candidate algorithms side by side), two training iterations with the implicit GEMM (weight
+# gradients too) and the LN kernels against the CPU's (every loss; `examples/gpu_train_check`),
+# the forward at 1080p with gathered windows or the implicit GEMM (`TOONSMITH_GPU_CONV=implicit`,
+# algorithm `TOONSMITH_GPU_IMPLICIT`, `kernels::implicit_gemm`), each with and without the LN
+# kernels, the training step with gathered windows, with the LN kernels, with the implicit GEMM
+# and the LN kernels, and with the implicit weight gradients as well (with either convolution),
+# PyTorch's, the implicit GEMM's f16 (`--precision f16`: its cartoon against f32's on a photo,
+# `examples/gpu_precision`, then its 1080p forward), profiles of the all-CubeCL paths, the
+# 256x256 forwards. Others: f16
 # forwards, `precision` (f16's difference from f32 on a photo), `gemm-*` profiles, `base-*`
 # (`.dev/speed-base`, an earlier build, in the same call), `new-*` (the autotuned build: first
 # calls tune for minutes), the per-layer table at training shapes (`conv-layers-train`).
-STEPS=${STEPS:-"conv-layers-1080 implicit-train-check+ln gemm-forward-1080 gemm-forward-1080+ln implicit-forward-1080 implicit-forward-1080+ln gemm-train-b8 gemm-train-b8+ln implicit-train-b8 implicit-train-b8+ln pytorch-train pytorch-1080 implicit-precision implicit-f16-forward-1080+ln profile-implicit-train-b8+ln profile-implicit-forward-1080+ln implicit-forward-256+ln gemm-forward-256"}
+STEPS=${STEPS:-"conv-layers-1080 implicit-train-check+ln+wg gemm-forward-1080 gemm-forward-1080+ln implicit-forward-1080 implicit-forward-1080+ln gemm-train-b8 gemm-train-b8+ln implicit-train-b8+ln implicit-train-b8+ln+wg gemm-train-b8+ln+wg pytorch-train pytorch-1080 implicit-precision implicit-f16-forward-1080+ln profile-implicit-train-b8+ln+wg profile-implicit-forward-1080+ln implicit-forward-256+ln gemm-forward-256"}
 CONV=$DEV/gpu_conv-untuned
 for s in $STEPS; do
-    if [[ $s == *+ln ]]; then export TOONSMITH_GPU_LN=cube; else unset TOONSMITH_GPU_LN; fi
-    case ${s%+ln} in
+    unset TOONSMITH_GPU_LN TOONSMITH_GPU_WGRAD
+    base=$s
+    while [[ $base == *+* ]]; do
+        case ${base##*+} in
+            ln) export TOONSMITH_GPU_LN=cube ;;
+            wg) export TOONSMITH_GPU_WGRAD=implicit ;;
+            *) echo "unknown suffix in $s" | tee -a "$LOG" ;;
+        esac
+        base=${base%+*}
+    done
+    case $base in
         gemm-forward-256) step "$s" 60 "$UNTUNED" --child-forward 256 256 ;;
         gemm-forward-1080) step "$s" 90 "$UNTUNED" --child-forward 1080 1920 ;;
         gemm-train-b8) step "$s" 200 "$UNTUNED" --child-train 8 ;;

@@ -187,3 +187,33 @@ fn precision_refuses_an_unknown_format_and_the_cpu_build() {
         "nothing written"
     );
 }
+
+/// The GPU choices' variables are checked at start: a CubeCL-only choice in the CPU build and
+/// an unknown value are refused with the variable named, not ignored.
+#[test]
+fn gpu_variables_are_checked_at_start() {
+    let cases = [
+        ("TOONSMITH_GPU_WGRAD", "implicit"),
+        ("TOONSMITH_GPU_WGRAD", "fast"),
+        ("TOONSMITH_GPU_LN", "cube"),
+        ("TOONSMITH_GPU_CONV", "fast"),
+    ];
+    for (var, value) in cases {
+        let out = Command::cargo_bin("toonsmith")
+            .unwrap()
+            .arg("info")
+            .env(var, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} accepted");
+        assert!(err.contains(var) && err.contains(value), "{var}={value}: {err}");
+    }
+    let out = Command::cargo_bin("toonsmith")
+        .unwrap()
+        .arg("info")
+        .env("TOONSMITH_GPU_WGRAD", "windows")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

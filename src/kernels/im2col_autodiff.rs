@@ -10,9 +10,12 @@
 //!   gradient's pixels; none at stride 1);
 //! - `dL/dw[o, (c, ky, kx)] = sum over n, pixels of dL/dy[n, o, pixel] windows[n, pixel,
 //!   (c, ky, kx)]`: the windows gathered again (pixel-major), band by band, one batched
-//!   product per band over chunks of rows, summed.
+//!   product per band over chunks of rows, summed; or, with `TOONSMITH_GPU_WGRAD=implicit`
+//!   ([`WeightGrad::Implicit`]), by CubeCL's implicit-GEMM weight gradient, no windows in
+//!   memory.
 
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -27,6 +30,68 @@ use burn::tensor::{s, Tensor};
 use super::float_tensor;
 use super::im2col::{self, bands, out_size, pad_zeros, window_view, BAND_VALUES};
 use super::precision::Precision;
+use crate::error::{Error, Result};
+
+/// How the node's weight gradient runs on the selected GPU backend (`TOONSMITH_GPU_WGRAD`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightGrad {
+    /// Gathered windows times the output gradient ([`weight_grad`]).
+    Windows,
+    /// CubeCL's implicit-GEMM weight gradient (cubek's `BackwardWeight`, by the algorithm of
+    /// `TOONSMITH_GPU_IMPLICIT`; `super::implicit_gemm::weight_grad`). Builds with a CubeCL
+    /// backend only.
+    Implicit,
+}
+
+/// Environment variable choosing [`WeightGrad::current`].
+pub const WGRAD_ENV: &str = "TOONSMITH_GPU_WGRAD";
+
+impl WeightGrad {
+    /// The default: [`WeightGrad::Windows`] until the implicit one has been timed on a GPU.
+    pub const DEFAULT: Self = Self::Windows;
+
+    /// This choice's value of `TOONSMITH_GPU_WGRAD`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Windows => "windows",
+            Self::Implicit => "implicit",
+        }
+    }
+
+    /// Parses `windows`, or `implicit` in a build with a CubeCL backend.
+    pub fn parse(value: &str) -> Result<Self> {
+        let cube = cfg!(feature = "cube-ops");
+        match value {
+            "windows" => Ok(Self::Windows),
+            "implicit" if cube => Ok(Self::Implicit),
+            _ => Err(Error::InvalidConfig {
+                field: WGRAD_ENV,
+                value: value.into(),
+                expected: if cube {
+                    "windows or implicit".into()
+                } else {
+                    "windows (implicit needs a build with a CubeCL backend: cuda, vulkan or wgpu)"
+                        .into()
+                },
+            }),
+        }
+    }
+
+    /// `TOONSMITH_GPU_WGRAD` if set (an error naming it if it is not one of
+    /// [`WeightGrad::parse`]'s), else `None`.
+    pub fn from_env() -> Result<Option<Self>> {
+        super::env_choice(WGRAD_ENV, Self::parse)
+    }
+
+    /// [`WeightGrad::from_env`] read once, else [`WeightGrad::DEFAULT`] (an invalid value too:
+    /// the program checks the variable at start).
+    pub fn current() -> Self {
+        static CHOICE: OnceLock<Option<WeightGrad>> = OnceLock::new();
+        CHOICE
+            .get_or_init(|| Self::from_env().ok().flatten())
+            .unwrap_or(Self::DEFAULT)
+    }
+}
 
 /// Padding and stride of a convolution node.
 #[derive(Clone, Copy, Debug)]
@@ -61,7 +126,7 @@ impl<B: Backend> Backward<B, 2> for GemmConv<B> {
             grads.register::<B>(node.id, dx.into_primitive().tensor());
         }
         if let Some(node) = node_w {
-            let dw = weight_grad(x_padded, g, w.dims(), geometry);
+            let dw = weight_grad_by(x_padded, g, w.dims(), geometry.stride);
             grads.register::<B>(node.id, dw.into_primitive().tensor());
         }
     }
@@ -121,13 +186,27 @@ fn dilate<B: Backend>(g: Tensor<B, 4>, stride: usize, [rows, cols]: [usize; 2]) 
 /// whose products are summed after.
 const WEIGHT_GRAD_CHUNK: usize = 4096;
 
+/// `dL/dw` of the node: CubeCL's implicit GEMM where chosen ([`super::implicit_wgrad_applies`]),
+/// else [`weight_grad`].
+fn weight_grad_by<B: Backend>(
+    x: Tensor<B, 4>,
+    g: Tensor<B, 4>,
+    dims: [usize; 4],
+    stride: usize,
+) -> Tensor<B, 4> {
+    if super::implicit_wgrad_applies::<B>() {
+        return super::implicit_weight_grad(x, g, dims, stride);
+    }
+    weight_grad(x, g, dims, stride)
+}
+
 /// `dL/dw`, `[C_out, C_in, k, k]`: the output gradient times the windows of the zero-padded
 /// input `x`, gathered again band by band, pixel-major (`[pixels, C_in k k]`), in chunks of rows.
-fn weight_grad<B: Backend>(
+pub(crate) fn weight_grad<B: Backend>(
     x: Tensor<B, 4>,
     g: Tensor<B, 4>,
     [c_out, c_in, k, _]: [usize; 4],
-    Geometry { stride, .. }: Geometry,
+    stride: usize,
 ) -> Tensor<B, 4> {
     let [n, _, _, _] = x.dims();
     let [out_h, out_w] = out_size(&x, [k; 2], stride);
@@ -224,6 +303,17 @@ mod tests {
         assert_eq!(chunk_rows(13, 10), 13);
         assert_eq!(chunk_rows(7, 5000), 1);
         assert_eq!(chunk_rows(64, 256), 16);
+    }
+
+    #[test]
+    fn weight_grad_names_parse() {
+        assert_eq!(WeightGrad::parse("windows").unwrap(), WeightGrad::Windows);
+        assert_eq!(
+            WeightGrad::parse("implicit").is_ok(),
+            cfg!(feature = "cube-ops")
+        );
+        let err = WeightGrad::parse("fast").unwrap_err().to_string();
+        assert!(err.contains(WGRAD_ENV) && err.contains("fast"), "{err}");
     }
 
     /// How the convolution under test is differentiated.

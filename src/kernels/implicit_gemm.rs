@@ -39,6 +39,7 @@ use cubek::std::InputBinding;
 
 use super::cube_op::{self, Cube, CubeKernel, Runtime};
 use super::precision::Precision;
+use super::{float_tensor, im2col_autodiff};
 use crate::device::Selected;
 use crate::error::{Error, Result};
 
@@ -115,14 +116,25 @@ impl Algorithm {
     }
 }
 
+impl Algorithm {
+    /// cubek's strategy for this algorithm (its blueprint inferred from the problem).
+    fn strategy(self) -> Strategy {
+        Strategy::Inferred {
+            algorithm: self.algorithm,
+            tile_kind: self.tile,
+        }
+    }
+}
+
 impl fmt::Display for Algorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.algorithm, self.tile)
     }
 }
 
-/// The first reason each algorithm was refused in this process.
-static REFUSALS: Mutex<Vec<(Algorithm, String)>> = Mutex::new(Vec::new());
+/// The first reason each algorithm was refused for each operation (`forward`, `weight
+/// gradient`) in this process.
+static REFUSALS: Mutex<Vec<(Algorithm, &'static str, String)>> = Mutex::new(Vec::new());
 
 /// How many convolutions were refused in this process.
 static REFUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -133,14 +145,16 @@ pub fn refused_calls() -> usize {
     REFUSED_CALLS.load(Ordering::Relaxed)
 }
 
-/// Why `algorithm` was refused (and burn's own convolution ran instead), if it was refused in
-/// this process.
+/// Why `algorithm` was refused (and a convolution of burn's or gathered windows ran instead),
+/// for each operation it was refused for in this process, if any.
 pub fn refusal(algorithm: Algorithm) -> Option<String> {
     let refusals = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
-    refusals
+    let reasons: Vec<String> = refusals
         .iter()
-        .find(|(a, _)| *a == algorithm)
-        .map(|(_, why)| why.clone())
+        .filter(|(a, _, _)| *a == algorithm)
+        .map(|(_, operation, why)| format!("{operation}: {why}"))
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
 /// One line saying that [`Algorithm::current`] was refused and why (burn's convolution ran in
@@ -148,19 +162,20 @@ pub fn refusal(algorithm: Algorithm) -> Option<String> {
 pub fn refusal_note() -> Option<String> {
     let algorithm = Algorithm::current();
     refusal(algorithm).map(|why| {
-        format!("implicit GEMM {algorithm} refused ({why}): burn's convolution ran instead")
+        format!("implicit GEMM {algorithm} refused ({why}): burn's convolution or gathered windows ran instead")
     })
 }
 
-fn note_refusal(algorithm: Algorithm, err: &ConvSetupError) {
+fn note_refusal(algorithm: Algorithm, operation: &'static str, err: &ConvSetupError) {
     REFUSED_CALLS.fetch_add(1, Ordering::Relaxed);
     let mut refusals = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
-    if !refusals.iter().any(|(a, _)| *a == algorithm) {
+    if !refusals
+        .iter()
+        .any(|(a, o, _)| *a == algorithm && *o == operation)
+    {
         let why = format!("{err:?}");
-        refusals.push((
-            algorithm,
-            why.split_whitespace().collect::<Vec<_>>().join(" "),
-        ));
+        let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
+        refusals.push((algorithm, operation, why));
     }
 }
 
@@ -257,33 +272,36 @@ impl ImplicitConv {
         let client = x.client.clone();
         let out_shape = Shape::new([n, oh, ow, c_out]);
         let out = empty_device_dtype(client.clone(), x.device.clone(), out_shape, DType::F32);
-        let dtypes = MatmulElems::from_globals(&MatmulGlobalElems {
-            lhs: x.dtype.into(),
-            rhs: weight.dtype.into(),
-            out: DType::F32.into(),
-        });
-        let bind = |t: CubeTensor<R>| {
-            let dtype = t.dtype.into();
-            InputBinding::new(t.binding(), dtype)
-        };
+        let dtypes = f32_out(&x, &weight);
         let inputs = ConvolutionInputs::Forward {
             input: bind(x),
             weight: bind(weight),
             bias: bias.map(bind),
             out: out.clone().binding(),
         };
-        let strategy = Strategy::Inferred {
-            algorithm: self.algorithm.algorithm,
-            tile_kind: self.algorithm.tile,
-        };
         let args = ConvolutionArgs {
             stride: self.options.stride,
             padding: self.options.padding,
             dilation: self.options.dilation,
         };
-        launch_ref::<R, 2>(&strategy, &client, inputs, args, dtypes)?;
+        launch_ref::<R, 2>(&self.algorithm.strategy(), &client, inputs, args, dtypes)?;
         Ok(permute_nhwc_to_nchw(out))
     }
+}
+
+/// The operands' formats as they are in memory, an f32 output.
+fn f32_out<R: CubeRuntime>(lhs: &CubeTensor<R>, rhs: &CubeTensor<R>) -> MatmulElems {
+    MatmulElems::from_globals(&MatmulGlobalElems {
+        lhs: lhs.dtype.into(),
+        rhs: rhs.dtype.into(),
+        out: DType::F32.into(),
+    })
+}
+
+/// An operand as cubek reads it.
+fn bind<R: CubeRuntime>(t: CubeTensor<R>) -> InputBinding<R> {
+    let dtype = t.dtype.into();
+    InputBinding::new(t.binding(), dtype)
 }
 
 impl CubeKernel for ImplicitConv {
@@ -295,11 +313,92 @@ impl CubeKernel for ImplicitConv {
         let bias = inputs.next();
         let tried = self.launch(x.clone(), weight.clone(), bias.clone());
         let out = tried.unwrap_or_else(|err| {
-            note_refusal(self.algorithm, &err);
+            note_refusal(self.algorithm, "forward", &err);
             let [x, weight] = [x, weight].map(|t| cast(t, DType::F32));
             Cube::conv2d(x, weight, bias, self.options.clone())
         });
         vec![out]
+    }
+}
+
+/// The weight gradient `[C_out, C_in, k, k]` (`dims`) of the convolution at `stride` (no
+/// padding) of `x` whose output gradient is `g`, by cubek's implicit-GEMM `BackwardWeight` with
+/// [`Algorithm::current`], one launch. Where cubek refuses, gathered windows
+/// ([`im2col_autodiff::weight_grad`]) compute it and the refusal is recorded ([`refusal`]).
+///
+/// Not split over pixels: cubek 0.2's kernels give each output tile one block looping over
+/// every pixel of the batch, so a layer whose `C_out x C_in k k` output has fewer tiles than
+/// the GPU has multiprocessors (most of G's at 64-square tiles) leaves some idle; splitting the
+/// sum into launches would not help, since launches on one stream run one after another. The
+/// gathered-window path splits it by batching its product ([`im2col_autodiff`]).
+///
+/// # Shapes
+/// `x` `[N, C_in, H, W]`, `g` `[N, C_out, (H - k) / stride + 1, (W - k) / stride + 1]`.
+pub fn weight_grad(
+    x: Tensor<Selected, 4>,
+    g: Tensor<Selected, 4>,
+    dims: [usize; 4],
+    stride: usize,
+) -> Tensor<Selected, 4> {
+    let inputs = vec![x.into_primitive().tensor(), g.into_primitive().tensor()];
+    let op = ImplicitWgrad {
+        dims,
+        stride,
+        algorithm: Algorithm::current(),
+    };
+    let name = "toonsmith_implicit_gemm_wgrad";
+    float_tensor(cube_op::register_one(name, inputs, Shape::new(dims), op))
+}
+
+/// The weight-gradient operation: inputs `[x, g]`, output `dL/dw` `dims`.
+#[derive(Debug)]
+struct ImplicitWgrad {
+    dims: [usize; 4],
+    stride: usize,
+    algorithm: Algorithm,
+}
+
+impl ImplicitWgrad {
+    /// The weight gradient by cubek's kernel, or its refusal.
+    fn launch<R: CubeRuntime>(
+        &self,
+        x: CubeTensor<R>,
+        g: CubeTensor<R>,
+    ) -> std::result::Result<CubeTensor<R>, ConvSetupError> {
+        let x = permute_nchw_to_nhwc(x);
+        let g = permute_nchw_to_nhwc(g);
+        let [c_out, c_in, kh, kw] = self.dims;
+        let client = x.client.clone();
+        let shape = Shape::new([c_out, kh, kw, c_in]);
+        let dw = empty_device_dtype(client.clone(), x.device.clone(), shape, DType::F32);
+        let dtypes = f32_out(&x, &g);
+        let inputs = ConvolutionInputs::BackwardWeight {
+            input: bind(x),
+            out_grad: bind(g),
+            weight_grad: dw.clone().binding(),
+        };
+        let args = ConvolutionArgs {
+            stride: [self.stride; 2],
+            padding: [0; 2],
+            dilation: [1; 2],
+        };
+        launch_ref::<R, 2>(&self.algorithm.strategy(), &client, inputs, args, dtypes)?;
+        Ok(permute_nhwc_to_nchw(dw))
+    }
+}
+
+impl CubeKernel for ImplicitWgrad {
+    fn run(&self, inputs: Vec<CubeTensor<Runtime>>) -> Vec<CubeTensor<Runtime>> {
+        let [x, g]: [CubeTensor<Runtime>; 2] = inputs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("registered with x and g"));
+        let dw = self.launch(x.clone(), g.clone()).unwrap_or_else(|err| {
+            note_refusal(self.algorithm, "weight gradient", &err);
+            let [x, g] = [x, g].map(float_tensor::<Cube, 4>);
+            let dw = im2col_autodiff::weight_grad(x, g, self.dims, self.stride);
+            dw.into_primitive().tensor()
+        });
+        vec![dw]
     }
 }
 
@@ -354,6 +453,32 @@ mod tests {
             assert!(
                 diff / scale < 1e-2,
                 "{algorithm} {precision} stride {stride}: {diff} of {scale}"
+            );
+        }
+    }
+
+    /// On this build's GPU, the implicit-GEMM weight gradient (or gathered windows where cubek
+    /// refuses it) equals the gathered windows' on the CPU, at stride 1 and 2, with an output
+    /// gradient whose rows and columns each differ; the TF32 margin.
+    #[test]
+    fn weight_gradient_equals_the_cpus() {
+        let device = default_device();
+        for (stride, k) in [(1, 3), (2, 3), (1, 7)] {
+            let x = Tensor::<CpuBackend, 4>::random([2, 16, 13, 14], Distribution::Default, &CPU);
+            let [oh, ow] = [(13 - k) / stride + 1, (14 - k) / stride + 1];
+            let g = Tensor::<CpuBackend, 4>::random([2, 24, oh, ow], Distribution::Default, &CPU);
+            let dims = [24, 16, k, k];
+            let want = im2col_autodiff::weight_grad(x.clone(), g.clone(), dims, stride);
+            let here =
+                |t: &Tensor<CpuBackend, 4>| Tensor::<Selected, 4>::from_data(t.to_data(), &device);
+            let got = weight_grad(here(&x), here(&g), dims, stride);
+            assert_eq!(got.dims(), dims);
+            let got = Tensor::<CpuBackend, 4>::from_data(got.into_data(), &CPU);
+            let scale: f32 = want.clone().abs().max().into_scalar().elem();
+            let diff: f32 = (got - want).abs().max().into_scalar().elem();
+            assert!(
+                diff / scale < 1e-2,
+                "stride {stride} k {k}: {diff} of {scale}"
             );
         }
     }

@@ -119,14 +119,16 @@ pub fn gemm_conv2d<B: Backend>(
 }
 
 /// The GPU settings of the environment, checked: `TOONSMITH_GPU_CONV`
-/// ([`im2col::GpuConv::from_env`], returned), `TOONSMITH_GPU_LN` ([`ln_ops::LnSums::from_env`])
-/// and, in builds with the implicit GEMM, `TOONSMITH_GPU_IMPLICIT`
+/// ([`im2col::GpuConv::from_env`], returned), `TOONSMITH_GPU_LN` ([`ln_ops::LnSums::from_env`]),
+/// `TOONSMITH_GPU_WGRAD` ([`im2col_autodiff::WeightGrad::from_env`]) and, in builds with the
+/// implicit GEMM, `TOONSMITH_GPU_IMPLICIT`
 /// ([`implicit_gemm::Algorithm::from_env`]); an error names a variable set to no valid value.
 /// The program and the bench call it at start.
 pub fn gpu_settings_from_env() -> crate::error::Result<Option<im2col::GpuConv>> {
     #[cfg(feature = "cube-ops")]
     implicit_gemm::Algorithm::from_env()?;
     ln_ops::LnSums::from_env()?;
+    im2col_autodiff::WeightGrad::from_env()?;
     im2col::GpuConv::from_env()
 }
 
@@ -162,6 +164,36 @@ pub(crate) fn implicit_conv2d<B: Backend>(
     }
     #[cfg(not(feature = "cube-ops"))]
     im2col::conv2d_rect(x, weight, bias, padding, stride)
+}
+
+/// Whether [`implicit_weight_grad`] computes the weight gradients of [`im2col_autodiff`]'s node
+/// on backend `B`: the selected GPU backend (the node's inner one) when
+/// [`im2col_autodiff::WeightGrad::current`] is [`im2col_autodiff::WeightGrad::Implicit`].
+pub(crate) fn implicit_wgrad_applies<B: Backend>() -> bool {
+    cfg!(feature = "cube-ops")
+        && TypeId::of::<B>() == TypeId::of::<crate::device::Selected>()
+        && im2col_autodiff::WeightGrad::current() == im2col_autodiff::WeightGrad::Implicit
+}
+
+/// The weight gradient `[C_out, C_in, k, k]` (`dims`) of a convolution at `stride` of the
+/// zero-padded input `x` with output gradient `g`, by CubeCL's implicit GEMM
+/// ([`implicit_gemm::weight_grad`]); gathered windows ([`im2col_autodiff::weight_grad`]) in a
+/// build without it. Check [`implicit_wgrad_applies`] first.
+pub(crate) fn implicit_weight_grad<B: Backend>(
+    x: Tensor<B, 4>,
+    g: Tensor<B, 4>,
+    dims: [usize; 4],
+    stride: usize,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "cube-ops")]
+    return same_type(implicit_gemm::weight_grad(
+        same_type(x),
+        same_type(g),
+        dims,
+        stride,
+    ));
+    #[cfg(not(feature = "cube-ops"))]
+    im2col_autodiff::weight_grad(x, g, dims, stride)
 }
 
 /// The environment variable `var` parsed by `parse` if set (its error, naming the variable, if

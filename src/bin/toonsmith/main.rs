@@ -143,6 +143,10 @@ fn info() -> anyhow::Result<()> {
             GpuConv::current(true).name()
         );
         println!(
+            "  weight gradients   {} (TOONSMITH_GPU_WGRAD)",
+            toonsmith::kernels::im2col_autodiff::WeightGrad::current().name()
+        );
+        println!(
             "  LN sums            {} (TOONSMITH_GPU_LN)",
             toonsmith::kernels::ln_ops::LnSums::current().name()
         );
