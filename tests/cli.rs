@@ -207,7 +207,10 @@ fn gpu_variables_are_checked_at_start() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{var}={value} accepted");
-        assert!(err.contains(var) && err.contains(value), "{var}={value}: {err}");
+        assert!(
+            err.contains(var) && err.contains(value),
+            "{var}={value}: {err}"
+        );
     }
     let out = Command::cargo_bin("toonsmith")
         .unwrap()
@@ -215,5 +218,9 @@ fn gpu_variables_are_checked_at_start() {
         .env("TOONSMITH_GPU_WGRAD", "windows")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -93,19 +93,43 @@ impl WeightGrad {
     }
 }
 
-/// Padding and stride of a convolution node.
+/// Padding and stride of a convolution node, and how the input it keeps is padded.
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
     pad: usize,
     stride: usize,
+    /// The zeros already around the kept input: `pad`, or 0 where the forward and the weight
+    /// gradient are both CubeCL's implicit GEMM, whose kernels read the padding as zeros
+    /// without it in memory ([`kept_padding`]).
+    kept_pad: usize,
+}
+
+impl Geometry {
+    /// The padding still to apply to the kept input.
+    fn pad_left(self) -> usize {
+        self.pad - self.kept_pad
+    }
+}
+
+/// How much of the padding `pad` the node's kept input gets in memory on backend `B`: none
+/// where its forward ([`super::implicit_applies`]) and weight gradient
+/// ([`super::implicit_wgrad_applies`]) are CubeCL's implicit GEMM, which take the padding as an
+/// argument (a fill and a copy of the input fewer per convolution per step); else all of it,
+/// padded once in the forward for the products and the gathered-window weight gradient.
+fn kept_padding<B: Backend>(pad: usize) -> usize {
+    if super::implicit_applies::<B>() && super::implicit_wgrad_applies::<B>() {
+        0
+    } else {
+        pad
+    }
 }
 
 #[derive(Debug)]
 struct GemmConv<B>(PhantomData<B>);
 
 impl<B: Backend> Backward<B, 2> for GemmConv<B> {
-    /// The zero-padded input (kept from the forward, so the backward does not pad again), the
-    /// weight's node, the geometry.
+    /// The input, zero-padded by `kept_pad` (kept from the forward, so the backward does not
+    /// pad again), the weight's node, the geometry.
     type State = (FloatTensor<B>, NodeId, Geometry);
 
     fn backward(
@@ -115,18 +139,19 @@ impl<B: Backend> Backward<B, 2> for GemmConv<B> {
         checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_w] = ops.parents;
-        let (x_padded, w_state, geometry) = ops.state;
+        let (x_kept, w_state, geometry) = ops.state;
         let g = float_tensor::<B, 4>(grads.consume::<B>(&ops.node));
-        let x_padded = float_tensor::<B, 4>(x_padded);
+        let x_kept = float_tensor::<B, 4>(x_kept);
         let w = float_tensor::<B, 4>(checkpointer.retrieve_node_output::<FloatTensor<B>>(w_state));
         if let Some(node) = node_x {
-            let [n, c, hp, wp] = x_padded.dims();
-            let unpadded = [n, c, hp - 2 * geometry.pad, wp - 2 * geometry.pad];
+            let [n, c, hp, wp] = x_kept.dims();
+            let kept = geometry.kept_pad;
+            let unpadded = [n, c, hp - 2 * kept, wp - 2 * kept];
             let dx = input_grad(g.clone(), w.clone(), unpadded, geometry);
             grads.register::<B>(node.id, dx.into_primitive().tensor());
         }
         if let Some(node) = node_w {
-            let dw = weight_grad_by(x_padded, g, w.dims(), geometry.stride);
+            let dw = weight_grad_by(x_kept, g, w.dims(), geometry);
             grads.register::<B>(node.id, dw.into_primitive().tensor());
         }
     }
@@ -138,7 +163,7 @@ fn input_grad<B: Backend>(
     g: Tensor<B, 4>,
     w: Tensor<B, 4>,
     [_, _, h, width]: [usize; 4],
-    Geometry { pad, stride }: Geometry,
+    Geometry { pad, stride, .. }: Geometry,
 ) -> Tensor<B, 4> {
     let k = w.dims()[2];
     let flipped = w.swap_dims(0, 1).flip([2, 3]);
@@ -186,18 +211,19 @@ fn dilate<B: Backend>(g: Tensor<B, 4>, stride: usize, [rows, cols]: [usize; 2]) 
 /// whose products are summed after.
 const WEIGHT_GRAD_CHUNK: usize = 4096;
 
-/// `dL/dw` of the node: CubeCL's implicit GEMM where chosen ([`super::implicit_wgrad_applies`]),
-/// else [`weight_grad`].
+/// `dL/dw` of the node from its kept input `x`: CubeCL's implicit GEMM where chosen
+/// ([`super::implicit_wgrad_applies`]), else [`weight_grad`] (of the input padded).
 fn weight_grad_by<B: Backend>(
     x: Tensor<B, 4>,
     g: Tensor<B, 4>,
     dims: [usize; 4],
-    stride: usize,
+    geometry: Geometry,
 ) -> Tensor<B, 4> {
+    let (pad, stride) = (geometry.pad_left(), geometry.stride);
     if super::implicit_wgrad_applies::<B>() {
-        return super::implicit_weight_grad(x, g, dims, stride);
+        return super::implicit_weight_grad(x, g, dims, (pad, stride));
     }
-    weight_grad(x, g, dims, stride)
+    weight_grad(pad_zeros(x, [pad; 2]), g, dims, stride)
 }
 
 /// `dL/dw`, `[C_out, C_in, k, k]`: the output gradient times the windows of the zero-padded
@@ -254,14 +280,21 @@ pub fn conv2d<B: Backend>(
     pad: usize,
     stride: usize,
 ) -> Tensor<Autodiff<B>, 4> {
-    let geometry = Geometry { pad, stride };
+    let kept_pad = kept_padding::<B>(pad);
+    let geometry = Geometry {
+        pad,
+        stride,
+        kept_pad,
+    };
     let c_out = weight.dims()[0];
     let x = x.into_primitive().tensor();
     let w = weight.into_primitive().tensor();
-    let x_padded = pad_zeros(float_tensor::<B, 4>(x.primitive.clone()), [pad; 2]);
-    let compute = |x_padded: Tensor<B, 4>| {
+    let x_kept = pad_zeros(float_tensor::<B, 4>(x.primitive.clone()), [kept_pad; 2]);
+    let compute = |x_kept: Tensor<B, 4>| {
         let w = float_tensor::<B, 4>(w.primitive.clone());
-        product(x_padded, w, 0, stride).into_primitive().tensor()
+        product(x_kept, w, geometry.pad_left(), stride)
+            .into_primitive()
+            .tensor()
     };
     let out = match GemmConv::<B>(PhantomData)
         .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
@@ -269,15 +302,15 @@ pub fn conv2d<B: Backend>(
         .stateful()
     {
         OpsKind::Tracked(mut prep) => {
-            let out = compute(x_padded.clone());
+            let out = compute(x_kept.clone());
             let state = (
-                x_padded.into_primitive().tensor(),
+                x_kept.into_primitive().tensor(),
                 prep.checkpoint(&w),
                 geometry,
             );
             prep.finish(state, out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(compute(x_padded)),
+        OpsKind::UnTracked(prep) => prep.finish(compute(x_kept)),
     };
     let out = float_tensor::<Autodiff<B>, 4>(out);
     match bias {

@@ -38,6 +38,7 @@ use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
 use cubek::std::InputBinding;
 
 use super::cube_op::{self, Cube, CubeKernel, Runtime};
+use super::im2col::pad_zeros;
 use super::precision::Precision;
 use super::{float_tensor, im2col_autodiff};
 use crate::device::Selected;
@@ -321,8 +322,8 @@ impl CubeKernel for ImplicitConv {
     }
 }
 
-/// The weight gradient `[C_out, C_in, k, k]` (`dims`) of the convolution at `stride` (no
-/// padding) of `x` whose output gradient is `g`, by cubek's implicit-GEMM `BackwardWeight` with
+/// The weight gradient `[C_out, C_in, k, k]` (`dims`) of the convolution with zero padding
+/// `pad` (read as zeros, not in memory) and `stride` of `x` whose output gradient is `g`, by cubek's implicit-GEMM `BackwardWeight` with
 /// [`Algorithm::current`], one launch. Where cubek refuses, gathered windows
 /// ([`im2col_autodiff::weight_grad`]) compute it and the refusal is recorded ([`refusal`]).
 ///
@@ -333,16 +334,18 @@ impl CubeKernel for ImplicitConv {
 /// gathered-window path splits it by batching its product ([`im2col_autodiff`]).
 ///
 /// # Shapes
-/// `x` `[N, C_in, H, W]`, `g` `[N, C_out, (H - k) / stride + 1, (W - k) / stride + 1]`.
+/// `x` `[N, C_in, H, W]`, `g` `[N, C_out, (H + 2 pad - k) / stride + 1, (W + 2 pad - k) /
+/// stride + 1]`.
 pub fn weight_grad(
     x: Tensor<Selected, 4>,
     g: Tensor<Selected, 4>,
     dims: [usize; 4],
-    stride: usize,
+    (pad, stride): (usize, usize),
 ) -> Tensor<Selected, 4> {
     let inputs = vec![x.into_primitive().tensor(), g.into_primitive().tensor()];
     let op = ImplicitWgrad {
         dims,
+        pad,
         stride,
         algorithm: Algorithm::current(),
     };
@@ -354,6 +357,7 @@ pub fn weight_grad(
 #[derive(Debug)]
 struct ImplicitWgrad {
     dims: [usize; 4],
+    pad: usize,
     stride: usize,
     algorithm: Algorithm,
 }
@@ -379,7 +383,7 @@ impl ImplicitWgrad {
         };
         let args = ConvolutionArgs {
             stride: [self.stride; 2],
-            padding: [0; 2],
+            padding: [self.pad; 2],
             dilation: [1; 2],
         };
         launch_ref::<R, 2>(&self.algorithm.strategy(), &client, inputs, args, dtypes)?;
@@ -395,6 +399,7 @@ impl CubeKernel for ImplicitWgrad {
         let dw = self.launch(x.clone(), g.clone()).unwrap_or_else(|err| {
             note_refusal(self.algorithm, "weight gradient", &err);
             let [x, g] = [x, g].map(float_tensor::<Cube, 4>);
+            let x = pad_zeros(x, [self.pad; 2]);
             let dw = im2col_autodiff::weight_grad(x, g, self.dims, self.stride);
             dw.into_primitive().tensor()
         });
@@ -458,28 +463,27 @@ mod tests {
     }
 
     /// On this build's GPU, the implicit-GEMM weight gradient (or gathered windows where cubek
-    /// refuses it) equals the gathered windows' on the CPU, at stride 1 and 2, with an output
-    /// gradient whose rows and columns each differ; the TF32 margin.
+    /// refuses it) equals the gathered windows' of the padded input on the CPU, at stride 1 and
+    /// 2, with and without padding; the TF32 margin.
     #[test]
     fn weight_gradient_equals_the_cpus() {
         let device = default_device();
-        for (stride, k) in [(1, 3), (2, 3), (1, 7)] {
+        for (pad, stride, k) in [(0, 1, 3), (1, 2, 3), (3, 1, 7), (1, 1, 3)] {
             let x = Tensor::<CpuBackend, 4>::random([2, 16, 13, 14], Distribution::Default, &CPU);
-            let [oh, ow] = [(13 - k) / stride + 1, (14 - k) / stride + 1];
+            let [oh, ow] = [13, 14].map(|size| (size + 2 * pad - k) / stride + 1);
             let g = Tensor::<CpuBackend, 4>::random([2, 24, oh, ow], Distribution::Default, &CPU);
             let dims = [24, 16, k, k];
-            let want = im2col_autodiff::weight_grad(x.clone(), g.clone(), dims, stride);
+            let padded = pad_zeros(x.clone(), [pad; 2]);
+            let want = im2col_autodiff::weight_grad(padded, g.clone(), dims, stride);
             let here =
                 |t: &Tensor<CpuBackend, 4>| Tensor::<Selected, 4>::from_data(t.to_data(), &device);
-            let got = weight_grad(here(&x), here(&g), dims, stride);
+            let got = weight_grad(here(&x), here(&g), dims, (pad, stride));
             assert_eq!(got.dims(), dims);
             let got = Tensor::<CpuBackend, 4>::from_data(got.into_data(), &CPU);
             let scale: f32 = want.clone().abs().max().into_scalar().elem();
             let diff: f32 = (got - want).abs().max().into_scalar().elem();
-            assert!(
-                diff / scale < 1e-2,
-                "stride {stride} k {k}: {diff} of {scale}"
-            );
+            let case = format!("pad {pad} stride {stride} k {k}");
+            assert!(diff / scale < 1e-2, "{case}: {diff} of {scale}");
         }
     }
 }

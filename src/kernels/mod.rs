@@ -175,25 +175,25 @@ pub(crate) fn implicit_wgrad_applies<B: Backend>() -> bool {
         && im2col_autodiff::WeightGrad::current() == im2col_autodiff::WeightGrad::Implicit
 }
 
-/// The weight gradient `[C_out, C_in, k, k]` (`dims`) of a convolution at `stride` of the
-/// zero-padded input `x` with output gradient `g`, by CubeCL's implicit GEMM
+/// The weight gradient `[C_out, C_in, k, k]` (`dims`) of a convolution with zero padding `pad`
+/// and `stride` of `x` with output gradient `g`, by CubeCL's implicit GEMM
 /// ([`implicit_gemm::weight_grad`]); gathered windows ([`im2col_autodiff::weight_grad`]) in a
 /// build without it. Check [`implicit_wgrad_applies`] first.
 pub(crate) fn implicit_weight_grad<B: Backend>(
     x: Tensor<B, 4>,
     g: Tensor<B, 4>,
     dims: [usize; 4],
-    stride: usize,
+    (pad, stride): (usize, usize),
 ) -> Tensor<B, 4> {
     #[cfg(feature = "cube-ops")]
     return same_type(implicit_gemm::weight_grad(
         same_type(x),
         same_type(g),
         dims,
-        stride,
+        (pad, stride),
     ));
     #[cfg(not(feature = "cube-ops"))]
-    im2col_autodiff::weight_grad(x, g, dims, stride)
+    im2col_autodiff::weight_grad(im2col::pad_zeros(x, [pad; 2]), g, dims, stride)
 }
 
 /// The environment variable `var` parsed by `parse` if set (its error, naming the variable, if
