@@ -182,7 +182,15 @@ struct ChunkSums {
 
 impl CubeKernel for ChunkSums {
     fn run(&self, inputs: Vec<CubeTensor<Runtime>>) -> Vec<CubeTensor<Runtime>> {
-        let [x, shift] = contiguous(inputs);
+        let [x, shift]: [CubeTensor<Runtime>; 2] = inputs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("registered with x and shift"));
+        // A row's sum does not depend on the order of its values: a row stored as one dense
+        // block in any order (a convolution's channels-last output seen as NCHW) is read as it
+        // is, without the copy into NCHW order.
+        let dense = dense_rows(x.meta.shape(), x.meta.strides());
+        let x = if dense { x } else { into_contiguous(x) };
+        let shift = into_contiguous(shift);
         let out = empty_like(&x, [self.rows, self.parts]);
         let chunk = self.len.div_ceil(self.parts);
         chunk_sums_kernel::launch::<Runtime>(
@@ -236,6 +244,31 @@ impl CubeKernel for GradSums {
     }
 }
 
+/// Whether a tensor of `shape` and `strides` stores each row (index along the first axis) as
+/// one dense block of its binding, `row * len..(row + 1) * len` with `len` the product of the
+/// other axes, in some order of its values: sorted by stride (size-1 axes aside), each axis's
+/// stride is the span of those before it (no gaps, no two indices in one place), and the first
+/// axis's stride is `len` (or there is one row). (A slice's offset is the binding's, so the
+/// blocks start there.)
+fn dense_rows(shape: &[usize], strides: &[usize]) -> bool {
+    let len: usize = shape[1..].iter().product();
+    let mut axes: Vec<(usize, usize)> = shape
+        .iter()
+        .copied()
+        .zip(strides.iter().copied())
+        .filter(|&(size, _)| size > 1)
+        .collect();
+    axes.sort_by_key(|&(_, stride)| stride);
+    let mut span = 1;
+    for (size, stride) in axes {
+        if stride != span {
+            return false;
+        }
+        span *= size;
+    }
+    shape[0] <= 1 || strides[0] == len
+}
+
 /// The inputs, contiguous (the kernels index them flat), as an array of `K`.
 fn contiguous<const K: usize>(inputs: Vec<CubeTensor<Runtime>>) -> [CubeTensor<Runtime>; K] {
     let inputs: Vec<_> = inputs.into_iter().map(into_contiguous).collect();
@@ -263,14 +296,18 @@ fn tensor<const D: usize>(t: burn::tensor::ops::FloatTensor<Selected>) -> Tensor
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
-/// Sum of each row of `x` (`[rows, len]`) less `shift` (`[rows]`), or of its square: `[rows]`.
-/// Two launches when a row is cut into chunks (their sums, then the sum of those), else one.
-fn row_sums(
-    x: Tensor<Selected, 2>,
+/// Sum of each row of `x` (its values at one index of the first axis, `len` of them) less
+/// `shift` (`[rows]`), or of its square: `[rows]`. Two launches when a row is cut into chunks
+/// (their sums, then the sum of those), else one. `x` is not reshaped: a reshape of a
+/// channels-last view would copy it ([`dense_rows`]).
+fn row_sums<const D: usize>(
+    x: Tensor<Selected, D>,
     shift: Tensor<Selected, 1>,
     square: bool,
 ) -> Tensor<Selected, 1> {
-    let [rows, len] = x.dims();
+    let dims = x.dims();
+    let rows = dims[0];
+    let len = dims[1..].iter().product();
     let parts = parts(rows, len);
     let op = ChunkSums {
         rows,
@@ -304,10 +341,9 @@ fn chunks_total(sums: Tensor<Selected, 2>) -> Tensor<Selected, 1> {
 pub fn sample_var_mean(x: Tensor<Selected, 4>) -> (Tensor<Selected, 4>, Tensor<Selected, 4>) {
     let [n, c, h, w] = x.dims();
     let len = c * h * w;
-    let rows = x.reshape([n, len]);
-    let zeros = Tensor::zeros([n], &rows.device());
-    let mean = row_sums(rows.clone(), zeros, false).div_scalar(len as f64);
-    let var = row_sums(rows, mean.clone(), true).div_scalar(len as f64);
+    let zeros = Tensor::zeros([n], &x.device());
+    let mean = row_sums(x.clone(), zeros, false).div_scalar(len as f64);
+    let var = row_sums(x, mean.clone(), true).div_scalar(len as f64);
     (var.reshape([n, 1, 1, 1]), mean.reshape([n, 1, 1, 1]))
 }
 
@@ -375,7 +411,9 @@ mod tests {
     }
 
     /// The kernels' statistics equal the staged ones on the CPU, for shapes whose rows are one
-    /// chunk, several chunks with a short last one, and an offset far from zero (two-pass).
+    /// chunk, several chunks with a short last one, and an offset far from zero (two-pass);
+    /// from NCHW tensors and from channels-last ones seen as NCHW (a convolution's output),
+    /// whose rows the kernel reads in place.
     #[test]
     fn statistics_equal_the_cpus() {
         for (dims, offset) in [
@@ -385,10 +423,36 @@ mod tests {
         ] {
             let x = Tensor::<CpuBackend, 4>::random(dims, Distribution::Normal(offset, 2.0), &CPU);
             let (want_var, want_mean) = ln_ops::sample_var_mean(x.clone());
-            let (var, mean) = sample_var_mean(here(&x));
-            assert!(max_rel(back(mean), want_mean) < 1e-5, "{dims:?} mean");
-            assert!(max_rel(back(var), want_var) < 1e-4, "{dims:?} var");
+            let channels_last = here(&x.clone().permute([0, 2, 3, 1])).permute([0, 3, 1, 2]);
+            for (layout, x) in [("NCHW", here(&x)), ("NHWC", channels_last)] {
+                let (var, mean) = sample_var_mean(x);
+                assert!(
+                    max_rel(back(mean), want_mean.clone()) < 1e-5,
+                    "{dims:?} {layout} mean"
+                );
+                assert!(
+                    max_rel(back(var), want_var.clone()) < 1e-4,
+                    "{dims:?} {layout} var"
+                );
+            }
         }
+    }
+
+    /// Rows read in place: dense layouts in any order with the rows outermost; not a slice of
+    /// a larger buffer, a broadcast, or rows interleaved with other axes.
+    #[test]
+    fn dense_rows_are_told_apart() {
+        let shape = [2, 3, 4, 5];
+        assert!(dense_rows(&shape, &[60, 20, 5, 1]), "NCHW");
+        assert!(dense_rows(&shape, &[60, 1, 15, 3]), "NHWC seen as NCHW");
+        assert!(
+            dense_rows(&[1, 3, 4, 5], &[7, 1, 15, 3]),
+            "one row, any stride"
+        );
+        assert!(!dense_rows(&shape, &[1, 2, 30, 6]), "rows innermost");
+        assert!(!dense_rows(&shape, &[60, 20, 5, 0]), "broadcast");
+        assert!(!dense_rows(&shape, &[60, 20, 6, 1]), "padded rows");
+        assert!(!dense_rows(&shape, &[120, 20, 5, 1]), "every other row");
     }
 
     /// The backward's sums equal the same sums by burn's ops on the CPU, with and without the
