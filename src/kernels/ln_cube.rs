@@ -12,11 +12,14 @@
 //! session 17). Here each sum is the textbook two-level GPU reduction: a row of values (a sample,
 //! or a (sample, channel) plane) is cut into chunks, one thread block per chunk, each thread
 //! accumulating a strided (coalesced) subset in f32, the block's 256 partial sums added in
-//! shared memory by a tree; a second launch of the same kernel adds each row's chunk sums. The
-//! variance is two-pass (the mean first, then the squares of the deviations from it), as in
-//! [`super::ln_ops::sample_var_mean`], so no `E[x^2] - E[x]^2` cancellation.
+//! shared memory by a tree; a second launch adds each row's chunk results. The statistics take
+//! one pass over memory: each block computes its chunk's mean and then the squared deviations
+//! from it (the chunk is re-read from cache), and the second launch combines the chunks' means
+//! and deviation sums exactly (Chan, Golub and LeVeque), so the variance has no
+//! `E[x^2] - E[x]^2` cancellation; mean and variance come out of one operation, with no fills
+//! or divisions around it (launches, not arithmetic, bound G's 256x256 forward on a GPU).
 
-use burn::tensor::{Shape, Tensor, TensorPrimitive};
+use burn::tensor::{s, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -61,17 +64,42 @@ fn chunk_end(start: usize, chunk: usize, len: usize) -> usize {
     end
 }
 
-/// Block `(part, row)` writes `out[row * parts + part]`, the sum over the row's values
-/// `x[row * len + i]`, `i` in `[part * chunk, (part + 1) * chunk)` (clipped to `len`), of
-/// `x - shift[row]`, or of its square.
+/// Block `(part, row)` writes `out[row * parts + part]`, the sum of the row's values
+/// `x[row * len + i]`, `i` in `[part * chunk, (part + 1) * chunk)` (clipped to `len`).
 #[cube(launch)]
-fn chunk_sums_kernel(
+fn chunk_sums_kernel(x: &Array<f32>, out: &mut Array<f32>, len: u32, chunk: u32) {
+    let part = CUBE_POS_X as usize;
+    let row = CUBE_POS_Y as usize;
+    let len = len as usize;
+    let start = part * chunk as usize;
+    let end = chunk_end(start, chunk as usize, len);
+    let base = row * len;
+    let mut acc = f32::new(0.0);
+    let mut i = start + UNIT_POS_X as usize;
+    while i < end {
+        acc += x[base + i];
+        i += CUBE_DIM_X as usize;
+    }
+    let total = block_sum(acc);
+    if UNIT_POS_X == 0 {
+        out[row * CUBE_COUNT_X as usize + part] = total;
+    }
+}
+
+/// Block `(part, row)`: the mean and the sum of squared deviations from it (`M2`) of its chunk
+/// of row `row` (the values `x[row * len + i]`, `i` in `[part * chunk, (part + 1) * chunk)`
+/// clipped to `len`), in two passes over the chunk (its mean, then the deviations: no
+/// `E[x^2] - E[x]^2` cancellation). With `whole` (one chunk per row) it writes the row's
+/// statistics, `stats[row]` = the mean, `stats[rows + row]` = `M2 / len` (the biased variance);
+/// else the chunk's moments, `moments[2 (row * parts + part)]` = its mean, `+ 1` = its `M2`,
+/// for [`combine_moments_kernel`].
+#[cube(launch)]
+fn chunk_moments_kernel(
     x: &Array<f32>,
-    shift: &Array<f32>,
     out: &mut Array<f32>,
     len: u32,
     chunk: u32,
-    #[comptime] square: bool,
+    #[comptime] whole: bool,
 ) {
     let part = CUBE_POS_X as usize;
     let row = CUBE_POS_Y as usize;
@@ -79,21 +107,70 @@ fn chunk_sums_kernel(
     let start = part * chunk as usize;
     let end = chunk_end(start, chunk as usize, len);
     let base = row * len;
-    let centre = shift[row];
     let mut acc = f32::new(0.0);
     let mut i = start + UNIT_POS_X as usize;
     while i < end {
-        let v = x[base + i] - centre;
-        if square {
-            acc += v * v;
-        } else {
-            acc += v;
-        }
+        acc += x[base + i];
         i += CUBE_DIM_X as usize;
     }
-    let total = block_sum(acc);
+    let count = f32::cast_from(end - start);
+    let mean = block_sum(acc) / count;
+    let mut dev = f32::new(0.0);
+    let mut j = start + UNIT_POS_X as usize;
+    while j < end {
+        let d = x[base + j] - mean;
+        dev += d * d;
+        j += CUBE_DIM_X as usize;
+    }
+    let m2 = block_sum(dev);
     if UNIT_POS_X == 0 {
-        out[row * CUBE_COUNT_X as usize + part] = total;
+        if whole {
+            out[row] = mean;
+            out[CUBE_COUNT_Y as usize + row] = m2 / count;
+        } else {
+            let at = 2 * (row * CUBE_COUNT_X as usize + part);
+            out[at] = mean;
+            out[at + 1] = m2;
+        }
+    }
+}
+
+/// Block `row` (one per row, the grid's first dimension): the row's mean and biased variance
+/// from its `parts` chunks' moments (Chan, Golub and LeVeque's combination: the mean is the
+/// chunks' means weighted by their counts, `M2 = sum M2_i + sum n_i (mean_i - mean)^2`);
+/// writes `stats[row]` = the mean, `stats[rows + row]` = `M2 / len`.
+#[cube(launch)]
+fn combine_moments_kernel(
+    moments: &Array<f32>,
+    stats: &mut Array<f32>,
+    len: u32,
+    chunk: u32,
+    parts: u32,
+) {
+    let row = CUBE_POS_X as usize;
+    let (len, chunk, parts) = (len as usize, chunk as usize, parts as usize);
+    let base = 2 * row * parts;
+    let mut acc = f32::new(0.0);
+    let mut p = UNIT_POS_X as usize;
+    while p < parts {
+        let count = f32::cast_from(chunk_end(p * chunk, chunk, len) - p * chunk);
+        acc += count * moments[base + 2 * p];
+        p += CUBE_DIM_X as usize;
+    }
+    let total = f32::cast_from(len);
+    let mean = block_sum(acc) / total;
+    let mut m2 = f32::new(0.0);
+    let mut q = UNIT_POS_X as usize;
+    while q < parts {
+        let count = f32::cast_from(chunk_end(q * chunk, chunk, len) - q * chunk);
+        let d = moments[base + 2 * q] - mean;
+        m2 += moments[base + 2 * q + 1] + count * d * d;
+        q += CUBE_DIM_X as usize;
+    }
+    let m2 = block_sum(m2);
+    if UNIT_POS_X == 0 {
+        stats[row] = mean;
+        stats[CUBE_COUNT_X as usize + row] = m2 / total;
     }
 }
 
@@ -108,8 +185,10 @@ fn chunk_sums_kernel(
 fn grad_sums_kernel(
     x: &Array<f32>,
     g: &Array<f32>,
-    stats: &Array<f32>,
-    params: &Array<f32>,
+    mean: &Array<f32>,
+    inv_std: &Array<f32>,
+    gamma: &Array<f32>,
+    beta: &Array<f32>,
     sum_g: &mut Array<f32>,
     sum_gx: &mut Array<f32>,
     len: u32,
@@ -122,9 +201,8 @@ fn grad_sums_kernel(
     let row = CUBE_POS_Y as usize;
     let channels = channels as usize;
     let (n, c) = (row / channels, row % channels);
-    let samples = CUBE_COUNT_Y as usize / channels;
-    let (mean, inv_std) = (stats[n], stats[samples + n]);
-    let (gamma, beta) = (params[c], params[channels + c]);
+    let (centre, scale) = (mean[n], inv_std[n]);
+    let (weight, shift) = (gamma[c], beta[c]);
     let len = len as usize;
     let start = part * chunk as usize;
     let end = chunk_end(start, chunk as usize, len);
@@ -133,10 +211,10 @@ fn grad_sums_kernel(
     let mut acc_gx = f32::new(0.0);
     let mut i = start + UNIT_POS_X as usize;
     while i < end {
-        let x_hat = (x[base + i] - mean) * inv_std;
+        let x_hat = (x[base + i] - centre) * scale;
         let mut grad = g[base + i];
         if act {
-            if gamma * x_hat + beta <= f32::new(0.0) {
+            if weight * x_hat + shift <= f32::new(0.0) {
                 grad *= slope;
             }
         }
@@ -170,46 +248,85 @@ fn parts(rows: usize, len: usize) -> usize {
     wanted.min(len.div_ceil(MIN_CHUNK)).max(1)
 }
 
-/// The operation of [`chunk_sums_kernel`]: inputs `[x, shift]` (`x` read as `rows` rows of
-/// `len`), output `[rows, parts]`.
+/// The operation of [`chunk_sums_kernel`]: input `[sums]` (`[rows, len]`), output `[rows, parts]`.
 #[derive(Debug)]
 struct ChunkSums {
     rows: usize,
     len: usize,
     parts: usize,
-    square: bool,
 }
 
 impl CubeKernel for ChunkSums {
     fn run(&self, inputs: Vec<CubeTensor<Runtime>>) -> Vec<CubeTensor<Runtime>> {
-        let [x, shift]: [CubeTensor<Runtime>; 2] = inputs
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("registered with x and shift"));
-        // A row's sum does not depend on the order of its values: a row stored as one dense
-        // block in any order (a convolution's channels-last output seen as NCHW) is read as it
-        // is, without the copy into NCHW order.
-        let dense = dense_rows(x.meta.shape(), x.meta.strides());
-        let x = if dense { x } else { into_contiguous(x) };
-        let shift = into_contiguous(shift);
+        let [x] = contiguous(inputs);
         let out = empty_like(&x, [self.rows, self.parts]);
-        let chunk = self.len.div_ceil(self.parts);
         chunk_sums_kernel::launch::<Runtime>(
             &x.client.clone(),
             CubeCount::Static(self.parts as u32, self.rows as u32, 1),
             CubeDim::new_1d(BLOCK),
             x.into_array_arg(),
-            shift.into_array_arg(),
             out.clone().into_array_arg(),
             self.len as u32,
-            chunk as u32,
-            self.square,
+            self.len.div_ceil(self.parts) as u32,
         );
         vec![out]
     }
 }
 
-/// The operation of [`grad_sums_kernel`]: inputs `[x, g, stats, params]` (`stats` = means then
-/// `1 / std`s, `params` = gammas then betas), outputs `[N * C, parts]` twice.
+/// The operation of [`chunk_moments_kernel`] (and [`combine_moments_kernel`] when a row is
+/// cut into several chunks): input `[x]` (`rows` rows of `len` values), output `[2, rows]`,
+/// the means then the biased variances.
+#[derive(Debug)]
+struct Moments {
+    rows: usize,
+    len: usize,
+    parts: usize,
+}
+
+impl CubeKernel for Moments {
+    fn run(&self, inputs: Vec<CubeTensor<Runtime>>) -> Vec<CubeTensor<Runtime>> {
+        let [x]: [CubeTensor<Runtime>; 1] = inputs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("registered with x"));
+        // A row's statistics do not depend on the order of its values: a row stored as one
+        // dense block in any order (a convolution's channels-last output seen as NCHW) is read
+        // as it is, without the copy into NCHW order.
+        let x = if dense_rows(x.meta.shape(), x.meta.strides()) {
+            x
+        } else {
+            into_contiguous(x)
+        };
+        let client = x.client.clone();
+        let (len, chunk) = (self.len as u32, self.len.div_ceil(self.parts) as u32);
+        let grid = CubeCount::Static(self.parts as u32, self.rows as u32, 1);
+        let stats = empty_like(&x, [2, self.rows]);
+        let whole = self.parts == 1;
+        let moments = if whole {
+            stats.clone()
+        } else {
+            empty_like(&x, [self.rows, 2 * self.parts])
+        };
+        let block = CubeDim::new_1d(BLOCK);
+        let (x, out) = (x.into_array_arg(), moments.clone().into_array_arg());
+        chunk_moments_kernel::launch::<Runtime>(&client, grid, block, x, out, len, chunk, whole);
+        if !whole {
+            combine_moments_kernel::launch::<Runtime>(
+                &client,
+                CubeCount::Static(self.rows as u32, 1, 1),
+                block,
+                moments.into_array_arg(),
+                stats.clone().into_array_arg(),
+                len,
+                chunk,
+                self.parts as u32,
+            );
+        }
+        vec![stats]
+    }
+}
+
+/// The operation of [`grad_sums_kernel`]: inputs `[x, g, mean, inv_std, gamma, beta]`, outputs
+/// `[N * C, parts]` twice.
 #[derive(Debug)]
 struct GradSums {
     dims: [usize; 4],
@@ -219,7 +336,7 @@ struct GradSums {
 
 impl CubeKernel for GradSums {
     fn run(&self, inputs: Vec<CubeTensor<Runtime>>) -> Vec<CubeTensor<Runtime>> {
-        let [x, g, stats, params] = contiguous(inputs);
+        let [x, g, mean, inv_std, gamma, beta] = contiguous(inputs);
         let [n, c, h, w] = self.dims;
         let len = h * w;
         let sum_g = empty_like(&x, [n * c, self.parts]);
@@ -230,8 +347,10 @@ impl CubeKernel for GradSums {
             CubeDim::new_1d(BLOCK),
             x.into_array_arg(),
             g.into_array_arg(),
-            stats.into_array_arg(),
-            params.into_array_arg(),
+            mean.into_array_arg(),
+            inv_std.into_array_arg(),
+            gamma.into_array_arg(),
+            beta.into_array_arg(),
             sum_g.clone().into_array_arg(),
             sum_gx.clone().into_array_arg(),
             len as u32,
@@ -296,55 +415,43 @@ fn tensor<const D: usize>(t: burn::tensor::ops::FloatTensor<Selected>) -> Tensor
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
-/// Sum of each row of `x` (its values at one index of the first axis, `len` of them) less
-/// `shift` (`[rows]`), or of its square: `[rows]`. Two launches when a row is cut into chunks
-/// (their sums, then the sum of those), else one. `x` is not reshaped: a reshape of a
-/// channels-last view would copy it ([`dense_rows`]).
-fn row_sums<const D: usize>(
-    x: Tensor<Selected, D>,
-    shift: Tensor<Selected, 1>,
-    square: bool,
-) -> Tensor<Selected, 1> {
-    let dims = x.dims();
-    let rows = dims[0];
-    let len = dims[1..].iter().product();
-    let parts = parts(rows, len);
-    let op = ChunkSums {
-        rows,
-        len,
-        parts,
-        square,
-    };
-    let inputs = vec![primitive(x), primitive(shift)];
-    let sums = tensor::<2>(cube_op::register_one(
-        "toonsmith_ln_chunk_sums",
-        inputs,
-        Shape::new([rows, parts]),
-        op,
-    ));
-    chunks_total(sums)
-}
-
 /// Each row's total of its chunk sums (`[rows, parts]` -> `[rows]`): the sums themselves when a
-/// row was one chunk, else one more launch.
+/// row was one chunk, else one more launch (per [`parts`] level).
 fn chunks_total(sums: Tensor<Selected, 2>) -> Tensor<Selected, 1> {
-    let [rows, parts] = sums.dims();
-    if parts == 1 {
+    let [rows, len] = sums.dims();
+    if len == 1 {
         return sums.reshape([rows]);
     }
-    let zeros = Tensor::zeros([rows], &sums.device());
-    row_sums(sums, zeros, false)
+    let parts = parts(rows, len);
+    let op = ChunkSums { rows, len, parts };
+    let shape = Shape::new([rows, parts]);
+    let name = "toonsmith_ln_chunk_sums";
+    chunks_total(tensor(cube_op::register_one(
+        name,
+        vec![primitive(sums)],
+        shape,
+        op,
+    )))
 }
 
-/// Biased variance and mean of each sample over (C, H, W), `[N, 1, 1, 1]` each, by two passes
-/// of [`row_sums`] (the mean, then the squared deviations from it).
+/// Biased variance and mean of each sample over (C, H, W), `[N, 1, 1, 1]` each: one launch
+/// when a sample is one chunk, else two ([`chunk_moments_kernel`], [`combine_moments_kernel`]).
+/// `x` is read as it is stored (not reshaped: a reshape of a channels-last view would copy
+/// it, [`dense_rows`]).
 pub fn sample_var_mean(x: Tensor<Selected, 4>) -> (Tensor<Selected, 4>, Tensor<Selected, 4>) {
     let [n, c, h, w] = x.dims();
     let len = c * h * w;
-    let zeros = Tensor::zeros([n], &x.device());
-    let mean = row_sums(x.clone(), zeros, false).div_scalar(len as f64);
-    let var = row_sums(x, mean.clone(), true).div_scalar(len as f64);
-    (var.reshape([n, 1, 1, 1]), mean.reshape([n, 1, 1, 1]))
+    let op = Moments {
+        rows: n,
+        len,
+        parts: parts(n, len),
+    };
+    let shape = Shape::new([2, n]);
+    let stats = cube_op::register_one("toonsmith_ln_moments", vec![primitive(x)], shape, op);
+    let stats = tensor::<2>(stats);
+    let mean = stats.clone().slice(s![0..1, ..]).reshape([n, 1, 1, 1]);
+    let var = stats.slice(s![1..2, ..]).reshape([n, 1, 1, 1]);
+    (var, mean)
 }
 
 /// LN's backward sums per (sample, channel) over the pixels, `[N, C]` each: of `g'` and of
@@ -359,15 +466,15 @@ pub fn channel_sums(
     slope: Option<f64>,
 ) -> (Tensor<Selected, 2>, Tensor<Selected, 2>) {
     let dims @ [n, c, h, w] = x.dims();
-    let stats = Tensor::cat(vec![mean.reshape([n]), inv_std.reshape([n])], 0);
-    let params = Tensor::cat(vec![gamma, beta], 0);
     let parts = parts(n * c, h * w);
     let op = GradSums { dims, parts, slope };
     let inputs = vec![
         primitive(x),
         primitive(g),
-        primitive(stats),
-        primitive(params),
+        primitive(mean.reshape([n])),
+        primitive(inv_std.reshape([n])),
+        primitive(gamma),
+        primitive(beta),
     ];
     let shape = Shape::new([n * c, parts]);
     let [sum_g, sum_gx] = cube_op::register("toonsmith_ln_grad_sums", inputs, vec![shape; 2], op)
@@ -411,17 +518,22 @@ mod tests {
     }
 
     /// The kernels' statistics equal the staged ones on the CPU, for shapes whose rows are one
-    /// chunk, several chunks with a short last one, and an offset far from zero (two-pass);
+    /// chunk, several chunks with a short last one, an offset far from zero (two-pass), and
+    /// chunks with different means (their combination);
     /// from NCHW tensors and from channels-last ones seen as NCHW (a convolution's output),
     /// whose rows the kernel reads in place.
     #[test]
     fn statistics_equal_the_cpus() {
-        for (dims, offset) in [
-            ([2, 3, 5, 7], 0.0),
-            ([3, 8, 61, 67], 0.0),
-            ([1, 4, 129, 130], 100.0),
+        for (dims, offset, ramp) in [
+            ([2, 3, 5, 7], 0.0, 0.0),
+            ([3, 8, 61, 67], 0.0, 0.0),
+            ([1, 4, 129, 130], 100.0, 0.0),
+            ([2, 2, 200, 100], 0.0, 0.05),
         ] {
             let x = Tensor::<CpuBackend, 4>::random(dims, Distribution::Normal(offset, 2.0), &CPU);
+            // Chunks whose means differ (rows rising by `ramp`): the combination's spread term.
+            let rows = Tensor::<CpuBackend, 1, burn::tensor::Int>::arange(0..dims[2] as i64, &CPU);
+            let x = x + rows.float().reshape([1, 1, dims[2], 1]).mul_scalar(ramp);
             let (want_var, want_mean) = ln_ops::sample_var_mean(x.clone());
             let channels_last = here(&x.clone().permute([0, 2, 3, 1])).permute([0, 3, 1, 2]);
             for (layout, x) in [("NCHW", here(&x)), ("NHWC", channels_last)] {
