@@ -19,7 +19,7 @@
 //! `E[x^2] - E[x]^2` cancellation; mean and variance come out of one operation, with no fills
 //! or divisions around it (launches, not arithmetic, bound G's 256x256 forward on a GPU).
 
-use burn::tensor::{s, Shape, Tensor, TensorPrimitive};
+use burn::tensor::{Shape, Tensor, TensorPrimitive};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -90,13 +90,14 @@ fn chunk_sums_kernel(x: &Array<f32>, out: &mut Array<f32>, len: u32, chunk: u32)
 /// of row `row` (the values `x[row * len + i]`, `i` in `[part * chunk, (part + 1) * chunk)`
 /// clipped to `len`), in two passes over the chunk (its mean, then the deviations: no
 /// `E[x^2] - E[x]^2` cancellation). With `whole` (one chunk per row) it writes the row's
-/// statistics, `stats[row]` = the mean, `stats[rows + row]` = `M2 / len` (the biased variance);
-/// else the chunk's moments, `moments[2 (row * parts + part)]` = its mean, `+ 1` = its `M2`,
-/// for [`combine_moments_kernel`].
+/// statistics, `mean[row]` and `var[row]` = `M2 / len` (the biased variance); else the chunk's
+/// moments, `mean[row * parts + part]` and `var[...]` = its `M2`, for
+/// [`combine_moments_kernel`].
 #[cube(launch)]
 fn chunk_moments_kernel(
     x: &Array<f32>,
-    out: &mut Array<f32>,
+    mean: &mut Array<f32>,
+    var: &mut Array<f32>,
     len: u32,
     chunk: u32,
     #[comptime] whole: bool,
@@ -114,63 +115,65 @@ fn chunk_moments_kernel(
         i += CUBE_DIM_X as usize;
     }
     let count = f32::cast_from(end - start);
-    let mean = block_sum(acc) / count;
+    let centre = block_sum(acc) / count;
     let mut dev = f32::new(0.0);
     let mut j = start + UNIT_POS_X as usize;
     while j < end {
-        let d = x[base + j] - mean;
+        let d = x[base + j] - centre;
         dev += d * d;
         j += CUBE_DIM_X as usize;
     }
     let m2 = block_sum(dev);
     if UNIT_POS_X == 0 {
         if whole {
-            out[row] = mean;
-            out[CUBE_COUNT_Y as usize + row] = m2 / count;
+            mean[row] = centre;
+            var[row] = m2 / count;
         } else {
-            let at = 2 * (row * CUBE_COUNT_X as usize + part);
-            out[at] = mean;
-            out[at + 1] = m2;
+            let at = row * CUBE_COUNT_X as usize + part;
+            mean[at] = centre;
+            var[at] = m2;
         }
     }
 }
 
 /// Block `row` (one per row, the grid's first dimension): the row's mean and biased variance
 /// from its `parts` chunks' moments (Chan, Golub and LeVeque's combination: the mean is the
-/// chunks' means weighted by their counts, `M2 = sum M2_i + sum n_i (mean_i - mean)^2`);
-/// writes `stats[row]` = the mean, `stats[rows + row]` = `M2 / len`.
+/// chunks' means weighted by their counts, `M2 = sum M2_i + sum n_i (mean_i - mean)^2`) in
+/// `chunk_mean` and `chunk_m2`; writes `mean[row]` and `var[row]` = `M2 / len`.
 #[cube(launch)]
 fn combine_moments_kernel(
-    moments: &Array<f32>,
-    stats: &mut Array<f32>,
+    chunk_mean: &Array<f32>,
+    chunk_m2: &Array<f32>,
+    mean: &mut Array<f32>,
+    var: &mut Array<f32>,
     len: u32,
     chunk: u32,
     parts: u32,
 ) {
     let row = CUBE_POS_X as usize;
     let (len, chunk, parts) = (len as usize, chunk as usize, parts as usize);
-    let base = 2 * row * parts;
+    let base = row * parts;
     let mut acc = f32::new(0.0);
     let mut p = UNIT_POS_X as usize;
     while p < parts {
         let count = f32::cast_from(chunk_end(p * chunk, chunk, len) - p * chunk);
-        acc += count * moments[base + 2 * p];
+        acc += count * chunk_mean[base + p];
         p += CUBE_DIM_X as usize;
     }
     let total = f32::cast_from(len);
-    let mean = block_sum(acc) / total;
+    let centre = block_sum(acc) / total;
     let mut m2 = f32::new(0.0);
     let mut q = UNIT_POS_X as usize;
     while q < parts {
         let count = f32::cast_from(chunk_end(q * chunk, chunk, len) - q * chunk);
-        let d = moments[base + 2 * q] - mean;
-        m2 += moments[base + 2 * q + 1] + count * d * d;
+        let d = chunk_mean[base + q] - centre;
+        m2 += chunk_m2[base + q] + count * d * d;
         q += CUBE_DIM_X as usize;
     }
     let m2 = block_sum(m2);
     if UNIT_POS_X == 0 {
-        stats[row] = mean;
-        stats[CUBE_COUNT_X as usize + row] = m2 / total;
+        mean[row] = centre;
+        var[row] = m2 / total;
     }
 }
 
@@ -274,8 +277,8 @@ impl CubeKernel for ChunkSums {
 }
 
 /// The operation of [`chunk_moments_kernel`] (and [`combine_moments_kernel`] when a row is
-/// cut into several chunks): input `[x]` (`rows` rows of `len` values), output `[2, rows]`,
-/// the means then the biased variances.
+/// cut into several chunks): input `[x]` (`rows` rows of `len` values), outputs the means and
+/// the biased variances, `[rows]` each.
 #[derive(Debug)]
 struct Moments {
     rows: usize,
@@ -299,29 +302,51 @@ impl CubeKernel for Moments {
         let client = x.client.clone();
         let (len, chunk) = (self.len as u32, self.len.div_ceil(self.parts) as u32);
         let grid = CubeCount::Static(self.parts as u32, self.rows as u32, 1);
-        let stats = empty_like(&x, [2, self.rows]);
-        let whole = self.parts == 1;
-        let moments = if whole {
-            stats.clone()
-        } else {
-            empty_like(&x, [self.rows, 2 * self.parts])
-        };
         let block = CubeDim::new_1d(BLOCK);
-        let (x, out) = (x.into_array_arg(), moments.clone().into_array_arg());
-        chunk_moments_kernel::launch::<Runtime>(&client, grid, block, x, out, len, chunk, whole);
-        if !whole {
-            combine_moments_kernel::launch::<Runtime>(
+        let [mean, var] = [(); 2].map(|_| empty_like(&x, [self.rows, 1, 1, 1]));
+        if self.parts == 1 {
+            let [m, v] = [&mean, &var].map(|t| t.clone().into_array_arg());
+            chunk_moments_kernel::launch::<Runtime>(
                 &client,
-                CubeCount::Static(self.rows as u32, 1, 1),
+                grid,
                 block,
-                moments.into_array_arg(),
-                stats.clone().into_array_arg(),
+                x.into_array_arg(),
+                m,
+                v,
                 len,
                 chunk,
-                self.parts as u32,
+                true,
             );
+            return vec![mean, var];
         }
-        vec![stats]
+        let chunks = [(); 2].map(|_| empty_like(&x, [self.rows, self.parts]));
+        let [m, v] = chunks.each_ref().map(|t| t.clone().into_array_arg());
+        chunk_moments_kernel::launch::<Runtime>(
+            &client,
+            grid,
+            block,
+            x.into_array_arg(),
+            m,
+            v,
+            len,
+            chunk,
+            false,
+        );
+        let [chunk_mean, chunk_m2] = chunks.map(|t| t.into_array_arg());
+        let [m, v] = [&mean, &var].map(|t| t.clone().into_array_arg());
+        combine_moments_kernel::launch::<Runtime>(
+            &client,
+            CubeCount::Static(self.rows as u32, 1, 1),
+            block,
+            chunk_mean,
+            chunk_m2,
+            m,
+            v,
+            len,
+            chunk,
+            self.parts as u32,
+        );
+        vec![mean, var]
     }
 }
 
@@ -398,7 +423,7 @@ fn contiguous<const K: usize>(inputs: Vec<CubeTensor<Runtime>>) -> [CubeTensor<R
 }
 
 /// An uninitialised f32 tensor of `dims` on `like`'s device.
-fn empty_like(like: &CubeTensor<Runtime>, dims: [usize; 2]) -> CubeTensor<Runtime> {
+fn empty_like<const D: usize>(like: &CubeTensor<Runtime>, dims: [usize; D]) -> CubeTensor<Runtime> {
     empty_device_dtype(
         like.client.clone(),
         like.device.clone(),
@@ -446,12 +471,11 @@ pub fn sample_var_mean(x: Tensor<Selected, 4>) -> (Tensor<Selected, 4>, Tensor<S
         len,
         parts: parts(n, len),
     };
-    let shape = Shape::new([2, n]);
-    let stats = cube_op::register_one("toonsmith_ln_moments", vec![primitive(x)], shape, op);
-    let stats = tensor::<2>(stats);
-    let mean = stats.clone().slice(s![0..1, ..]).reshape([n, 1, 1, 1]);
-    let var = stats.slice(s![1..2, ..]).reshape([n, 1, 1, 1]);
-    (var, mean)
+    let shapes = vec![Shape::new([n, 1, 1, 1]); 2];
+    let [mean, var] = cube_op::register("toonsmith_ln_moments", vec![primitive(x)], shapes, op)
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("registered with two outputs"));
+    (tensor(var), tensor(mean))
 }
 
 /// LN's backward sums per (sample, channel) over the pixels, `[N, C]` each: of `g'` and of
