@@ -81,10 +81,11 @@ pub struct Cartoonizer<B: Backend> {
 }
 
 impl<B: Backend> Cartoonizer<B> {
-    /// Wraps `g`.
+    /// Wraps `g` (its convolution weights laid out for the GPU's kernels where they read
+    /// them so, [`crate::kernels::weights_for_inference`]).
     pub fn new(g: Generator<B>, device: B::Device, post: PostConfig) -> Self {
         Self {
-            g,
+            g: crate::kernels::weights_for_inference(g),
             device,
             post,
             max_side: None,

@@ -25,7 +25,7 @@ use std::sync::{Mutex, OnceLock};
 use burn::tensor::ops::conv::calculate_conv_output_size;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
-use burn_cubecl::kernel::cast;
+use burn_cubecl::kernel::{cast, into_contiguous};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::ops::{permute_nchw_to_nhwc, permute_nhwc_to_nchw};
 use burn_cubecl::tensor::CubeTensor;
@@ -322,6 +322,34 @@ impl CubeKernel for ImplicitConv {
     }
 }
 
+/// `w` with its values stored channels-last (`[C_out, kh, kw, C_in]` in memory), seen as NCHW
+/// as before: what cubek's kernels read. A weight used for many convolutions (a model's, for
+/// inference) is laid out once instead of being copied by cubek at every call (one launch per
+/// convolution per image). Same values, same shape.
+pub fn channels_last(w: Tensor<Selected, 4>) -> Tensor<Selected, 4> {
+    let shape = Shape::new(w.dims());
+    let inputs = vec![w.into_primitive().tensor()];
+    float_tensor(cube_op::register_one(
+        "toonsmith_channels_last",
+        inputs,
+        shape,
+        ChannelsLast,
+    ))
+}
+
+/// The operation of [`channels_last`].
+#[derive(Debug)]
+struct ChannelsLast;
+
+impl CubeKernel for ChannelsLast {
+    fn run(&self, inputs: Vec<CubeTensor<Runtime>>) -> Vec<CubeTensor<Runtime>> {
+        inputs
+            .into_iter()
+            .map(|w| permute_nhwc_to_nchw(into_contiguous(permute_nchw_to_nhwc(w))))
+            .collect()
+    }
+}
+
 /// The weight gradient `[C_out, C_in, k, k]` (`dims`) of the convolution with zero padding
 /// `pad` (read as zeros, not in memory) and `stride` of `x` whose output gradient is `g`, by cubek's implicit-GEMM `BackwardWeight` with
 /// [`Algorithm::current`], one launch. Where cubek refuses, gathered windows
@@ -485,5 +513,42 @@ mod tests {
             let case = format!("pad {pad} stride {stride} k {k}");
             assert!(diff / scale < 1e-2, "{case}: {diff} of {scale}");
         }
+    }
+
+    /// [`channels_last`] keeps the values and the shape, and a convolution with its weight
+    /// equals the one with the weight as it was.
+    #[test]
+    fn channels_last_weights_keep_their_values() {
+        let device = default_device();
+        let w = Tensor::<CpuBackend, 4>::random([6, 5, 3, 3], Distribution::Default, &CPU);
+        let x = Tensor::<CpuBackend, 4>::random([1, 5, 8, 9], Distribution::Default, &CPU);
+        let here4 =
+            |t: &Tensor<CpuBackend, 4>| Tensor::<Selected, 4>::from_data(t.to_data(), &device);
+        let laid = channels_last(here4(&w));
+        assert_eq!(laid.dims(), [6, 5, 3, 3]);
+        let how = ([1, 1], 1);
+        let plain = conv2d_by(
+            here4(&x),
+            here4(&w),
+            None,
+            how,
+            (Algorithm::DEFAULT, Precision::F32),
+        );
+        let with_laid = conv2d_by(
+            here4(&x),
+            laid.clone(),
+            None,
+            how,
+            (Algorithm::DEFAULT, Precision::F32),
+        );
+        let back = |t: Tensor<Selected, 4>| Tensor::<CpuBackend, 4>::from_data(t.into_data(), &CPU);
+        let diff: f32 = (back(laid) - w).abs().max().into_scalar().elem();
+        assert_eq!(diff, 0.0);
+        let diff: f32 = (back(with_laid) - back(plain))
+            .abs()
+            .max()
+            .into_scalar()
+            .elem();
+        assert!(diff < 1e-5, "{diff}");
     }
 }

@@ -196,6 +196,35 @@ pub(crate) fn implicit_weight_grad<B: Backend>(
     im2col_autodiff::weight_grad(im2col::pad_zeros(x, [pad; 2]), g, dims, stride)
 }
 
+/// `module` with its 4-D parameters (convolution weights) stored channels-last where CubeCL's
+/// implicit GEMM runs the convolutions of backend `B` ([`implicit_applies`],
+/// [`implicit_gemm::channels_last`]), else as it is: for a model kept for inference, whose
+/// weights would otherwise be copied into that layout at every call.
+pub fn weights_for_inference<B: Backend, M: burn::module::Module<B>>(module: M) -> M {
+    #[cfg(feature = "cube-ops")]
+    if implicit_applies::<B>() {
+        return module.map(&mut ChannelsLastWeights);
+    }
+    module
+}
+
+/// Lays out each 4-D float parameter with [`implicit_gemm::channels_last`].
+#[cfg(feature = "cube-ops")]
+struct ChannelsLastWeights;
+
+#[cfg(feature = "cube-ops")]
+impl<B: Backend> burn::module::ModuleMapper<B> for ChannelsLastWeights {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<B, D>>,
+    ) -> burn::module::Param<Tensor<B, D>> {
+        if D != 4 || TypeId::of::<B>() != TypeId::of::<crate::device::Selected>() {
+            return param;
+        }
+        param.map(|w| same_type(implicit_gemm::channels_last(same_type(w))))
+    }
+}
+
 /// The environment variable `var` parsed by `parse` if set (its error, naming the variable, if
 /// the value is not one `parse` takes), else `None`: how each GPU choice reads its variable.
 pub(crate) fn env_choice<T>(
