@@ -64,6 +64,19 @@ fn chunk_end(start: usize, chunk: usize, len: usize) -> usize {
     end
 }
 
+/// The sum over the block of `x[base + i]` for `i` in `start..end`, each thread adding a
+/// strided (coalesced) part (every thread gets it).
+#[cube]
+fn strided_sum(x: &Array<f32>, base: usize, start: usize, end: usize) -> f32 {
+    let mut acc = f32::new(0.0);
+    let mut i = start + UNIT_POS_X as usize;
+    while i < end {
+        acc += x[base + i];
+        i += CUBE_DIM_X as usize;
+    }
+    block_sum(acc)
+}
+
 /// Block `(part, row)` writes `out[row * parts + part]`, the sum of the row's values
 /// `x[row * len + i]`, `i` in `[part * chunk, (part + 1) * chunk)` (clipped to `len`).
 #[cube(launch)]
@@ -73,14 +86,7 @@ fn chunk_sums_kernel(x: &Array<f32>, out: &mut Array<f32>, len: u32, chunk: u32)
     let len = len as usize;
     let start = part * chunk as usize;
     let end = chunk_end(start, chunk as usize, len);
-    let base = row * len;
-    let mut acc = f32::new(0.0);
-    let mut i = start + UNIT_POS_X as usize;
-    while i < end {
-        acc += x[base + i];
-        i += CUBE_DIM_X as usize;
-    }
-    let total = block_sum(acc);
+    let total = strided_sum(x, row * len, start, end);
     if UNIT_POS_X == 0 {
         out[row * CUBE_COUNT_X as usize + part] = total;
     }
@@ -108,14 +114,8 @@ fn chunk_moments_kernel(
     let start = part * chunk as usize;
     let end = chunk_end(start, chunk as usize, len);
     let base = row * len;
-    let mut acc = f32::new(0.0);
-    let mut i = start + UNIT_POS_X as usize;
-    while i < end {
-        acc += x[base + i];
-        i += CUBE_DIM_X as usize;
-    }
     let count = f32::cast_from(end - start);
-    let centre = block_sum(acc) / count;
+    let centre = strided_sum(x, base, start, end) / count;
     let mut dev = f32::new(0.0);
     let mut j = start + UNIT_POS_X as usize;
     while j < end {
