@@ -304,22 +304,13 @@ impl CubeKernel for Moments {
         let grid = CubeCount::Static(self.parts as u32, self.rows as u32, 1);
         let block = CubeDim::new_1d(BLOCK);
         let [mean, var] = [(); 2].map(|_| empty_like(&x, [self.rows, 1, 1, 1]));
-        if self.parts == 1 {
-            let [m, v] = [&mean, &var].map(|t| t.clone().into_array_arg());
-            chunk_moments_kernel::launch::<Runtime>(
-                &client,
-                grid,
-                block,
-                x.into_array_arg(),
-                m,
-                v,
-                len,
-                chunk,
-                true,
-            );
-            return vec![mean, var];
-        }
-        let chunks = [(); 2].map(|_| empty_like(&x, [self.rows, self.parts]));
+        // One chunk per row: the first kernel writes the statistics themselves.
+        let whole = self.parts == 1;
+        let chunks = if whole {
+            [mean.clone(), var.clone()]
+        } else {
+            [(); 2].map(|_| empty_like(&x, [self.rows, self.parts]))
+        };
         let [m, v] = chunks.each_ref().map(|t| t.clone().into_array_arg());
         chunk_moments_kernel::launch::<Runtime>(
             &client,
@@ -330,8 +321,11 @@ impl CubeKernel for Moments {
             v,
             len,
             chunk,
-            false,
+            whole,
         );
+        if whole {
+            return vec![mean, var];
+        }
         let [chunk_mean, chunk_m2] = chunks.map(|t| t.into_array_arg());
         let [m, v] = [&mean, &var].map(|t| t.clone().into_array_arg());
         combine_moments_kernel::launch::<Runtime>(
