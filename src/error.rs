@@ -127,6 +127,18 @@ pub enum Error {
         /// How to get it.
         hint: String,
     },
+    /// The GPU failed on its own thread (out of memory, a kernel that did not build): every
+    /// result computed since is garbage (see [`crate::device::faults`]).
+    #[error(
+        "the device failed while {during}: {reason} (nothing computed after it can be \
+         trusted; if it ran out of memory, use smaller images, tiles or batches)"
+    )]
+    Device {
+        /// What toonsmith was doing, in words.
+        during: String,
+        /// The failure, as the device's thread reported it.
+        reason: String,
+    },
     /// A loss became NaN or infinite.
     #[error("{name} loss is {value} at step {step}{last}")]
     NonFinite {

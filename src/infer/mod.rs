@@ -84,6 +84,7 @@ impl<B: Backend> Cartoonizer<B> {
     /// Wraps `g` (its convolution weights laid out for the GPU's kernels where they read
     /// them so, [`crate::kernels::weights_for_inference`]).
     pub fn new(g: Generator<B>, device: B::Device, post: PostConfig) -> Self {
+        crate::device::faults::watch();
         Self {
             g: crate::kernels::weights_for_inference(g),
             device,
@@ -101,6 +102,11 @@ impl<B: Backend> Cartoonizer<B> {
         let alpha: Option<GrayImage> = image.color().has_alpha().then(|| alpha_of(&image));
         let photo = image.to_rgb8();
         let mut cartoon = self.generate(&photo);
+        crate::device::faults::check(&format!(
+            "cartoonizing a {}x{} image",
+            photo.width(),
+            photo.height()
+        ))?;
         postprocess::apply(&mut cartoon, &photo, &self.post);
         Ok(match alpha {
             Some(alpha) => {

@@ -53,37 +53,58 @@ impl FeatureSet {
     }
 }
 
-/// Features of one RGB image.
+/// Features of one RGB image; an error if the device failed computing them
+/// ([`crate::device::faults`]).
 pub fn image_features<B: Backend>(
     net: &FeatureNet<B>,
     image: &RgbImage,
     device: &B::Device,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let x = Tensor::<B, 4>::from_data(images_to_data(std::slice::from_ref(image)), device);
     let unit = (x + 1.0) / 2.0;
-    net.features(unit)
+    let features = net
+        .features(unit)
         .into_data()
         .convert::<f32>()
         .into_vec::<f32>()
-        .unwrap_or_default()
+        .unwrap_or_default();
+    crate::device::faults::check(&format!(
+        "computing {} features",
+        net.kind().json_key()
+    ))?;
+    Ok(features)
 }
 
-/// Features of every image file in `paths`; `progress` is called after each file.
+/// Features of every image file in `paths`; `progress` is called after each file. Unreadable
+/// files are skipped (listed in the set); a device fault stops with an error naming the file.
 pub fn files_features<B: Backend>(
     net: &FeatureNet<B>,
     paths: &[PathBuf],
     device: &B::Device,
     mut progress: impl FnMut(&Path),
-) -> FeatureSet {
+) -> Result<FeatureSet> {
     let mut set = FeatureSet::new(net.kind().dim());
     for path in paths {
         match load_rgb(path) {
-            Ok(image) => set.features.extend(image_features(net, &image, device)),
+            Ok(image) => set
+                .features
+                .extend(image_features(net, &image, device).map_err(|e| in_file(path, e))?),
             Err(err) => set.skipped.push((path.clone(), err.to_string())),
         }
         progress(path);
     }
-    set
+    Ok(set)
+}
+
+/// `err` about `path`: a device fault names the file it happened on.
+fn in_file(path: &Path, err: Error) -> Error {
+    match err {
+        Error::Device { during, reason } => Error::Device {
+            during: format!("{during} of {}", path.display()),
+            reason,
+        },
+        other => other,
+    }
 }
 
 /// Images of `folder`, an error if none.

@@ -69,6 +69,7 @@ impl<B: Backend> FeatureNet<B> {
     /// The network of `kind` with the weights of `path` (safetensors or PyTorch `.pth`, by the
     /// original key names).
     pub fn load(kind: FeatureNetKind, path: &Path, device: &B::Device) -> Result<Self> {
+        crate::device::faults::watch();
         Ok(match kind {
             FeatureNetKind::Inception => {
                 let mut net = FidInception::new(device);

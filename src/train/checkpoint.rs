@@ -104,6 +104,9 @@ pub fn save<B: AutodiffBackend>(
         generator,
         &tmp.join("generator.safetensors"),
     )?;
+    // Weights read after a device fault are garbage: the folder stays hidden (`.tmp`), the last
+    // good checkpoint stays the latest.
+    crate::device::faults::check(&format!("saving checkpoint {}", target.display()))?;
     if target.exists() {
         fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
     }

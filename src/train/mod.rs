@@ -20,6 +20,7 @@ use rand::SeedableRng;
 
 use crate::data::image_io::{fit_square, images_to_data, load_rgb, tensor_to_images};
 use crate::data::unpaired::mix;
+use crate::device::faults;
 use crate::data::{BatchOptions, ImageStream, UnpairedData};
 use crate::error::{Error, Result};
 use crate::{ctss, weights};
@@ -96,6 +97,7 @@ struct Session<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> Session<B> {
     fn new(config: &TrainConfig, device: &B::Device) -> Result<Self> {
+        faults::watch();
         let seed = config.run.seed;
         let batch = config.schedule.batch;
         let need = format!("a mini-batch holds {batch}");
@@ -164,6 +166,7 @@ impl<B: AutodiffBackend> Session<B> {
             let started = Instant::now();
             let step = batch.step;
             let (phase, losses) = self.iteration(&config, batch, per_epoch)?;
+            faults::check(&format!("training step {}", step + 1))?;
             check_finite(&losses, step + 1, last_checkpoint.as_deref())?;
             position = Position {
                 step: step + 1,
@@ -268,6 +271,7 @@ impl<B: AutodiffBackend> Session<B> {
             let x = Tensor::from_data(images_to_data(std::slice::from_ref(photo)), &self.device);
             cartoons.extend(tensor_to_images(g.forward(x)));
         }
+        faults::check(&format!("drawing the samples of step {step}"))?;
         run.save_samples(step, photos, &cartoons)
     }
 }

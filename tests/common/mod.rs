@@ -11,6 +11,8 @@ use burn_store::ModuleSnapshot;
 use toonsmith::device::{CpuBackend, CPU};
 use toonsmith::weights::{self, TensorFile};
 
+pub mod training;
+
 pub fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")

@@ -129,6 +129,10 @@ pub fn run(args: CartoonizeArgs) -> anyhow::Result<()> {
     for (input, output) in &jobs {
         bar.set_message(input.display().to_string());
         if let Err(err) = convert(&cartoonizer, input, output) {
+            if is_device_fault(&err) {
+                bar.abandon();
+                return Err(err);
+            }
             failed += 1;
             bar.suspend(|| eprintln!("error: {err:#}"));
         }
@@ -180,7 +184,9 @@ fn post_config(args: &StyleArgs) -> anyhow::Result<PostConfig> {
 
 fn convert(cartoonizer: &Cartoonizer<Selected>, input: &Path, output: &Path) -> anyhow::Result<()> {
     let image = toonsmith::data::load_dynamic(input)?;
-    let cartoon = cartoonizer.cartoonize(&image)?;
+    let cartoon = cartoonizer
+        .cartoonize(&image)
+        .with_context(|| input.display().to_string())?;
     let output = keep_alpha_format(output, cartoon.color().has_alpha());
     if let Some(parent) = output.parent() {
         std::fs::create_dir_all(parent)
@@ -190,6 +196,12 @@ fn convert(cartoonizer: &Cartoonizer<Selected>, input: &Path, output: &Path) -> 
         .save(&output)
         .with_context(|| format!("{}: cannot write {}", input.display(), output.display()))?;
     Ok(())
+}
+
+/// Whether `err` is a device fault: every later image would be garbage too, so the folder stops.
+fn is_device_fault(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<toonsmith::error::Error>()
+        .is_some_and(toonsmith::device::faults::is_fault)
 }
 
 /// JPEG cannot hold alpha: such images are written as PNG.

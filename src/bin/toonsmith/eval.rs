@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use toonsmith::device::{self, Selected};
+use toonsmith::device::{self, faults, Selected};
 use toonsmith::infer::{self, Cartoonizer, PostConfig};
 use toonsmith::metrics::features::{
     cache_key, files_features, folder_images, image_features, FeatureSet,
@@ -170,7 +170,7 @@ impl Evaluator {
             }
         }
         let progress = bar(paths.len(), &format!("features {}", folder.display()));
-        let set = files_features(&self.net, &paths, &self.device, |_| progress.inc(1));
+        let set = files_features(&self.net, &paths, &self.device, |_| progress.inc(1))?;
         progress.finish_and_clear();
         for (path, reason) in &set.skipped {
             eprintln!("skipped {}: {reason}", path.display());
@@ -198,12 +198,14 @@ impl Evaluator {
         );
         let mut fake = FeatureSet::new(self.kind.dim());
         for path in &paths {
-            match toonsmith::data::load_dynamic(path).and_then(|img| cartoonizer.cartoonize(&img)) {
-                Ok(cartoon) => fake.features.extend(image_features(
-                    &self.net,
-                    &cartoon.to_rgb8(),
-                    &self.device,
-                )),
+            let features = toonsmith::data::load_dynamic(path)
+                .and_then(|img| cartoonizer.cartoonize(&img))
+                .and_then(|cartoon| image_features(&self.net, &cartoon.to_rgb8(), &self.device));
+            match features {
+                Ok(features) => fake.features.extend(features),
+                Err(err) if faults::is_fault(&err) => {
+                    return Err(err).with_context(|| path.display().to_string())
+                }
                 Err(err) => fake.skipped.push((path.clone(), err.to_string())),
             }
             progress.inc(1);

@@ -4,6 +4,8 @@
 //! `cuda`, `vulkan`, `wgpu`, `tch`, `flex`. Everything else in the library is generic over
 //! `B: Backend` and receives the backend from the program's edge through [`Selected`].
 
+pub mod faults;
+
 #[cfg(feature = "flex")]
 pub use burn::backend::flex::FlexDevice;
 #[cfg(feature = "flex")]

@@ -1,0 +1,99 @@
+//! Failures on the device's own thread, turned into errors.
+//!
+//! CubeCL (burn's GPU backends) runs each device on a thread of its own and catches a panic
+//! there, logs it and goes on: a buffer that does not fit in the device's memory, for one,
+//! panics in the device thread (cubecl-wgpu 0.10 `initialize_memory` unwraps its allocation),
+//! after which every tensor that depended on it holds whatever memory it was given, and reading
+//! it returns no error. On lavapipe, cartoonizing a 640x427 photo that way wrote a garbage image
+//! and reported success.
+//!
+//! [`watch`] chains a panic hook that keeps the first panic of a device thread: CubeCL 0.10
+//! names it `DS{U|D}-{type}-{index}` (device service, upstream or downstream; `DSD-4-0` on
+//! Vulkan), or leaves it unnamed in its simpler channel. The program's main thread and each
+//! test's thread are named otherwise, so their panics (which stop their own thread anyway) are
+//! not taken for device faults.
+//! [`check`] turns a kept panic into [`Error::Device`]; the library calls it where results
+//! leave the device (a cartoon, a training step's losses, a checkpoint, FID features). A fault
+//! is kept for the rest of the process: the device's state after it is unknown.
+
+use std::panic::PanicHookInfo;
+use std::sync::{Once, OnceLock};
+
+use crate::error::{Error, Result};
+
+static INSTALL: Once = Once::new();
+static FIRST: OnceLock<String> = OnceLock::new();
+
+/// Starts recording panics of unnamed threads (once per process; the hook in place before is
+/// kept and still runs). Called by the library's constructors of device work
+/// ([`crate::infer::Cartoonizer::new`], the trainer, feature networks); cheap to call again.
+pub fn watch() {
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if is_device_thread(std::thread::current().name()) {
+                let _ = FIRST.set(describe(info));
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// `Err(Error::Device)` naming `during` (what toonsmith was doing, in words) if a device
+/// thread has failed since [`watch`] was first called.
+pub fn check(during: &str) -> Result<()> {
+    match FIRST.get() {
+        None => Ok(()),
+        Some(reason) => Err(Error::Device {
+            during: during.to_string(),
+            reason: reason.clone(),
+        }),
+    }
+}
+
+/// Whether `err` is a device fault, after which going on to the next input is pointless.
+pub fn is_fault(err: &Error) -> bool {
+    matches!(err, Error::Device { .. })
+}
+
+/// Whether a thread of this name may be one of CubeCL's device threads.
+fn is_device_thread(name: Option<&str>) -> bool {
+    match name {
+        None => true,
+        Some(name) => ["DSU-", "DSD-"].iter().any(|p| name.starts_with(p)),
+    }
+}
+
+/// The panic's message and where it was raised.
+fn describe(info: &PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    // CubeCL's allocations fail as unwraps: the error itself is what the user needs.
+    let message = match message.strip_prefix("called `Result::unwrap()` on an `Err` value: ") {
+        Some(error) => error.to_string(),
+        None => message,
+    };
+    match info.location() {
+        Some(at) => format!("{message} (at {}:{})", at.file(), at.line()),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_device_thread;
+
+    #[test]
+    fn device_threads_are_told_from_the_programs() {
+        for name in [None, Some("DSD-4-0"), Some("DSU-0-1")] {
+            assert!(is_device_thread(name), "{name:?}");
+        }
+        for name in ["main", "device::faults::tests::x", "DS", "DSX-1-0", "worker"] {
+            assert!(!is_device_thread(Some(name)), "{name}");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! A failure on the device's own thread becomes an error where results leave the device.
+//!
+//! CubeCL catches a panic of its device thread (an allocation that does not fit, for one) and
+//! goes on, leaving garbage in every tensor computed after it. These tests stand in for that
+//! thread with one named as CubeCL names it (`DSD-4-0`, Vulkan's) that panics, since the CPU
+//! backend has no device thread. The
+//! fault is kept for the rest of the process, so everything is checked in one test, in order.
+
+use std::sync::atomic::AtomicBool;
+
+use image::{DynamicImage, Rgb, RgbImage};
+use toonsmith::device::{faults, CpuBackend, CPU};
+use toonsmith::infer::{Cartoonizer, PostConfig};
+use toonsmith::model::GeneratorConfig;
+use toonsmith::train::{self, observer::Silent};
+use toonsmith::Error;
+
+mod common;
+
+fn photo() -> DynamicImage {
+    DynamicImage::ImageRgb8(RgbImage::from_fn(40, 24, |x, y| {
+        Rgb([(x * 6) as u8, (y * 10) as u8, ((x + y) * 3) as u8])
+    }))
+}
+
+#[test]
+fn a_device_thread_panic_stops_cartoonizing_and_training() {
+    let fx = common::training::Fixture::new();
+    let g = GeneratorConfig::default().init::<CpuBackend>(&CPU);
+    let cartoonizer = Cartoonizer::new(g, CPU, PostConfig::default());
+    cartoonizer.cartoonize(&photo()).unwrap();
+
+    // A named thread's panic (the main thread's, a test's) stops that thread: not a fault.
+    let named = std::thread::Builder::new()
+        .name("worker".into())
+        .spawn(|| panic!("not the device"))
+        .unwrap();
+    assert!(named.join().is_err());
+    assert!(faults::check("anything").is_ok());
+    cartoonizer.cartoonize(&photo()).unwrap();
+
+    let device = std::thread::Builder::new()
+        .name("DSD-4-0".into())
+        .spawn(|| panic!("cannot allocate 140 MB"))
+        .unwrap();
+    assert!(device.join().is_err());
+
+    let err = cartoonizer.cartoonize(&photo()).unwrap_err();
+    let text = err.to_string();
+    assert!(faults::is_fault(&err), "{text}");
+    assert!(text.contains("cartoonizing a 40x24 image"), "{text}");
+    assert!(text.contains("cannot allocate 140 MB"), "{text}");
+    assert!(text.contains("device_faults.rs"), "where it panicked: {text}");
+
+    // Training stops at its first step, and publishes no checkpoint.
+    let config = fx.config("runs");
+    let runs = config.run.dir.clone();
+    type B = burn::backend::Autodiff<CpuBackend>;
+    let err = train::train::<B>(config, &CPU, &mut Silent, &AtomicBool::new(false)).unwrap_err();
+    assert!(
+        matches!(&err, Error::Device { during, .. } if during == "training step 1"),
+        "{err}"
+    );
+    let published: Vec<_> = walk(&runs)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .collect();
+    assert!(published.is_empty(), "{published:?}");
+}
+
+/// Every path under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}
