@@ -50,7 +50,10 @@ fn a_device_thread_panic_stops_cartoonizing_and_training() {
     assert!(faults::is_fault(&err), "{text}");
     assert!(text.contains("cartoonizing a 40x24 image"), "{text}");
     assert!(text.contains("cannot allocate 140 MB"), "{text}");
-    assert!(text.contains("device_faults.rs"), "where it panicked: {text}");
+    assert!(
+        text.contains("device_faults.rs"),
+        "where it panicked: {text}"
+    );
 
     // Training stops at its first step, and publishes no checkpoint.
     let config = fx.config("runs");
@@ -63,7 +66,10 @@ fn a_device_thread_panic_stops_cartoonizing_and_training() {
     );
     let published: Vec<_> = walk(&runs)
         .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
         .collect();
     assert!(published.is_empty(), "{published:?}");
 }

@@ -92,7 +92,13 @@ mod tests {
         for name in [None, Some("DSD-4-0"), Some("DSU-0-1")] {
             assert!(is_device_thread(name), "{name:?}");
         }
-        for name in ["main", "device::faults::tests::x", "DS", "DSX-1-0", "worker"] {
+        for name in [
+            "main",
+            "device::faults::tests::x",
+            "DS",
+            "DSX-1-0",
+            "worker",
+        ] {
             assert!(!is_device_thread(Some(name)), "{name}");
         }
     }

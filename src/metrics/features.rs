@@ -68,10 +68,7 @@ pub fn image_features<B: Backend>(
         .convert::<f32>()
         .into_vec::<f32>()
         .unwrap_or_default();
-    crate::device::faults::check(&format!(
-        "computing {} features",
-        net.kind().json_key()
-    ))?;
+    crate::device::faults::check(&format!("computing {} features", net.kind().json_key()))?;
     Ok(features)
 }
 

@@ -20,8 +20,8 @@ use rand::SeedableRng;
 
 use crate::data::image_io::{fit_square, images_to_data, load_rgb, tensor_to_images};
 use crate::data::unpaired::mix;
-use crate::device::faults;
 use crate::data::{BatchOptions, ImageStream, UnpairedData};
+use crate::device::faults;
 use crate::error::{Error, Result};
 use crate::{ctss, weights};
 use checkpoint::Position;
