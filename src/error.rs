@@ -139,6 +139,14 @@ pub enum Error {
         /// The failure, as the device's thread reported it.
         reason: String,
     },
+    /// The training data loader failed (a panic while decoding a batch).
+    #[error("the data loader failed at step {step}: {reason}")]
+    DataLoader {
+        /// The step whose batch it was loading.
+        step: usize,
+        /// What went wrong.
+        reason: String,
+    },
     /// A loss became NaN or infinite.
     #[error("{name} loss is {value} at step {step}{last}")]
     NonFinite {

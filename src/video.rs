@@ -60,11 +60,14 @@ fn spawn(tool: &str, args: &[&str], path: &Path, stdin: Stdio, stdout: Stdio) ->
 /// Reads a child's stderr on a thread (a full pipe would stall the child).
 fn collect_stderr(child: &mut Child) -> Option<JoinHandle<String>> {
     let mut stderr = child.stderr.take()?;
-    Some(std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    }))
+    std::thread::Builder::new()
+        .name("toonsmith-stderr".into())
+        .spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        })
+        .ok()
 }
 
 /// Waits for `child`; its failure becomes an error quoting its last stderr lines.

@@ -30,12 +30,15 @@ fn a_device_thread_panic_stops_cartoonizing_and_training() {
     let cartoonizer = Cartoonizer::new(g, CPU, PostConfig::default());
     cartoonizer.cartoonize(&photo()).unwrap();
 
-    // A named thread's panic (the main thread's, a test's) stops that thread: not a fault.
+    // Another thread's panic (a test's, a worker's, an unnamed one) stops that thread: not a fault.
     let named = std::thread::Builder::new()
         .name("worker".into())
         .spawn(|| panic!("not the device"))
         .unwrap();
     assert!(named.join().is_err());
+    assert!(std::thread::spawn(|| panic!("a rayon-like worker"))
+        .join()
+        .is_err());
     assert!(faults::check("anything").is_ok());
     cartoonizer.cartoonize(&photo()).unwrap();
 

@@ -201,18 +201,44 @@ impl UnpairedData {
     }
 
     /// Decodes the batches of steps `start..end` on a background thread, a few ahead of use.
+    /// Every step gets its batch or an error: a panic while decoding one is sent as
+    /// [`Error::DataLoader`] (a thread that died would end the batches early, and training
+    /// would stop short as if the schedule were done).
     pub fn prefetch(&self, start: usize, end: usize) -> Receiver<Result<UnpairedBatch>> {
         let (sender, receiver) = sync_channel(2);
         let data = self.clone();
-        thread::spawn(move || {
-            for step in start..end {
-                if sender.send(data.batch(step)).is_err() {
-                    break;
+        let spawned = thread::Builder::new()
+            .name("toonsmith-prefetch".into())
+            .spawn(move || {
+                for step in start..end {
+                    if sender.send(guarded(step, || data.batch(step))).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        if let Err(err) = spawned {
+            let (sender, failed) = sync_channel(1);
+            let reason = format!("cannot start its thread: {err}");
+            let _ = sender.send(Err(Error::DataLoader {
+                step: start,
+                reason,
+            }));
+            return failed;
+        }
         receiver
     }
+}
+
+/// `batch()`, with a panic turned into [`Error::DataLoader`] at `step`.
+fn guarded<T>(step: usize, batch: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(batch)).unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Err(Error::DataLoader { step, reason })
+    })
 }
 
 #[cfg(test)]
@@ -225,6 +251,16 @@ mod tests {
             paths: (0..n).map(|i| PathBuf::from(format!("{i}.png"))).collect(),
             seed,
         }
+    }
+
+    #[test]
+    fn a_panic_while_loading_is_an_error_of_its_step() {
+        assert_eq!(guarded(3, || Ok(7)).unwrap(), 7);
+        let err = guarded::<()>(5, || panic!("decoder bug")).unwrap_err();
+        assert!(
+            matches!(&err, Error::DataLoader { step: 5, reason } if reason == "decoder bug"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! and reported success.
 //!
 //! [`watch`] chains a panic hook that keeps the first panic of a device thread: CubeCL 0.10
-//! names it `DS{U|D}-{type}-{index}` (device service, upstream or downstream; `DSD-4-0` on
-//! Vulkan), or leaves it unnamed in its simpler channel. The program's main thread and each
-//! test's thread are named otherwise, so their panics (which stop their own thread anyway) are
-//! not taken for device faults.
+//! (cubecl-common's device channel) names it `DS{U|D}-{type}-{index}` (device service,
+//! upstream or downstream; `DSD-4-0` on Vulkan). Other threads' panics are not device faults:
+//! the main thread's and a test's stop their own thread, a rayon worker's reaches its caller,
+//! toonsmith's own threads are named and catch theirs ([`crate::data::UnpairedData::prefetch`]).
 //! [`check`] turns a kept panic into [`Error::Device`]; the library calls it where results
 //! leave the device (a cartoon, a training step's losses, a checkpoint, FID features). A fault
 //! is kept for the rest of the process: the device's state after it is unknown.
@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 static INSTALL: Once = Once::new();
 static FIRST: OnceLock<String> = OnceLock::new();
 
-/// Starts recording panics of unnamed threads (once per process; the hook in place before is
+/// Starts recording panics of device threads (once per process; the hook in place before is
 /// kept and still runs). Called by the library's constructors of device work
 /// ([`crate::infer::Cartoonizer::new`], the trainer, feature networks); cheap to call again.
 pub fn watch() {
@@ -56,12 +56,9 @@ pub fn is_fault(err: &Error) -> bool {
     matches!(err, Error::Device { .. })
 }
 
-/// Whether a thread of this name may be one of CubeCL's device threads.
+/// Whether a thread of this name is one of CubeCL's device threads.
 fn is_device_thread(name: Option<&str>) -> bool {
-    match name {
-        None => true,
-        Some(name) => ["DSU-", "DSD-"].iter().any(|p| name.starts_with(p)),
-    }
+    name.is_some_and(|name| ["DSU-", "DSD-"].iter().any(|p| name.starts_with(p)))
 }
 
 /// The panic's message and where it was raised.
@@ -89,9 +86,10 @@ mod tests {
 
     #[test]
     fn device_threads_are_told_from_the_programs() {
-        for name in [None, Some("DSD-4-0"), Some("DSU-0-1")] {
-            assert!(is_device_thread(name), "{name:?}");
+        for name in ["DSD-4-0", "DSU-0-1"] {
+            assert!(is_device_thread(Some(name)), "{name}");
         }
+        assert!(!is_device_thread(None), "unnamed: a rayon worker");
         for name in [
             "main",
             "device::faults::tests::x",
