@@ -164,6 +164,15 @@ pub enum Error {
 /// Result with the library's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The message a panic was raised with (`panic!`'s text), for an error that reports it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
 impl Error {
     /// Wraps an I/O error with the path it is about.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

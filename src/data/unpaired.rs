@@ -232,11 +232,7 @@ impl UnpairedData {
 /// `batch()`, with a panic turned into [`Error::DataLoader`] at `step`.
 fn guarded<T>(step: usize, batch: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(batch)).unwrap_or_else(|panic| {
-        let reason = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
+        let reason = crate::error::panic_message(panic.as_ref());
         Err(Error::DataLoader { step, reason })
     })
 }

@@ -63,12 +63,7 @@ fn is_device_thread(name: Option<&str>) -> bool {
 
 /// The panic's message and where it was raised.
 fn describe(info: &PanicHookInfo<'_>) -> String {
-    let payload = info.payload();
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_string());
+    let message = crate::error::panic_message(info.payload());
     // CubeCL's allocations fail as unwraps: the error itself is what the user needs.
     let message = match message.strip_prefix("called `Result::unwrap()` on an `Err` value: ") {
         Some(error) => error.to_string(),
