@@ -61,14 +61,21 @@ fn is_device_thread(name: Option<&str>) -> bool {
     name.is_some_and(|name| ["DSU-", "DSD-"].iter().any(|p| name.starts_with(p)))
 }
 
+/// A device thread's panic message as a user reads it: CubeCL's allocations fail as unwraps
+/// whose error ends with a line about backtraces; the error itself is what matters.
+fn tidy(message: &str) -> String {
+    message
+        .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
+        .unwrap_or(message)
+        .lines()
+        .filter(|line| line.trim() != "No backtrace available")
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The panic's message and where it was raised.
 fn describe(info: &PanicHookInfo<'_>) -> String {
-    let message = crate::error::panic_message(info.payload());
-    // CubeCL's allocations fail as unwraps: the error itself is what the user needs.
-    let message = match message.strip_prefix("called `Result::unwrap()` on an `Err` value: ") {
-        Some(error) => error.to_string(),
-        None => message,
-    };
+    let message = tidy(&crate::error::panic_message(info.payload()));
     match info.location() {
         Some(at) => format!("{message} (at {}:{})", at.file(), at.line()),
         None => message,
@@ -77,7 +84,15 @@ fn describe(info: &PanicHookInfo<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::is_device_thread;
+    use super::{is_device_thread, tidy};
+
+    #[test]
+    fn cubecls_allocation_panic_reads_as_its_error() {
+        let raw = "called `Result::unwrap()` on an `Err` value: can't allocate buffer of size: \
+                   141066240\nNo backtrace available";
+        assert_eq!(tidy(raw), "can't allocate buffer of size: 141066240");
+        assert_eq!(tidy("kernel failed\nline two"), "kernel failed; line two");
+    }
 
     #[test]
     fn device_threads_are_told_from_the_programs() {
