@@ -95,6 +95,19 @@ pub enum Error {
         /// Why that many are needed.
         what: String,
     },
+    /// A weights file holds NaN or infinite values.
+    #[error(
+        "{path}: tensor `{key}` holds {count} NaN or infinite values (weights of a training run \
+         that diverged, or a damaged file)"
+    )]
+    NonFiniteWeights {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's key in the file.
+        key: String,
+        /// How many of its values are not finite.
+        count: usize,
+    },
     /// A configuration file could not be used.
     #[error("{path}: {reason}")]
     Config {

@@ -146,6 +146,27 @@ fn missing_key_is_named_with_the_file() {
 }
 
 #[test]
+fn non_finite_weights_are_named_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved_patch_discriminator(&dir);
+    let mut file = TensorFile::read(&path).unwrap();
+    let key = "layers.2.norm.bias";
+    let shape = file.tensors[key].shape.to_vec();
+    let mut values = file.tensors[key].to_vec::<f32>().unwrap();
+    values[0] = f32::NAN;
+    values[1] = f32::INFINITY;
+    file.tensors
+        .insert(key.into(), burn::tensor::TensorData::new(values, shape));
+    let mut d = DiscriminatorConfig::patch().init::<CpuBackend>(&CPU);
+    let err = weights::apply(&mut d, &file, |n| vec![n.to_string()]).unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFiniteWeights { key: k, count: 2, .. } if k == key),
+        "{err}"
+    );
+    assert!(err.to_string().contains("d_patch.safetensors"), "{err}");
+}
+
+#[test]
 fn not_a_weights_file_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = DiscriminatorConfig::patch().init::<CpuBackend>(&CPU);

@@ -243,6 +243,13 @@ pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
                 found: data.shape.to_vec(),
             });
         }
+        if let Some(count) = non_finite(data) {
+            return Err(Error::NonFiniteWeights {
+                path: file.path.clone(),
+                key: key.clone(),
+                count,
+            });
+        }
         snapshots.push(TensorSnapshot::from_data(
             data.clone(),
             expected.path_stack.clone().unwrap_or_default(),
@@ -258,6 +265,16 @@ pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
         });
     }
     Ok(())
+}
+
+/// How many values of a float tensor are NaN or infinite, if any: such weights (a run that
+/// diverged, a damaged file) would turn every output into NaN, which images show as black.
+fn non_finite(data: &TensorData) -> Option<usize> {
+    if !data.dtype.is_float() {
+        return None;
+    }
+    let count = data.iter::<f32>().filter(|v| !v.is_finite()).count();
+    (count > 0).then_some(count)
 }
 
 /// File keys that may hold VGG tensor `convs.{i}.{weight|bias}`: ours, then torchvision's
