@@ -190,7 +190,9 @@ pub(crate) fn conv2d_at<B: Backend>(
         .clone()
         .reshape([1, c_out, taps])
         .expand([n, c_out, taps]);
-    let bands: Vec<Tensor<B, 4>> = bands(row_values, out_h, band_values)
+    // Kernel row by kernel row, a band of `band` output rows gathers `band + kh - 1` rows.
+    let halo = if by_rows { kh - 1 } else { 0 };
+    let bands: Vec<Tensor<B, 4>> = bands(row_values, out_h, band_values, halo)
         .map(|(top, band)| {
             let product = if by_rows {
                 rows_product(&x, &weight, (top, band), dtype)
@@ -278,13 +280,18 @@ pub(crate) fn out_size<B: Backend>(
 }
 
 /// Bands of output rows `(top, rows)` covering `out_h` rows, each gathering at most
-/// `band_values` values at `row_values` per output row (at least one row per band).
+/// `band_values` values at `row_values` per gathered row, a band of `rows` output rows
+/// gathering `rows + halo` (at least one output row per band): [`rows_product`]'s bands
+/// gather `k - 1` rows more than they output, which the limit must count.
 pub(crate) fn bands(
     row_values: usize,
     out_h: usize,
     band_values: usize,
+    halo: usize,
 ) -> impl Iterator<Item = (usize, usize)> {
-    let rows = (band_values / row_values.max(1)).clamp(1, out_h.max(1));
+    let rows = (band_values / row_values.max(1))
+        .saturating_sub(halo)
+        .clamp(1, out_h.max(1));
     (0..out_h)
         .step_by(rows)
         .map(move |top| (top, rows.min(out_h - top)))
@@ -380,15 +387,43 @@ pub(crate) mod tests {
         ([2, 3, 9, 11], 5, 3, 1, 1, BAND_VALUES),
         ([2, 4, 12, 10], 6, 3, 1, 2, BAND_VALUES),
         ([1, 3, 13, 8], 4, 7, 3, 1, 3 * 49 * 8 * 2),
-        // 7x7 and 5x5 at stride 1 go kernel row by kernel row: 4 and 3 output rows per band.
-        ([2, 3, 13, 8], 4, 7, 3, 1, 2 * 3 * 7 * 8 * 4),
-        ([1, 2, 9, 10], 3, 5, 2, 1, 2 * 5 * 10 * 3),
+        // 7x7 and 5x5 at stride 1 go kernel row by kernel row: 4 and 3 output rows per band
+        // (each gathering k - 1 more).
+        ([2, 3, 13, 8], 4, 7, 3, 1, 2 * 3 * 7 * 8 * (4 + 6)),
+        ([1, 2, 9, 10], 3, 5, 2, 1, 2 * 5 * 10 * (3 + 4)),
         ([2, 6, 7, 9], 3, 1, 0, 1, 6 * 9 * 2 * 3),
         ([2, 5, 11, 9], 4, 3, 0, 2, 1),
         ([1, 2, 10, 10], 3, 3, 1, 1, 2 * 9 * 10 * 4),
         ([2, 3, 13, 18], 4, 1, 0, 2, BAND_VALUES),
         ([1, 2, 600, 9], 3, 3, 1, 1, BAND_VALUES),
     ];
+
+    /// Bands cover every output row once, and each gathers at most the limit, its halo
+    /// counted, unless one output row alone is over it.
+    #[test]
+    fn bands_keep_their_gathered_rows_under_the_limit() {
+        let cases = [
+            (10, 7, 50, 0),
+            (10, 7, 50, 2),
+            (10, 9, 95, 6),
+            (10, 3, 5, 6),
+        ];
+        for (row_values, out_h, limit, halo) in cases {
+            let bands: Vec<_> = bands(row_values, out_h, limit, halo).collect();
+            let mut next = 0;
+            for &(top, rows) in &bands {
+                assert_eq!(top, next);
+                assert!(rows >= 1);
+                if rows > 1 {
+                    assert!((rows + halo) * row_values <= limit, "{bands:?} {halo}");
+                }
+                next = top + rows;
+            }
+            assert_eq!(next, out_h, "{bands:?}");
+        }
+        let rows = |halo| bands(10, 9, 95, halo).next().map(|(_, rows)| rows);
+        assert_eq!((rows(0), rows(6)), (Some(9), Some(3)));
+    }
 
     #[test]
     fn matches_burns_convolution() {

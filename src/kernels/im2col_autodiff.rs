@@ -237,7 +237,7 @@ pub(crate) fn weight_grad<B: Backend>(
     let [n, _, _, _] = x.dims();
     let [out_h, out_w] = out_size(&x, [k; 2], stride);
     let taps = c_in * k * k;
-    let dw = bands(n * taps * out_w, out_h, BAND_VALUES)
+    let dw = bands(n * taps * out_w, out_h, BAND_VALUES, 0)
         .map(|(top, band)| {
             let rows = chunk_rows(band, out_w);
             let chunks = n * band / rows;
