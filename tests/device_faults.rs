@@ -31,22 +31,12 @@ fn a_device_thread_panic_stops_cartoonizing_and_training() {
     cartoonizer.cartoonize(&photo()).unwrap();
 
     // Another thread's panic (a test's, a worker's, an unnamed one) stops that thread: not a fault.
-    let named = std::thread::Builder::new()
-        .name("worker".into())
-        .spawn(|| panic!("not the device"))
-        .unwrap();
-    assert!(named.join().is_err());
-    assert!(std::thread::spawn(|| panic!("a rayon-like worker"))
-        .join()
-        .is_err());
+    panic_on(Some("worker"), "not the device");
+    panic_on(None, "a rayon-like worker");
     assert!(faults::check("anything").is_ok());
     cartoonizer.cartoonize(&photo()).unwrap();
 
-    let device = std::thread::Builder::new()
-        .name("DSD-4-0".into())
-        .spawn(|| panic!("cannot allocate 140 MB"))
-        .unwrap();
-    assert!(device.join().is_err());
+    panic_on(Some("DSD-4-0"), "cannot allocate 140 MB");
 
     let err = cartoonizer.cartoonize(&photo()).unwrap_err();
     let text = err.to_string();
@@ -75,6 +65,16 @@ fn a_device_thread_panic_stops_cartoonizing_and_training() {
         })
         .collect();
     assert!(published.is_empty(), "{published:?}");
+}
+
+/// Runs a thread named `name` (unnamed if `None`) that panics with `message`, to its end.
+fn panic_on(name: Option<&str>, message: &'static str) {
+    let mut builder = std::thread::Builder::new();
+    if let Some(name) = name {
+        builder = builder.name(name.into());
+    }
+    let thread = builder.spawn(move || panic!("{message}")).unwrap();
+    assert!(thread.join().is_err());
 }
 
 /// Every path under `dir`.

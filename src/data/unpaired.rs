@@ -206,6 +206,7 @@ impl UnpairedData {
     /// would stop short as if the schedule were done).
     pub fn prefetch(&self, start: usize, end: usize) -> Receiver<Result<UnpairedBatch>> {
         let (sender, receiver) = sync_channel(2);
+        let on_failure = sender.clone();
         let data = self.clone();
         let spawned = thread::Builder::new()
             .name("toonsmith-prefetch".into())
@@ -217,13 +218,11 @@ impl UnpairedData {
                 }
             });
         if let Err(err) = spawned {
-            let (sender, failed) = sync_channel(1);
             let reason = format!("cannot start its thread: {err}");
-            let _ = sender.send(Err(Error::DataLoader {
+            let _ = on_failure.send(Err(Error::DataLoader {
                 step: start,
                 reason,
             }));
-            return failed;
         }
         receiver
     }

@@ -64,6 +64,12 @@ fn chunk_end(start: usize, chunk: usize, len: usize) -> usize {
     end
 }
 
+/// How many values chunk `part` of a row of `len` holds (the last one may be short).
+#[cube]
+fn chunk_count(part: usize, chunk: usize, len: usize) -> f32 {
+    f32::cast_from(chunk_end(part * chunk, chunk, len) - part * chunk)
+}
+
 /// The sum over the block of `x[base + i]` for `i` in `start..end`, each thread adding a
 /// strided (coalesced) part (every thread gets it).
 #[cube]
@@ -156,8 +162,7 @@ fn combine_moments_kernel(
     let mut acc = f32::new(0.0);
     let mut p = UNIT_POS_X as usize;
     while p < parts {
-        let count = f32::cast_from(chunk_end(p * chunk, chunk, len) - p * chunk);
-        acc += count * chunk_mean[base + p];
+        acc += chunk_count(p, chunk, len) * chunk_mean[base + p];
         p += CUBE_DIM_X as usize;
     }
     let total = f32::cast_from(len);
@@ -165,9 +170,8 @@ fn combine_moments_kernel(
     let mut m2 = f32::new(0.0);
     let mut q = UNIT_POS_X as usize;
     while q < parts {
-        let count = f32::cast_from(chunk_end(q * chunk, chunk, len) - q * chunk);
         let d = chunk_mean[base + q] - centre;
-        m2 += chunk_m2[base + q] + count * d * d;
+        m2 += chunk_m2[base + q] + chunk_count(q, chunk, len) * d * d;
         q += CUBE_DIM_X as usize;
     }
     let m2 = block_sum(m2);
