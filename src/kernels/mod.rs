@@ -23,6 +23,7 @@ pub mod ln_ops;
 pub mod norm;
 pub mod polyphase;
 pub mod precision;
+pub mod subpixel;
 pub mod wgrad;
 pub(crate) mod winograd;
 

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::generator::{run_steps, GeneratorConfig, State};
-use super::layers::{own_stats_pass, upsample_nearest2, Conv, ConvNormAct, Normalizer, OwnStats};
+use super::layers::{own_stats_pass, Conv, ConvNormAct, Normalizer, OwnStats};
 
 /// Builds the paper's G with He-initialised convolutions.
 pub(super) fn init<B: Backend>(config: &GeneratorConfig, device: &B::Device) -> PaperGenerator<B> {
@@ -81,11 +81,11 @@ pub struct PaperGenerator<B: Backend> {
     pub res_blocks: Vec<ResBlock<B>>,
     /// Conv 3x3/128 before the first upsampling.
     pub neck: ConvNormAct<B>,
-    /// Upsample_n(128): nearest x2, then this Conv 3x3/128.
+    /// Upsample_n(128): nearest x2, then this Conv 3x3/128 (run as one, [`Conv::forward_upsampled`]).
     pub up1: ConvNormAct<B>,
     /// Conv 3x3/128.
     pub up1_conv: ConvNormAct<B>,
-    /// Upsample_n(64): nearest x2, then this Conv 3x3/64.
+    /// Upsample_n(64): nearest x2, then this Conv 3x3/64 (run as one).
     pub up2: ConvNormAct<B>,
     /// Conv 3x3/64.
     pub up2_conv1: ConvNormAct<B>,
@@ -155,9 +155,9 @@ impl<B: Backend> PaperGenerator<B> {
         }
         let y = match i - 3 * self.res_blocks.len() {
             0 => self.neck.forward_with(x, n)?,
-            1 => self.up1.forward_with(upsample_nearest2(x), n)?,
+            1 => self.up1.forward_upsampled_with(x, n)?,
             2 => self.up1_conv.forward_with(x, n)?,
-            3 => self.up2.forward_with(upsample_nearest2(x), n)?,
+            3 => self.up2.forward_upsampled_with(x, n)?,
             4 => self.up2_conv1.forward_with(x, n)?,
             5 => self.up2_conv2.forward_with(x, n)?,
             _ => tanh(self.to_rgb.forward(self.head.forward_with(x, n)?)),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernels;
 use crate::kernels::ln_ops::sample_var_mean;
+use crate::kernels::subpixel;
 
 /// Slope of every leaky ReLU in Fig. 10 ("lRelu: leaky Relu with alpha = 0.2").
 pub const LEAKY_SLOPE: f64 = 0.2;
@@ -129,10 +130,7 @@ impl<B: Backend> Conv<B> {
     /// # Shapes
     /// `[N, C_in, H, W]` -> `[N, C_out, H / stride, W / stride]` (H, W multiples of the stride).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let weight = match &self.u {
-            Some(u) => spectral_normalize(self.weight.val(), u),
-            None => self.weight.val(),
-        };
+        let weight = self.weight_now();
         let k = weight.dims()[2];
         let bias = self.bias.as_ref().map(|b| b.val());
         let (x, pad) = match self.padding {
@@ -146,20 +144,63 @@ impl<B: Backend> Conv<B> {
                 )
             }
         };
-        if kernels::conv2d_applies::<B>(self.stride, self.groups) {
-            return kernels::conv2d(x, weight, bias, pad, self.stride);
+        self.convolve(x, weight, bias, pad, self.stride)
+    }
+
+    /// This convolution of `upsample_nearest2(x)` (Fig. 10's `Upsample_n` then this 3x3
+    /// convolution): by the four sub-pixel phases of [`kernels::subpixel`] where it is a dense
+    /// stride-1 3x3 (4/9 of the multiply-adds, and the upsampled input is never written),
+    /// else by upsampling first. Reflection padding of the upsampled image is edge padding
+    /// of `x`.
+    ///
+    /// # Shapes
+    /// `[N, C_in, H, W]` -> `[N, C_out, 2H, 2W]`.
+    pub fn forward_upsampled(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let weight = self.weight_now();
+        if weight.dims()[2..] != [3, 3] || self.stride != 1 || self.groups != 1 {
+            return self.forward(upsample_nearest2(x));
+        }
+        let bias = self.bias.as_ref().map(|b| subpixel::phase_bias(b.val()));
+        let (x, pad) = match self.padding {
+            Padding::Zeros => (x, 1),
+            Padding::Reflect => (x.pad([(1, 1), (1, 1)], PadMode::Edge), 0),
+        };
+        let z = self.convolve(x, subpixel::phase_weights(weight), bias, pad, 1);
+        subpixel::interleave(z)
+    }
+
+    /// The weight as this forward uses it: spectrally normalised where the convolution is.
+    fn weight_now(&self) -> Tensor<B, 4> {
+        match &self.u {
+            Some(u) => spectral_normalize(self.weight.val(), u),
+            None => self.weight.val(),
+        }
+    }
+
+    /// The convolution of `x` (zero-padded by `pad`) with `weight` at `stride`, by the kernel
+    /// that suits the backend.
+    fn convolve(
+        &self,
+        x: Tensor<B, 4>,
+        weight: Tensor<B, 4>,
+        bias: Option<Tensor<B, 1>>,
+        pad: usize,
+        stride: usize,
+    ) -> Tensor<B, 4> {
+        if kernels::conv2d_applies::<B>(stride, self.groups) {
+            return kernels::conv2d(x, weight, bias, pad, stride);
         }
         #[cfg(feature = "flex")]
-        if kernels::conv2d_autodiff_applies::<B>(self.stride, self.groups) {
-            return kernels::autodiff::conv2d(x, weight, bias, pad, self.stride);
+        if kernels::conv2d_autodiff_applies::<B>(stride, self.groups) {
+            return kernels::autodiff::conv2d(x, weight, bias, pad, stride);
         }
         if kernels::depthwise_applies::<B>(self.groups, x.dims()[1], weight.dims()[0]) {
-            return kernels::depthwise::conv2d(x, weight, bias, pad, self.stride);
+            return kernels::depthwise::conv2d(x, weight, bias, pad, stride);
         }
         if kernels::gemm_conv_applies::<B>(self.groups) {
-            return kernels::gemm_conv2d(x, weight, bias, pad, self.stride);
+            return kernels::gemm_conv2d(x, weight, bias, pad, stride);
         }
-        let options = ConvOptions::new([self.stride; 2], [pad; 2], [1, 1], self.groups);
+        let options = ConvOptions::new([stride; 2], [pad; 2], [1, 1], self.groups);
         conv2d(x, weight, bias, options)
     }
 }
@@ -362,11 +403,34 @@ impl<B: Backend> ConvNormAct<B> {
         x: Tensor<B, 4>,
         normalizer: &mut impl Normalizer<B>,
     ) -> Option<Tensor<B, 4>> {
+        self.norm_act(|| self.conv.forward(x), normalizer)
+    }
+
+    /// As [`ConvNormAct::forward_with`] on `upsample_nearest2(x)`, the upsampling folded into
+    /// the convolution ([`Conv::forward_upsampled`]).
+    ///
+    /// # Shapes
+    /// `[N, C_in, H, W]` -> `[N, C_out, 2H, 2W]`.
+    pub fn forward_upsampled_with(
+        &self,
+        x: Tensor<B, 4>,
+        normalizer: &mut impl Normalizer<B>,
+    ) -> Option<Tensor<B, 4>> {
+        self.norm_act(|| self.conv.forward_upsampled(x), normalizer)
+    }
+
+    /// LN and lRelu (where this unit has them) on the convolution's output `conv()`, which
+    /// `normalizer` may supply instead.
+    fn norm_act(
+        &self,
+        conv: impl FnOnce() -> Tensor<B, 4>,
+        normalizer: &mut impl Normalizer<B>,
+    ) -> Option<Tensor<B, 4>> {
         let slope = self.act.then_some(LEAKY_SLOPE);
         let Some(norm) = &self.norm else {
-            return Some(act(self.conv.forward(x), slope));
+            return Some(act(conv(), slope));
         };
-        let x = normalizer.resume().unwrap_or_else(|| self.conv.forward(x));
+        let x = normalizer.resume().unwrap_or_else(conv);
         normalizer.norm(norm, x, slope)
     }
 }
