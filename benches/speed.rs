@@ -77,6 +77,7 @@ fn forward_child(h: usize, w: usize) -> [f64; 3] {
     if std::env::var_os("TOONSMITH_BENCH_WARMUP_STEPS").is_some() {
         warm_up_by_steps(&g, h, w, &device);
     }
+    let channels = g.full_resolution_channels();
     let mut cartoonizer = Cartoonizer::new(g, device::default_device(), PostConfig::default());
     cartoonizer.tile_above = match std::env::var("TOONSMITH_BENCH_TILE_ABOVE") {
         Ok(mp) => {
@@ -84,7 +85,7 @@ fn forward_child(h: usize, w: usize) -> [f64; 3] {
                 .expect("TOONSMITH_BENCH_TILE_ABOVE: megapixels")
                 * 1e6) as usize
         }
-        Err(_) => toonsmith::infer::memory::auto_tile_above(),
+        Err(_) => toonsmith::infer::memory::auto_tile_above(channels),
     };
     let photo = RgbImage::from_fn(w as u32, h as u32, |x, y| {
         image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])

@@ -49,8 +49,10 @@ const fn dense(c_in: usize, c_out: usize, k: usize, scale: usize) -> Layer {
     }
 }
 
-/// Every convolution shape of G (Fig. 10), in order.
-const LAYERS: [Layer; 13] = [
+/// Every convolution shape of G (Fig. 10), in order; `up1` and `up2` as they run, their
+/// upsampling folded in (four sub-pixel phases of 2x2 taps, padding 1, on the small image:
+/// `kernels::subpixel`).
+const LAYERS: [Layer; 14] = [
     dense(3, 32, 7, 1),
     dense(32, 64, 3, 2),
     dense(64, 64, 3, 2),
@@ -66,8 +68,9 @@ const LAYERS: [Layer; 13] = [
     },
     dense(128, 256, 1, 4),
     dense(256, 128, 3, 4),
+    dense(128, 512, 2, 4),
     dense(128, 128, 3, 2),
-    dense(128, 64, 3, 1),
+    dense(128, 256, 2, 2),
     dense(64, 32, 7, 1),
     dense(32, 3, 1, 1),
 ];

@@ -113,6 +113,24 @@ pub fn default_device() -> burn::tensor::Device<Selected> {
     Default::default()
 }
 
+/// The largest single buffer the selected backend's device gives, in bytes: CubeCL's page
+/// limit (through wgpu, the device's largest storage binding, 128 MiB on Mesa's lavapipe; on
+/// CUDA a quarter of the card's memory). A tensor larger than it cannot be allocated. `None` on
+/// the CPU backends, whose tensors are host memory.
+pub fn largest_buffer(device: &burn::tensor::Device<Selected>) -> Option<u64> {
+    #[cfg(feature = "cube-ops")]
+    {
+        use cubecl::Runtime as _;
+        let client = crate::kernels::cube_op::Runtime::client(device);
+        Some(client.properties().memory.max_page_size)
+    }
+    #[cfg(not(feature = "cube-ops"))]
+    {
+        let _ = device;
+        None
+    }
+}
+
 /// Checks that the selected backend can start on this machine: on CUDA, that the driver
 /// (`libcuda.so`) and NVRTC load, which burn's backend would otherwise find missing by
 /// panicking in its device thread. Nothing to check on the other backends.

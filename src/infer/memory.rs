@@ -4,7 +4,9 @@
 //! Tiled inference ([`super::tiled`]) gives the same cartoon in bounded memory but runs each
 //! convolution up to twice: a 3840x2160 photo took 84.7 s tiled and 25.5 s whole on 2 cores
 //! (`docs/performance.md`, "Tiled inference"). So where the whole forward fits, it is the better choice; the
-//! measured peak of the whole forward on the CPU backend decides whether it fits.
+//! measured peak of the whole forward on the CPU backend decides whether it fits. On a GPU,
+//! where every tensor is one buffer, the device's largest buffer bounds both the photos that
+//! run whole and the tiles.
 
 use crate::device;
 
@@ -21,6 +23,9 @@ pub const WHOLE_BYTES_PER_PIXEL: u64 = 1500;
 
 /// Fixed part of that peak: the model, the program, the decoded photo's buffers.
 pub const WHOLE_BASE_BYTES: u64 = 256 << 20;
+
+/// Bytes of one f32 value.
+const F32_BYTES: u64 = 4;
 
 /// Share of the available memory a whole forward may take; the rest is left to the rest of
 /// the system and to the estimate's error.
@@ -40,12 +45,50 @@ pub fn tile_above_for(available: u64) -> usize {
 }
 
 /// The threshold `toonsmith cartoonize` uses unless told: on the CPU backend what fits in the
-/// available memory ([`tile_above_for`]), elsewhere (GPU memory is not read) [`MIN_TILE_ABOVE`].
-pub fn auto_tile_above() -> usize {
-    match available_bytes() {
-        Some(bytes) if device::is_cpu_backend::<device::Selected>() => tile_above_for(bytes),
-        _ => MIN_TILE_ABOVE,
+/// available memory ([`tile_above_for`]); on a GPU [`MIN_TILE_ABOVE`] (its memory is not read),
+/// or less where the device's largest buffer cannot hold G's widest full-resolution tensor of
+/// `channels` channels for a larger photo ([`whole_pixels_for_buffer`]).
+pub fn auto_tile_above(channels: usize) -> usize {
+    if device::is_cpu_backend::<device::Selected>() {
+        return available_bytes().map_or(MIN_TILE_ABOVE, tile_above_for);
     }
+    match device::largest_buffer(&device::default_device()) {
+        Some(largest) => whole_pixels_for_buffer(largest, channels).min(MIN_TILE_ABOVE),
+        None => MIN_TILE_ABOVE,
+    }
+}
+
+/// The most (padded) pixels a photo may have for G's whole forward on a device whose largest
+/// buffer is `largest_buffer` bytes: each tensor is one buffer, and the widest one at full
+/// resolution has `channels` f32 channels.
+pub fn whole_pixels_for_buffer(largest_buffer: u64, channels: usize) -> usize {
+    (largest_buffer / (F32_BYTES * channels.max(1) as u64)) as usize
+}
+
+/// `core`, or the largest multiple of `multiple` below it whose tiles (the core and `halo`
+/// pixels on each side, square) stay within [`whole_pixels_for_buffer`] of the device's
+/// largest buffer; never below `multiple`. Unchanged on the CPU backend.
+pub fn fit_tile_core(core: usize, halo: usize, channels: usize, multiple: usize) -> usize {
+    match device::largest_buffer(&device::default_device()) {
+        Some(largest) => tile_core_for_buffer(
+            core,
+            halo,
+            whole_pixels_for_buffer(largest, channels),
+            multiple,
+        ),
+        None => core,
+    }
+}
+
+/// `core`, or the largest multiple of `multiple` below it whose square tiles with `halo` on
+/// each side have at most `max_pixels` pixels; never below `multiple`.
+pub fn tile_core_for_buffer(core: usize, halo: usize, max_pixels: usize, multiple: usize) -> usize {
+    let side = max_pixels.isqrt();
+    if (core + 2 * halo) <= side {
+        return core;
+    }
+    let fitting = side.saturating_sub(2 * halo) / multiple * multiple;
+    fitting.max(multiple)
 }
 
 /// The memory the system can give without swapping (`MemAvailable` of `/proc/meminfo`), or
@@ -107,5 +150,25 @@ mod tests {
         // Measured peaks (`WHOLE_BYTES_PER_PIXEL`): the estimate must not be below them.
         assert!(whole_forward_bytes(1920 * 1080) as f64 >= 2.69 * GIB as f64);
         assert!(whole_forward_bytes(3840 * 2160) as f64 >= 11.72 * GIB as f64);
+    }
+
+    #[test]
+    fn buffers_bound_whole_photos_and_tiles() {
+        let lavapipe = 128 << 20;
+        // The paper's G (64 channels at full resolution): 524288 pixels in 128 MiB, so a
+        // 640x428 photo runs whole and 1920x1080 does not.
+        let whole = whole_pixels_for_buffer(lavapipe, 64);
+        assert_eq!(whole, 524_288);
+        assert!((640 * 428..1920 * 1080).contains(&whole));
+        // The official G's 128 channels halve it.
+        assert_eq!(whole_pixels_for_buffer(lavapipe, 128), 262_144);
+        // Tiles of 512 + 2 x 56 = 624 pixels fit in 724 x 724; with 128 channels (512 pixels)
+        // the core shrinks to 512 - 2 x 72 = 368, a multiple of 4.
+        assert_eq!(tile_core_for_buffer(512, 56, whole, 4), 512);
+        let official = tile_core_for_buffer(512, 72, whole_pixels_for_buffer(lavapipe, 128), 4);
+        assert_eq!(official, 368);
+        assert!((official + 2 * 72).pow(2) <= 262_144);
+        // A buffer too small for any tile still leaves the smallest core.
+        assert_eq!(tile_core_for_buffer(512, 56, 1000, 4), 4);
     }
 }

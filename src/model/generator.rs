@@ -183,6 +183,18 @@ impl<B: Backend> Generator<B> {
         }
     }
 
+    /// The most channels one tensor of the forward has at full resolution, so the largest
+    /// tensor per pixel of a photo (on a GPU, one buffer): the paper's G 64 (`up2`'s output
+    /// and the head's input; the 128-channel upsampled input of `up2` is never written, its
+    /// upsampling being folded into the convolution), the official G 128 (its bilinear
+    /// upsampling is written before `up2`).
+    pub fn full_resolution_channels(&self) -> usize {
+        match self {
+            Generator::Paper(_) => 64,
+            Generator::Official(_) => 128,
+        }
+    }
+
     /// The smallest side this variant accepts: 4 for the paper's G; 8 for the official one,
     /// whose reflect padding needs two pixels at 1/4 resolution.
     pub fn min_side(&self) -> usize {

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use toonsmith::data::image_io::{is_image_path, scan_images};
 use toonsmith::device::{self, Selected};
 use toonsmith::infer::{self, Cartoonizer, ColourChain, OfficialColour, PostConfig};
+use toonsmith::model::generator::SIZE_MULTIPLE;
 use toonsmith::weights::TensorFile;
 
 /// The model `cartoonize` uses when `--model` is not given (see README: how it was trained).
@@ -64,10 +65,12 @@ pub struct StyleArgs {
     max_side: Option<u32>,
     /// Images above this many megapixels run in tiles with whole-image LN statistics (same
     /// result, bounded memory, up to 3x slower). Default: on the CPU, the largest photo whose
-    /// whole forward fits in 3/4 of the available memory (at least 2.1); on a GPU, 2.1.
+    /// whole forward fits in 3/4 of the available memory (at least 2.1); on a GPU, 2.1, or less
+    /// where the device's largest buffer cannot hold a larger photo's widest tensor.
     #[arg(long)]
     tile_above: Option<f64>,
-    /// Core side of the tiles in pixels.
+    /// Core side of the tiles in pixels (on a GPU, at most what the device's largest buffer
+    /// holds with the halos).
     #[arg(long, default_value_t = 512)]
     tile: usize,
     /// GiB that tiled inference may use to keep intermediate results between its passes: more
@@ -97,13 +100,15 @@ impl StyleArgs {
             None => TensorFile::from_safetensors_bytes("<bundled model>", BUNDLED_MODEL)?,
         };
         let g = infer::load_model::<Selected>(&file, &device).context("cannot load the model")?;
+        let (channels, halo) = (g.full_resolution_channels(), g.receptive_radius());
         let mut cartoonizer = Cartoonizer::new(g, device, post);
         cartoonizer.max_side = self.max_side;
         cartoonizer.tile_above = match self.tile_above {
             Some(megapixels) => (megapixels * 1e6) as usize,
-            None => infer::memory::auto_tile_above(),
+            None => infer::memory::auto_tile_above(channels),
         };
-        cartoonizer.tile_core = self.tile.max(4);
+        let core = self.tile.max(SIZE_MULTIPLE);
+        cartoonizer.tile_core = infer::memory::fit_tile_core(core, halo, channels, SIZE_MULTIPLE);
         cartoonizer.tile_cache = (self.tile_cache * (1u64 << 30) as f64) as usize;
         Ok(cartoonizer)
     }

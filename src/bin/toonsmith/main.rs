@@ -136,6 +136,14 @@ fn info() -> anyhow::Result<()> {
         "  VGG19 to conv4_4   {:>10} parameters (frozen)",
         vgg.num_params()
     );
+    if let Some(largest) = device::largest_buffer(&device) {
+        let whole = toonsmith::infer::memory::auto_tile_above(g.full_resolution_channels());
+        println!(
+            "  largest buffer     {:>10.0} MiB (photos above {:.2} MP run in tiles)",
+            largest as f64 / (1u64 << 20) as f64,
+            whole as f64 / 1e6
+        );
+    }
     if !device::is_cpu_backend::<Selected>() {
         println!(
             "  dense convolutions inference {}, training {} (TOONSMITH_GPU_CONV)",
