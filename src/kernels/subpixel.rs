@@ -22,11 +22,22 @@
 //! the caller applies. The output equals the upsampled image's convolution up to the rounding of
 //! the summed taps.
 
+use std::any::TypeId;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::PadMode;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::device::is_cpu_backend;
+use super::{float_tensor, same_type};
+#[cfg(feature = "flex")]
+use crate::device::CpuBackend;
+use crate::device::{is_cpu_backend, Selected, SelectedAutodiff};
 
 /// `R_a[d][k]`: whether tap `k` (0..3) of the 3x3 kernel lands on row `d` (0..2) of phase `a`'s
 /// 2x2 window.
@@ -75,23 +86,34 @@ pub fn phase_bias<B: Backend>(bias: Tensor<B, 1>) -> Tensor<B, 1> {
 }
 
 /// The upsampled image's convolution from the phases' `z`: each phase's `H x W` window, at
-/// offset `(a, b)`, interleaved.
+/// offset `(a, b)`, interleaved. Under autodiff one node ([`interleave_node`]).
 ///
 /// # Shapes
 /// `[N, 4 C_out, H + 1, W + 1]` -> `[N, C_out, 2H, 2W]`.
 pub fn interleave<B: Backend>(z: Tensor<B, 4>) -> Tensor<B, 4> {
     let [n, c4, h1, w1] = z.dims();
-    let (c_out, h, w) = (c4 / 4, h1 - 1, w1 - 1);
+    let dims = [n, c4 / 4, h1 - 1, w1 - 1];
     if is_cpu_backend::<B>() {
-        let device = z.device();
-        let values = z
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap_or_default();
-        let out = interleave_host(&values, [n, c_out, h, w]);
-        return Tensor::from_data(TensorData::new(out, [n, c_out, 2 * h, 2 * w]), &device);
+        return on_host(
+            z,
+            |values| interleave_host(values, dims),
+            [n, dims[1], 2 * dims[2], 2 * dims[3]],
+        );
     }
+    if TypeId::of::<B>() == TypeId::of::<SelectedAutodiff>() {
+        return same_type(interleave_node::<Selected>(same_type(z)));
+    }
+    #[cfg(feature = "flex")]
+    if TypeId::of::<B>() == TypeId::of::<Autodiff<CpuBackend>>() {
+        return same_type(interleave_node::<CpuBackend>(same_type(z)));
+    }
+    interleave_ops(z)
+}
+
+/// [`interleave`] by burn's ops: four windows, stacked twice.
+fn interleave_ops<B: Backend>(z: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c4, h1, w1] = z.dims();
+    let (c_out, h, w) = (c4 / 4, h1 - 1, w1 - 1);
     let phase = |a: usize, b: usize| {
         z.clone()
             .narrow(1, (a * 2 + b) * c_out, c_out)
@@ -100,6 +122,87 @@ pub fn interleave<B: Backend>(z: Tensor<B, 4>) -> Tensor<B, 4> {
     };
     let row = |a: usize| Tensor::<B, 4>::stack::<5>(vec![phase(a, 0), phase(a, 1)], 4);
     Tensor::<B, 5>::stack::<6>(vec![row(0), row(1)], 3).reshape([n, c_out, 2 * h, 2 * w])
+}
+
+/// The gradient of [`interleave`]'s input from its output's `g`: each phase's pixels at its
+/// offset, zero on the row and column of `z` the phase does not read.
+///
+/// # Shapes
+/// `[N, C_out, 2H, 2W]` -> `[N, 4 C_out, H + 1, W + 1]`.
+fn deinterleave<B: Backend>(g: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c_out, h2, w2] = g.dims();
+    let dims = [n, c_out, h2 / 2, w2 / 2];
+    if is_cpu_backend::<B>() {
+        let out = [n, 4 * c_out, dims[2] + 1, dims[3] + 1];
+        return on_host(g, |values| deinterleave_host(values, dims), out);
+    }
+    deinterleave_ops(g)
+}
+
+/// [`deinterleave`] by burn's ops: the phases split off by a reshape, each padded to its
+/// offset.
+fn deinterleave_ops<B: Backend>(g: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c_out, h2, w2] = g.dims();
+    let (h, w) = (h2 / 2, w2 / 2);
+    let phases = g
+        .reshape([n, c_out, h, 2, w, 2])
+        .permute([0, 3, 5, 1, 2, 4])
+        .reshape([n, 4 * c_out, h, w]);
+    let padded = (0..4)
+        .map(|p| {
+            let (a, b) = (p / 2, p % 2);
+            phases
+                .clone()
+                .narrow(1, p * c_out, c_out)
+                .pad([(a, 1 - a), (b, 1 - b)], PadMode::Constant(0.0))
+        })
+        .collect();
+    Tensor::cat(padded, 1)
+}
+
+/// Marker of the [`interleave`] node.
+#[derive(Debug)]
+struct Interleave;
+
+impl<B: Backend> Backward<B, 1> for Interleave {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = float_tensor::<B, 4>(grads.consume::<B>(&ops.node));
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, deinterleave(g).into_primitive().tensor());
+        }
+    }
+}
+
+/// [`interleave`] as one node of burn's autodiff: the forward on the inner backend, the backward
+/// [`deinterleave`]. Through burn's ops each of the four windows' backward would write a
+/// zero-filled copy of all of `z`, and the two stacks' backward would cut the gradient again.
+fn interleave_node<B: Backend>(z: Tensor<Autodiff<B>, 4>) -> Tensor<Autodiff<B>, 4> {
+    let z = z.into_primitive().tensor();
+    let out = interleave(float_tensor::<B, 4>(z.primitive.clone()))
+        .into_primitive()
+        .tensor();
+    let node = Interleave
+        .prepare::<NoCheckpointing>([z.node.clone()])
+        .compute_bound()
+        .stateless(out);
+    float_tensor::<Autodiff<B>, 4>(node)
+}
+
+/// `f` on the values of `t` (a CPU backend's tensor), its result of `dims` on `t`'s device.
+fn on_host<B: Backend>(
+    t: Tensor<B, 4>,
+    f: impl FnOnce(&[f32]) -> Vec<f32>,
+    dims: [usize; 4],
+) -> Tensor<B, 4> {
+    let device = t.device();
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default();
+    Tensor::from_data(TensorData::new(f(&values), dims), &device)
 }
 
 /// [`interleave`] on host values, `[n, c_out, h, w]` the output's dimensions before doubling.
@@ -123,6 +226,28 @@ fn interleave_host(z: &[f32], [n, c_out, h, w]: [usize; 4]) -> Vec<f32> {
                         pair[0] = l[j];
                         pair[1] = r[j];
                     }
+                }
+            }
+        });
+    out
+}
+
+/// [`deinterleave`] on host values, `[n, c_out, h, w]` the output's dimensions before doubling.
+fn deinterleave_host(g: &[f32], [n, c_out, h, w]: [usize; 4]) -> Vec<f32> {
+    let (h1, w1) = (h + 1, w + 1);
+    let mut out = vec![0.0f32; n * 4 * c_out * h1 * w1];
+    out.par_chunks_mut(h1 * w1)
+        .enumerate()
+        .for_each(|(channel, dst)| {
+            let (image, rest) = (channel / (4 * c_out), channel % (4 * c_out));
+            let (phase, o) = (rest / c_out, rest % c_out);
+            let (a, b) = (phase / 2, phase % 2);
+            let plane = &g[(image * c_out + o) * 4 * h * w..][..4 * h * w];
+            for i in 0..h {
+                let row = &plane[(2 * i + a) * 2 * w..][..2 * w];
+                let target = &mut dst[(i + a) * w1 + b..][..w];
+                for (t, pair) in target.iter_mut().zip(row.chunks_exact(2)) {
+                    *t = pair[b];
                 }
             }
         });
@@ -173,8 +298,7 @@ mod tests {
     }
 
     /// The phases' output against the upsampled image's 3x3 convolution by direct summation in
-    /// f64, at odd and even sizes, through the host interleave (CPU backend) and burn's ops
-    /// (its autodiff).
+    /// f64, at odd and even sizes, on the CPU backend and under autodiff (the node).
     #[test]
     fn phases_equal_the_upsampled_convolution() {
         for (c_in, c_out, h, w) in [(3, 2, 1, 1), (4, 5, 3, 6), (6, 3, 5, 4)] {
@@ -279,5 +403,53 @@ mod tests {
             let source = (channel * (h + 1) + yy / 2 + a) * (w + 1) + xx / 2 + b;
             assert_eq!(value, z[source], "output {index}");
         }
+    }
+
+    /// burn's-ops versions (the GPU's) equal the host ones, both ways.
+    #[test]
+    fn ops_equal_the_host_loops() {
+        let device = Default::default();
+        let [n, c_out, h, w] = [2, 3, 4, 5];
+        let z = values(n * 4 * c_out * (h + 1) * (w + 1), 5);
+        let g = values(n * c_out * 4 * h * w, 6);
+        let zt = Tensor::<B, 4>::from_data(
+            TensorData::new(z.clone(), [n, 4 * c_out, h + 1, w + 1]),
+            &device,
+        );
+        let gt = Tensor::<B, 4>::from_data(
+            TensorData::new(g.clone(), [n, c_out, 2 * h, 2 * w]),
+            &device,
+        );
+        let forward = interleave_ops(zt).into_data().into_vec::<f32>().unwrap();
+        assert_eq!(forward, interleave_host(&z, [n, c_out, h, w]));
+        let backward = deinterleave_ops(gt).into_data().into_vec::<f32>().unwrap();
+        assert_eq!(backward, deinterleave_host(&g, [n, c_out, h, w]));
+    }
+
+    /// The backward is the forward's adjoint: `<interleave(z), g> = <z, deinterleave(g)>`, and
+    /// it leaves zero what no phase reads.
+    #[test]
+    fn deinterleave_is_the_adjoint() {
+        let [n, c_out, h, w] = [2, 3, 4, 5];
+        let z = values(n * 4 * c_out * (h + 1) * (w + 1), 8);
+        let g = values(n * c_out * 4 * h * w, 9);
+        let dot = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| *x as f64 * *y as f64)
+                .sum::<f64>()
+        };
+        let dz = deinterleave_host(&g, [n, c_out, h, w]);
+        let (left, right) = (
+            dot(&interleave_host(&z, [n, c_out, h, w]), &g),
+            dot(&z, &dz),
+        );
+        assert!(
+            (left - right).abs() < 1e-9 * left.abs().max(1.0),
+            "{left} vs {right}"
+        );
+        // Phase (0, 0) never reads z's last row.
+        let last_row = &dz[h * (w + 1)..(h + 1) * (w + 1)];
+        assert!(last_row.iter().all(|&v| v == 0.0));
     }
 }
