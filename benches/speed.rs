@@ -144,7 +144,9 @@ fn sync(device: &Device<Selected>) {
     Selected::sync(device).expect("device synchronisation");
 }
 
-/// Multiply-adds of the paper's G at `h x w` (Fig. 10), counted from its layer table.
+/// Multiply-adds of the paper's G at `h x w` (Fig. 10), counted from its layer table: the
+/// network's nominal count, as PyTorch runs it (toonsmith's `up1` and `up2`, their upsampling
+/// folded in by `kernels::subpixel`, do 4/9 of theirs), so both sides' GFLOP/s compare.
 fn generator_flops(h: usize, w: usize) -> f64 {
     let g = GeneratorConfig::default();
     // (c_in, c_out, k, output scale 1/s): every dense convolution of G.
