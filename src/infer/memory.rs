@@ -52,10 +52,15 @@ pub fn auto_tile_above(channels: usize) -> usize {
     if device::is_cpu_backend::<device::Selected>() {
         return available_bytes().map_or(MIN_TILE_ABOVE, tile_above_for);
     }
-    match device::largest_buffer(&device::default_device()) {
+    match largest_buffer() {
         Some(largest) => whole_pixels_for_buffer(largest, channels).min(MIN_TILE_ABOVE),
         None => MIN_TILE_ABOVE,
     }
+}
+
+/// The selected backend's largest buffer on its default device ([`device::largest_buffer`]).
+fn largest_buffer() -> Option<u64> {
+    device::largest_buffer(&device::default_device())
 }
 
 /// The most (padded) pixels a photo may have for G's whole forward on a device whose largest
@@ -69,7 +74,7 @@ pub fn whole_pixels_for_buffer(largest_buffer: u64, channels: usize) -> usize {
 /// pixels on each side, square) stay within [`whole_pixels_for_buffer`] of the device's
 /// largest buffer; never below `multiple`. Unchanged on the CPU backend.
 pub fn fit_tile_core(core: usize, halo: usize, channels: usize, multiple: usize) -> usize {
-    match device::largest_buffer(&device::default_device()) {
+    match largest_buffer() {
         Some(largest) => tile_core_for_buffer(
             core,
             halo,

@@ -34,7 +34,7 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::{float_tensor, same_type};
+use super::{float_tensor, host_values, same_type};
 #[cfg(feature = "flex")]
 use crate::device::CpuBackend;
 use crate::device::{is_cpu_backend, Selected, SelectedAutodiff};
@@ -197,11 +197,7 @@ fn on_host<B: Backend>(
     dims: [usize; 4],
 ) -> Tensor<B, 4> {
     let device = t.device();
-    let values = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap_or_default();
+    let values = host_values(t);
     Tensor::from_data(TensorData::new(f(&values), dims), &device)
 }
 

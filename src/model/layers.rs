@@ -156,10 +156,10 @@ impl<B: Backend> Conv<B> {
     /// # Shapes
     /// `[N, C_in, H, W]` -> `[N, C_out, 2H, 2W]`.
     pub fn forward_upsampled(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let weight = self.weight_now();
-        if weight.dims()[2..] != [3, 3] || self.stride != 1 || self.groups != 1 {
+        if self.weight.dims()[2..] != [3, 3] || self.stride != 1 || self.groups != 1 {
             return self.forward(upsample_nearest2(x));
         }
+        let weight = self.weight_now();
         let bias = self.bias.as_ref().map(|b| subpixel::phase_bias(b.val()));
         let (x, pad) = match self.padding {
             Padding::Zeros => (x, 1),
