@@ -144,7 +144,8 @@ fn input_weight_grads(
             Some(p) => Cow::Owned(p.split_batch(&x)),
             None => x,
         };
-        let dw = wgrad::weight_grad(&x_inner, g, &inner);
+        let live = phases.as_ref().map(Polyphase::live_terms);
+        let dw = wgrad::weight_grad_of(&x_inner, g, &inner, live.as_deref());
         let dw = match &phases {
             Some(p) => p.weights_grad(&dw),
             None => dw,

@@ -85,19 +85,56 @@ pub(crate) fn pad_input(x: &[f32], s: &ConvShape) -> Vec<f32> {
     out
 }
 
-/// Weights `[C_out, C_in, k, k]` as panels of [`MR`] output channels, term-major:
-/// `panel[term * MR + r]`, zero rows past `C_out`.
-fn pack_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
-    let terms = s.c_in * s.k * s.k;
-    let panels = s.c_out.div_ceil(MR);
-    let mut packed = vec![0.0; panels * terms * MR];
-    for o in 0..s.c_out {
-        let (p, r) = (o / MR, o % MR);
-        for t in 0..terms {
-            packed[(p * terms + t) * MR + r] = weight[o * terms + t];
+/// A direct convolution's weights in panels of [`MR`] output channels, each holding only its
+/// live terms: a term `(c, ky, kx)` whose weight is zero for every channel of the panel adds
+/// nothing, and is skipped. Those are structural in the phase convolutions: a stride-2 3x3
+/// convolution by its phases ([`super::polyphase`]) has 16 terms per input channel of which 7
+/// are always zero (9 live), and its input gradient's panels, one phase each, 4, 2, 2 or 1 of
+/// 4. (Skipping a zero weight also skips `0 x inf = NaN`: an infinite input value then
+/// reaches the output only through its live terms.)
+struct Panels {
+    /// `weights[(start_p + t) * MR + r]`: live term `t` of panel `p`, output channel
+    /// `p * MR + r` (zero past `C_out`).
+    weights: Vec<f32>,
+    /// Offset in the padded input of each live term, panel after panel ([`term_offsets`]).
+    offsets: Vec<usize>,
+    /// Where each panel's live terms start, and after the last, their total.
+    starts: Vec<usize>,
+}
+
+impl Panels {
+    /// `weight` `[C_out, C_in, k, k]`, each term at `offsets[term]`.
+    fn pack(weight: &[f32], c_out: usize, offsets: &[usize]) -> Self {
+        let terms = offsets.len();
+        let mut panels = Self {
+            weights: Vec::with_capacity(c_out.div_ceil(MR) * MR * terms),
+            offsets: Vec::with_capacity(c_out.div_ceil(MR) * terms),
+            starts: vec![0],
+        };
+        for p in 0..c_out.div_ceil(MR) {
+            let outputs = p * MR..c_out.min(p * MR + MR);
+            for (t, &offset) in offsets.iter().enumerate() {
+                let column = outputs.clone().map(|o| weight[o * terms + t]);
+                if column.clone().all(|v| v == 0.0) {
+                    continue;
+                }
+                panels.offsets.push(offset);
+                panels.weights.extend(column);
+                panels.weights.resize(panels.offsets.len() * MR, 0.0);
+            }
+            panels.starts.push(panels.offsets.len());
         }
+        panels
     }
-    packed
+
+    /// Panel `p`'s weights and offsets.
+    fn panel(&self, p: usize) -> (&[f32], &[usize]) {
+        let terms = self.starts[p]..self.starts[p + 1];
+        (
+            &self.weights[terms.start * MR..terms.end * MR],
+            &self.offsets[terms],
+        )
+    }
 }
 
 /// Offset in the padded input of each term `(c, ky, kx)`, in the weight's order.
@@ -181,12 +218,8 @@ struct Plan {
 enum Algorithm {
     /// F(2x2, 3x3) on the transformed weights ([`super::winograd::transform_weights`]).
     Winograd(Vec<f32>),
-    /// Direct summation on panels of weights ([`pack_weights`]) and each term's offset in the
-    /// padded input ([`term_offsets`]).
-    Direct {
-        packed: Vec<f32>,
-        offsets: Vec<usize>,
-    },
+    /// Direct summation of each panel's live terms ([`Panels`]).
+    Direct(Panels),
 }
 
 impl Plan {
@@ -203,10 +236,7 @@ impl Plan {
         let algorithm = if super::winograd::applies(s) {
             Algorithm::Winograd(super::winograd::transform_weights(weight, s))
         } else {
-            Algorithm::Direct {
-                packed: pack_weights(weight, s),
-                offsets: term_offsets(&shape),
-            }
+            Algorithm::Direct(Panels::pack(weight, s.c_out, &term_offsets(&shape)))
         };
         Self {
             shape,
@@ -227,11 +257,11 @@ impl Plan {
             Algorithm::Winograd(packed) => {
                 super::winograd::conv2d_into(x, packed, &self.bias, s, out)
             }
-            Algorithm::Direct { packed, offsets } => self.direct(x, packed, offsets, out),
+            Algorithm::Direct(panels) => self.direct(x, panels, out),
         }
     }
 
-    fn direct(&self, x: &[f32], packed: &[f32], offsets: &[usize], out: &mut [f32]) {
+    fn direct(&self, x: &[f32], panels: &Panels, out: &mut [f32]) {
         let s = &self.shape;
         let xpad = pad_input(x, s);
         let ptr = OutPtr(out.as_mut_ptr());
@@ -240,17 +270,7 @@ impl Plan {
             // SAFETY: AVX-512 was checked in `new`; row `y` of every output channel is written
             // by this iteration only; reads stay inside `xpad` (which has SLACK floats of slack
             // past the last row) and `packed`.
-            unsafe {
-                conv_row(
-                    &xpad[y * wp..],
-                    packed,
-                    offsets,
-                    &self.bias,
-                    ptr.get(),
-                    y,
-                    s,
-                )
-            };
+            unsafe { conv_row(&xpad[y * wp..], panels, &self.bias, ptr.get(), y, s) };
         });
     }
 }
@@ -268,18 +288,16 @@ pub fn conv2d_batch(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvSha
 #[target_feature(enable = "avx512f")]
 unsafe fn conv_row(
     xrow: &[f32],
-    packed: &[f32],
-    offsets: &[usize],
+    panels: &Panels,
     bias: &[f32],
     out: *mut f32,
     y: usize,
     s: &ConvShape,
 ) {
     let (oh, ow) = (s.out_h(), s.out_w());
-    let terms = offsets.len();
     let plane = oh * ow;
     for p in 0..s.c_out.div_ceil(MR) {
-        let panel = &packed[p * terms * MR..(p + 1) * terms * MR];
+        let (panel, offsets) = panels.panel(p);
         let rows = MR.min(s.c_out - p * MR);
         let bias = &bias[p * MR..p * MR + MR];
         let mut x0 = 0;
@@ -319,15 +337,7 @@ unsafe fn conv_row(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn conv_row(
-    _: &[f32],
-    _: &[f32],
-    _: &[usize],
-    _: &[f32],
-    _: *mut f32,
-    _: usize,
-    _: &ConvShape,
-) {
+unsafe fn conv_row(_: &[f32], _: &Panels, _: &[f32], _: *mut f32, _: usize, _: &ConvShape) {
     unreachable!("conv2d checks `available` first")
 }
 
@@ -440,6 +450,49 @@ mod tests {
             for (j, (g, e)) in got.iter().zip(&want).enumerate() {
                 assert!((g - e).abs() < 1e-4, "{s:?} at {j}: {g} vs {e}");
             }
+        }
+    }
+
+    #[test]
+    fn terms_zero_for_a_whole_panel_are_skipped_and_change_nothing() {
+        if !available() {
+            eprintln!("no AVX-512 here: conv2d not tested");
+            return;
+        }
+        // 20 output channels (panels of 8, 8, 4), 3 x 3 x 3 = 27 terms. Panel 0: input
+        // channel 1 zero for all its outputs (9 terms skipped) and tap (0, 0) of channel 0 zero
+        // for all but output 3 (kept); panel 1: every weight zero (bias only); panel 2: tap
+        // (2, 2) of every channel zero (3 skipped).
+        let s = ConvShape {
+            c_in: 3,
+            c_out: 20,
+            h: 7,
+            w: 19,
+            k: 3,
+            pad: 1,
+        };
+        let mut wt = values(20 * 27, 5);
+        for o in 0..20 {
+            let kernel = &mut wt[o * 27..(o + 1) * 27];
+            match o {
+                0..=7 => {
+                    kernel[9..18].fill(0.0);
+                    if o != 3 {
+                        kernel[0] = 0.0;
+                    }
+                }
+                8..=15 => kernel.fill(0.0),
+                _ => (0..3).for_each(|c| kernel[c * 9 + 8] = 0.0),
+            }
+        }
+        let panels = Panels::pack(&wt, s.c_out, &term_offsets(&s));
+        assert_eq!(panels.starts, [0, 18, 18, 18 + 24]);
+        let x = values(3 * 7 * 19, 6);
+        let b = values(20, 7);
+        let got = conv2d(&x, &wt, Some(&b), &s);
+        let want = direct_conv(&x, &wt, Some(&b), &s);
+        for (j, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert!((g - e).abs() < 1e-4, "at {j}: {g} vs {e}");
         }
     }
 

@@ -28,6 +28,16 @@ const CHUNK: usize = 1024;
 /// # Panics
 /// If the slices do not match `s` or [`super::conv::available`] is false.
 pub fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
+    weight_grad_of(x, g, s, None)
+}
+
+/// [`weight_grad`] of the terms `(c, ky, kx)` that `live` marks (all where `None`), zero for
+/// the others: a stride-2 convolution's phase kernel has taps that are always zero
+/// ([`super::polyphase::Polyphase::live_terms`]), whose gradient nobody reads.
+///
+/// # Panics
+/// As [`weight_grad`]; if `live` does not have `C_in k k` entries.
+pub fn weight_grad_of(x: &[f32], g: &[f32], s: &ConvShape, live: Option<&[bool]>) -> Vec<f32> {
     assert!(super::conv::available(), "weight_grad needs AVX-512");
     // Winograd where it runs the forward too (`wgrad_layers H W C_in C_out 2`, each path
     // forced in turn while it was written, direct / Winograd: 128 -> 128 at 128x128
@@ -39,9 +49,18 @@ pub fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
     let (image_in, image_out) = (s.c_in * s.h * s.w, s.c_out * oh * ow);
     assert_eq!(x.len() / image_in.max(1), g.len() / image_out.max(1));
     let terms = s.c_in * s.k * s.k;
-    // Padded to a multiple of C with a harmless offset; those columns are never read back.
-    let mut offsets = term_offsets(s);
-    offsets.resize(terms.div_ceil(C) * C, 0);
+    // The computed terms (`kept[i]` is term `kept[i]` of the kernel) and their offsets, padded
+    // to a multiple of C with a harmless offset; those columns are never read back.
+    let all = term_offsets(s);
+    let kept: Vec<usize> = match live {
+        Some(live) => {
+            assert_eq!(live.len(), terms, "one flag per term");
+            (0..terms).filter(|&t| live[t]).collect()
+        }
+        None => (0..terms).collect(),
+    };
+    let mut offsets: Vec<usize> = kept.iter().map(|&t| all[t]).collect();
+    offsets.resize(kept.len().div_ceil(C) * C, 0);
     let wp = s.w + 2 * s.pad;
     let len = (oh * wp).next_multiple_of(LANES);
     // Per block of R channels and C terms, R x C vectors of 16 partial sums, added to at every
@@ -70,11 +89,12 @@ pub fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
         }
     }
     let mut dw = vec![0.0f32; s.c_out * terms];
-    dw.par_iter_mut().enumerate().for_each(|(i, v)| {
-        let (o, t) = (i / terms, i % terms);
-        let (r, j) = (o % R, t % C);
-        let at = (o / R) * per_block + (((t / C) * R + r) * C + j) * LANES;
-        *v = partial[at..at + LANES].iter().sum();
+    dw.par_chunks_mut(terms).enumerate().for_each(|(o, row)| {
+        for (i, &t) in kept.iter().enumerate() {
+            let (r, j) = (o % R, i % C);
+            let at = (o / R) * per_block + (((i / C) * R + r) * C + j) * LANES;
+            row[t] = partial[at..at + LANES].iter().sum();
+        }
     });
     dw
 }
@@ -179,6 +199,33 @@ mod tests {
             for (j, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() < 1e-3, "{s:?} at {j}: {a} vs {b}");
             }
+        }
+    }
+
+    #[test]
+    fn only_the_live_terms_are_computed() {
+        if !super::super::conv::available() {
+            eprintln!("no AVX-512 here: weight_grad not tested");
+            return;
+        }
+        // 7 x 2 x 2 = 28 terms, every third one live (not a multiple of C).
+        let s = ConvShape {
+            c_in: 7,
+            c_out: 6,
+            h: 9,
+            w: 21,
+            k: 2,
+            pad: 0,
+        };
+        let [oh, ow] = s.out_size();
+        let x = values(2 * 7 * 9 * 21, 3);
+        let g = values(2 * 6 * oh * ow, 4);
+        let live: Vec<bool> = (0..28).map(|t| t % 3 == 1).collect();
+        let got = weight_grad_of(&x, &g, &s, Some(&live));
+        let want = direct_weight_grad(&x, &g, &s, 2);
+        for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+            let b = if live[j % 28] { *b } else { 0.0 };
+            assert!((a - b).abs() < 1e-3, "at {j}: {a} vs {b}");
         }
     }
 }
