@@ -263,6 +263,9 @@ impl Plan {
 
     fn direct(&self, x: &[f32], panels: &Panels, out: &mut [f32]) {
         let s = &self.shape;
+        if s.k == 1 && s.pad == 0 {
+            return self.pointwise(x, panels, out);
+        }
         let xpad = pad_input(x, s);
         let ptr = OutPtr(out.as_mut_ptr());
         let wp = s.w + 2 * s.pad;
@@ -273,6 +276,91 @@ impl Plan {
             unsafe { conv_row(&xpad[y * wp..], panels, &self.bias, ptr.get(), y, s) };
         });
     }
+
+    /// A 1x1 convolution without padding: per block of 48 pixels of a row, the block's values
+    /// of every input channel copied into one contiguous buffer (each term's three vectors
+    /// were three cache lines of a different channel plane), then every panel of output
+    /// channels on it.
+    fn pointwise(&self, x: &[f32], panels: &Panels, out: &mut [f32]) {
+        let s = &self.shape;
+        let plane = s.h * s.w;
+        let block = NV * LANES;
+        // Each live term's offset in the buffer: its channel's run of 48.
+        let offsets: Vec<usize> = panels.offsets.iter().map(|&o| o / plane * block).collect();
+        let ptr = OutPtr(out.as_mut_ptr());
+        (0..s.h).into_par_iter().for_each_init(
+            || vec![0.0f32; s.c_in * block],
+            |buf, y| {
+                let mut x0 = 0;
+                while x0 < s.w {
+                    let n = (s.w - x0).min(block);
+                    for (c, dst) in buf.chunks_mut(block).enumerate() {
+                        dst[..n].copy_from_slice(&x[c * plane + y * s.w + x0..][..n]);
+                    }
+                    // SAFETY: AVX-512 was checked in `new`; row `y` of every output channel
+                    // is written by this iteration only; reads stay inside `buf`.
+                    unsafe {
+                        pointwise_block(buf, panels, &offsets, &self.bias, ptr.get(), (y, x0, n), s)
+                    };
+                    x0 += n;
+                }
+            },
+        );
+    }
+}
+
+/// Pixels `x0..x0 + n` of output row `y` of every output channel, from `buf` (the block's
+/// input, 48 values per channel).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pointwise_block(
+    buf: &[f32],
+    panels: &Panels,
+    offsets: &[usize],
+    bias: &[f32],
+    out: *mut f32,
+    (y, x0, n): (usize, usize, usize),
+    s: &ConvShape,
+) {
+    let plane = s.h * s.w;
+    let nv = n.div_ceil(LANES);
+    let tail = n - (nv - 1) * LANES;
+    let mask = if tail == LANES {
+        u16::MAX
+    } else {
+        (1u16 << tail) - 1
+    };
+    for p in 0..s.c_out.div_ceil(MR) {
+        let (panel, _) = panels.panel(p);
+        let terms = panels.starts[p]..panels.starts[p + 1];
+        let tile = Tile {
+            panel,
+            offsets: &offsets[terms],
+            bias: &bias[p * MR..p * MR + MR],
+            // SAFETY: see `Plan::pointwise`.
+            dst: unsafe { out.add(p * MR * plane + y * s.w + x0) },
+            plane,
+            rows: MR.min(s.c_out - p * MR),
+        };
+        match nv {
+            1 => unsafe { micro::<1>(&tile, buf.as_ptr(), mask) },
+            2 => unsafe { micro::<2>(&tile, buf.as_ptr(), mask) },
+            _ => unsafe { micro::<NV>(&tile, buf.as_ptr(), mask) },
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn pointwise_block(
+    _: &[f32],
+    _: &Panels,
+    _: &[usize],
+    _: &[f32],
+    _: *mut f32,
+    _: (usize, usize, usize),
+    _: &ConvShape,
+) {
+    unreachable!("conv2d checks `available` first")
 }
 
 /// [`conv2d`] of every image of a batch `x` `[N, C_in, H, W]`; returns `[N, C_out, H_out, W_out]`.
