@@ -323,13 +323,6 @@ unsafe fn pointwise_block(
     s: &ConvShape,
 ) {
     let plane = s.h * s.w;
-    let nv = n.div_ceil(LANES);
-    let tail = n - (nv - 1) * LANES;
-    let mask = if tail == LANES {
-        u16::MAX
-    } else {
-        (1u16 << tail) - 1
-    };
     for p in 0..s.c_out.div_ceil(MR) {
         let (panel, _) = panels.panel(p);
         let terms = panels.starts[p]..panels.starts[p + 1];
@@ -342,11 +335,7 @@ unsafe fn pointwise_block(
             plane,
             rows: MR.min(s.c_out - p * MR),
         };
-        match nv {
-            1 => unsafe { micro::<1>(&tile, buf.as_ptr(), mask) },
-            2 => unsafe { micro::<2>(&tile, buf.as_ptr(), mask) },
-            _ => unsafe { micro::<NV>(&tile, buf.as_ptr(), mask) },
-        }
+        unsafe { micro_upto(&tile, buf.as_ptr(), n) };
     }
 }
 
@@ -402,24 +391,9 @@ unsafe fn conv_row(
                 plane,
                 rows,
             };
-            if left >= NV * LANES {
-                unsafe { micro::<NV>(&tile, src, u16::MAX) };
-                x0 += NV * LANES;
-            } else {
-                let nv = left.div_ceil(LANES);
-                let tail = left - (nv - 1) * LANES;
-                let mask = if tail == LANES {
-                    u16::MAX
-                } else {
-                    (1u16 << tail) - 1
-                };
-                match nv {
-                    1 => unsafe { micro::<1>(&tile, src, mask) },
-                    2 => unsafe { micro::<2>(&tile, src, mask) },
-                    _ => unsafe { micro::<NV>(&tile, src, mask) },
-                }
-                x0 = ow;
-            }
+            let n = left.min(NV * LANES);
+            unsafe { micro_upto(&tile, src, n) };
+            x0 += n;
         }
     }
 }
@@ -437,6 +411,26 @@ pub(crate) struct Tile<'a> {
     pub(crate) dst: *mut f32,
     pub(crate) plane: usize,
     pub(crate) rows: usize,
+}
+
+/// [`micro`] on `n` pixels (1 to 48): as many vectors as they need, the last stored under a
+/// mask.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn micro_upto(t: &Tile, src: *const f32, n: usize) {
+    let nv = n.div_ceil(LANES);
+    let tail = n - (nv - 1) * LANES;
+    let mask = if tail == LANES {
+        u16::MAX
+    } else {
+        (1u16 << tail) - 1
+    };
+    // SAFETY: as the caller's call of `micro` would be.
+    match nv {
+        1 => unsafe { micro::<1>(t, src, mask) },
+        2 => unsafe { micro::<2>(t, src, mask) },
+        _ => unsafe { micro::<NV>(t, src, mask) },
+    }
 }
 
 /// `MR x (V * 16)` outputs: every term's `V` input vectors times 8 broadcast weights, summed

@@ -238,9 +238,6 @@ impl Block<'_> {
             };
         }
         let panels = s.c_out.div_ceil(MR);
-        let nv = nb.div_ceil(LANES);
-        let tail = nb - (nv - 1) * LANES;
-        let mask = lanes(tail);
         for first in (0..panels).step_by(self.group) {
             let group = self.group.min(panels - first);
             for p in 0..P {
@@ -256,13 +253,9 @@ impl Block<'_> {
                         plane: NB,
                         rows: MR,
                     };
-                    // SAFETY: every term reads `nv` vectors at `src + c NB`, inside `v`; the
+                    // SAFETY: every term reads the vectors of `nb` values at `src + c NB`, inside `v`; the
                     // stores stay in the `MR x NB` slot (p, k) of `m`.
-                    match nv {
-                        1 => unsafe { conv::micro::<1>(&tile, src, mask) },
-                        2 => unsafe { conv::micro::<2>(&tile, src, mask) },
-                        _ => unsafe { conv::micro::<3>(&tile, src, mask) },
-                    }
+                    unsafe { conv::micro_upto(&tile, src, nb) };
                 }
             }
             for k in 0..group {
