@@ -218,6 +218,9 @@ struct Plan {
 enum Algorithm {
     /// F(2x2, 3x3) on the transformed weights ([`super::winograd::transform_weights`]).
     Winograd(Vec<f32>),
+    /// F(2, 7) along rows on the transformed weights
+    /// ([`super::winograd_rows::transform_weights`]).
+    Rows7(Vec<f32>),
     /// Direct summation of each panel's live terms ([`Panels`]).
     Direct(Panels),
 }
@@ -235,6 +238,8 @@ impl Plan {
         let shape = recut_1x1(s).unwrap_or(*s);
         let algorithm = if super::winograd::applies(s) {
             Algorithm::Winograd(super::winograd::transform_weights(weight, s))
+        } else if super::winograd_rows::applies(s) {
+            Algorithm::Rows7(super::winograd_rows::transform_weights(weight, s))
         } else {
             Algorithm::Direct(Panels::pack(weight, s.c_out, &term_offsets(&shape)))
         };
@@ -256,6 +261,9 @@ impl Plan {
         match &self.algorithm {
             Algorithm::Winograd(packed) => {
                 super::winograd::conv2d_into(x, packed, &self.bias, s, out)
+            }
+            Algorithm::Rows7(packed) => {
+                super::winograd_rows::conv2d_into(x, packed, &self.bias, s, out)
             }
             Algorithm::Direct(panels) => self.direct(x, panels, out),
         }

@@ -47,12 +47,12 @@ const NB: usize = 3 * LANES;
 const P: usize = 16;
 /// Gathered columns of one parity per block row: `NB + 1` rounded up to whole vectors, plus a
 /// vector of slack for the loads at `t + 1`.
-const GATHER: usize = NB + 2 * LANES;
+pub(crate) const GATHER: usize = NB + 2 * LANES;
 /// Most panels of output channels whose products are computed together (64 channels: their
 /// products, 16 x 64 x 48 floats, stay in L2); see [`Block::group`].
 const GROUP: usize = 8;
 /// Channels ahead whose input rows are prefetched.
-const PREFETCH: usize = 4;
+pub(crate) const PREFETCH: usize = 4;
 /// The four padded input rows under a row of tiles, even and odd columns.
 type Rows = [[[f32; GATHER]; 2]; 4];
 
@@ -401,7 +401,7 @@ unsafe fn transform_channels(
 
 /// Asks for rows `rows` and columns `cols` of `plane` (`h x w`), both shifted back by `pad`
 /// and clipped to the plane, to be brought into the cache.
-fn prefetch(
+pub(crate) fn prefetch(
     plane: &[f32],
     (h, w): (usize, usize),
     rows: Range<usize>,
@@ -426,7 +426,7 @@ fn prefetch(
 /// `even[j]` and `first + 2 j + 1` into `odd[j]` for `j` in `0..=n` (zeros outside the row).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn gather(
+pub(crate) unsafe fn gather(
     plane: &[f32],
     (h, w): (usize, usize),
     y: isize,
