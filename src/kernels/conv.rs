@@ -280,7 +280,7 @@ impl Plan {
         (0..s.out_h()).into_par_iter().for_each(|y| {
             // SAFETY: AVX-512 was checked in `new`; row `y` of every output channel is written
             // by this iteration only; reads stay inside `xpad` (which has SLACK floats of slack
-            // past the last row) and `packed`.
+            // past the last row) and `panels`.
             unsafe { conv_row(&xpad[y * wp..], panels, &self.bias, ptr.get(), y, s) };
         });
     }

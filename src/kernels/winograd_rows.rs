@@ -218,7 +218,10 @@ impl Task<'_> {
 
     /// `M_p` of every output row of the band: per position, per row, per panel, one
     /// micro-kernel call over the `7 C_in` terms `(ky, c)`.
-    fn products(&self, packed: &[f32], scratch: &mut Scratch) {
+    ///
+    /// # Safety
+    /// AVX-512 is available.
+    unsafe fn products(&self, packed: &[f32], scratch: &mut Scratch) {
         let s = self.s;
         let terms = K * s.c_in;
         let panels = s.c_out.div_ceil(MR);
@@ -237,7 +240,7 @@ impl Task<'_> {
                         plane: TB,
                         rows: MR,
                     };
-                    // SAFETY: AVX-512 was checked by `applies`; term `(ky, c)` reads `n` values
+                    // SAFETY: AVX-512 (the contract); term `(ky, c)` reads `n` values
                     // of V's row `y + ky`, channel `c` (inside `v`: rows `y + ky < rows`); the
                     // stores stay in slot (y, p, panel) of `m`.
                     unsafe { conv::micro_upto(&tile, src, n) };
