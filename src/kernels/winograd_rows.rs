@@ -38,6 +38,8 @@ const K: usize = 7;
 const TB: usize = 3 * LANES;
 /// Output rows per task.
 const BAND: usize = 8;
+/// Input rows a full band reads (its rows and the kernel's 6 more).
+const ROWS: usize = BAND + K - 1;
 
 /// `B^T` of F(2, 7): row `p` combines the 8 input values of a tile into its `p`-th value.
 const BT: [[f32; ALPHA]; ALPHA] = [
@@ -115,10 +117,11 @@ pub(crate) fn conv2d_into(x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape
     let bands = s.h.div_ceil(BAND);
     let ptr = OutPtr(out.as_mut_ptr());
     let panels = s.c_out.div_ceil(MR);
-    let rows = BAND + K - 1;
+    // Term `(ky, c)` (the `ky * C_in + c`-th) starts that many runs of 48 into `V`.
+    let offsets: Vec<usize> = (0..K * s.c_in).map(|t| t * TB).collect();
     (0..bands * blocks).into_par_iter().for_each_init(
         || Scratch {
-            v: vec![0.0; ALPHA * rows * s.c_in * TB],
+            v: vec![0.0; ALPHA * ROWS * s.c_in * TB],
             m: vec![0.0; BAND * ALPHA * panels * MR * TB],
         },
         |scratch, task| {
@@ -131,7 +134,7 @@ pub(crate) fn conv2d_into(x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape
             // rows in its block's columns.
             unsafe {
                 task.transform_input(x, &mut scratch.v);
-                task.products(packed, scratch);
+                task.products(packed, &offsets, scratch);
                 task.transform_output(&scratch.m, bias, ptr);
             }
         },
@@ -174,7 +177,6 @@ impl Task<'_> {
     #[target_feature(enable = "avx512f")]
     unsafe fn transform_input(&self, x: &[f32], v: &mut [f32]) {
         let s = self.s;
-        let rows = BAND + K - 1;
         let mut columns = [[0.0f32; winograd::GATHER]; 2];
         let plane_len = s.h * s.w;
         // The padded rows and columns this task reads, for the prefetch of the channel
@@ -205,7 +207,7 @@ impl Task<'_> {
                             }
                         }
                     }
-                    v[((p * rows + r) * s.c_in + c) * TB..][..TB].copy_from_slice(&sums);
+                    v[((p * ROWS + r) * s.c_in + c) * TB..][..TB].copy_from_slice(&sums);
                 }
             }
         }
@@ -221,27 +223,25 @@ impl Task<'_> {
     ///
     /// # Safety
     /// AVX-512 is available.
-    unsafe fn products(&self, packed: &[f32], scratch: &mut Scratch) {
+    unsafe fn products(&self, packed: &[f32], offsets: &[usize], scratch: &mut Scratch) {
         let s = self.s;
         let terms = K * s.c_in;
         let panels = s.c_out.div_ceil(MR);
-        let rows = BAND + K - 1;
-        let offsets: Vec<usize> = (0..terms).map(|t| t * TB).collect();
         let n = self.tiles();
         for p in 0..ALPHA {
             for y in 0..self.rows() {
-                let src = scratch.v[(p * rows + y) * s.c_in * TB..].as_ptr();
+                let src = scratch.v[(p * ROWS + y) * s.c_in * TB..].as_ptr();
                 for panel in 0..panels {
                     let tile = Tile {
                         panel: &packed[(panel * ALPHA + p) * terms * MR..][..terms * MR],
-                        offsets: &offsets,
+                        offsets,
                         bias: &[0.0; MR],
                         dst: scratch.m[((y * ALPHA + p) * panels + panel) * MR * TB..].as_mut_ptr(),
                         plane: TB,
                         rows: MR,
                     };
                     // SAFETY: AVX-512 (the contract); term `(ky, c)` reads `n` values
-                    // of V's row `y + ky`, channel `c` (inside `v`: rows `y + ky < rows`); the
+                    // of V's row `y + ky`, channel `c` (inside `v`: rows `y + ky < ROWS`); the
                     // stores stay in slot (y, p, panel) of `m`.
                     unsafe { conv::micro_upto(&tile, src, n) };
                 }
