@@ -9,9 +9,15 @@
 //! through `conv2d_batch`), e.g. a stride-2 layer's phase convolution `128 64 2 1 0 2`.
 use std::time::Instant;
 
+/// The program's allocator, keeping freed memory: with glibc's, every run's output (up to
+/// 1 GB) is fresh pages that the kernel zeroes, which hid the convolution's own time.
+#[path = "../src/bin/toonsmith/allocator.rs"]
+mod allocator;
+
 use toonsmith::kernels::conv::{available, conv2d_batch, ConvShape};
 
 fn main() {
+    allocator::keep_freed_memory();
     if !available() {
         eprintln!("the host convolution needs AVX-512");
         return;

@@ -218,6 +218,8 @@ struct Plan {
 enum Algorithm {
     /// F(2x2, 3x3) on the transformed weights ([`super::winograd::transform_weights`]).
     Winograd(Vec<f32>),
+    /// F(4x4, 3x3) on the transformed weights ([`super::winograd4::transform_weights`]).
+    Winograd4(Vec<f32>),
     /// F(2, 7) along rows on the transformed weights
     /// ([`super::winograd_rows::transform_weights`]).
     Rows7(Vec<f32>),
@@ -236,7 +238,9 @@ impl Plan {
             bias_padded[..s.c_out].copy_from_slice(b);
         }
         let shape = recut_1x1(s).unwrap_or(*s);
-        let algorithm = if super::winograd::applies(s) {
+        let algorithm = if super::winograd4::applies(s) {
+            Algorithm::Winograd4(super::winograd4::transform_weights(weight, s))
+        } else if super::winograd::applies(s) {
             Algorithm::Winograd(super::winograd::transform_weights(weight, s))
         } else if super::winograd_rows::applies(s) {
             Algorithm::Rows7(super::winograd_rows::transform_weights(weight, s))
@@ -261,6 +265,9 @@ impl Plan {
         match &self.algorithm {
             Algorithm::Winograd(packed) => {
                 super::winograd::conv2d_into(x, packed, &self.bias, s, out)
+            }
+            Algorithm::Winograd4(packed) => {
+                super::winograd4::conv2d_into(x, packed, &self.bias, s, out)
             }
             Algorithm::Rows7(packed) => {
                 super::winograd_rows::conv2d_into(x, packed, &self.bias, s, out)

@@ -26,6 +26,7 @@ pub mod precision;
 pub mod subpixel;
 pub mod wgrad;
 pub(crate) mod winograd;
+pub(crate) mod winograd4;
 pub(crate) mod winograd_rows;
 
 use std::any::{Any, TypeId};

@@ -160,15 +160,15 @@ pub(crate) fn conv2d_into(x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape
 
 /// Tiles `tx0..tx0 + n` of tile row `ty`, at lanes `at..at + n` of their block.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Segment {
-    ty: usize,
-    tx0: usize,
-    n: usize,
-    at: usize,
+pub(crate) struct Segment {
+    pub(crate) ty: usize,
+    pub(crate) tx0: usize,
+    pub(crate) n: usize,
+    pub(crate) at: usize,
 }
 
 /// The tiles `range` (row-major indices, `tw` tiles a row) cut at the ends of tile rows.
-fn segments(range: Range<usize>, tw: usize) -> impl Iterator<Item = Segment> {
+pub(crate) fn segments(range: Range<usize>, tw: usize) -> impl Iterator<Item = Segment> {
     let start = range.start;
     let mut next = start;
     std::iter::from_fn(move || {
@@ -443,16 +443,9 @@ pub(crate) unsafe fn gather(
     let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for k in (0..2 * (n + 1)).step_by(2 * LANES) {
-        let [a, b] = [0, LANES].map(|half| {
-            let start = first + (k + half) as isize;
-            // Lanes whose column lies inside the row.
-            let lo = (-start).clamp(0, LANES as isize) as u32;
-            let hi = (w as isize - start).clamp(0, LANES as isize) as u32;
-            let mask = (lanes(hi as usize) as u32 & !(lanes(lo as usize) as u32)) as u16;
-            // SAFETY: only lanes inside `line` are read (the masked-off lanes are not
-            // accessed); the address itself is formed with wrapping arithmetic.
-            unsafe { _mm512_maskz_loadu_ps(mask, line.as_ptr().wrapping_offset(start)) }
-        });
+        // SAFETY: AVX-512 is enabled here.
+        let [a, b] =
+            [0, LANES].map(|half| unsafe { load_clipped(line, first + (k + half) as isize) });
         // SAFETY: `k / 2 + 16 <= n + 1 + 15 < GATHER`.
         unsafe {
             _mm512_storeu_ps(
@@ -465,6 +458,30 @@ pub(crate) unsafe fn gather(
             );
         }
     }
+}
+
+/// The 16 floats of `line` from index `start`, zeros for those outside it.
+///
+/// # Safety
+/// AVX-512 is available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn load_clipped(line: &[f32], start: isize) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let w = line.len() as isize;
+    if start >= 0 && start + LANES as isize <= w {
+        // SAFETY: the 16 floats lie inside `line`.
+        return unsafe { _mm512_loadu_ps(line.as_ptr().offset(start)) };
+    }
+    // Lanes whose index lies inside the line (a branch taken only at the ends of rows: the
+    // mask's arithmetic cost more than the loads themselves).
+    let lo = (-start).clamp(0, LANES as isize) as usize;
+    let hi = (w - start).clamp(0, LANES as isize) as usize;
+    let mask = lanes(hi) & !lanes(lo);
+    // SAFETY: only lanes inside `line` are read (the masked-off lanes are not accessed); the
+    // address itself is formed with wrapping arithmetic.
+    unsafe { _mm512_maskz_loadu_ps(mask, line.as_ptr().wrapping_offset(start)) }
 }
 
 /// `V_p = (B^T d B)_p` for the segment's tiles of one input channel `plane` (`s.h x s.w`):
@@ -695,7 +712,7 @@ unsafe fn gradient_tiles(
 }
 
 /// Store mask of the first `n` lanes (all for `n >= 16`).
-fn lanes(n: usize) -> u16 {
+pub(crate) fn lanes(n: usize) -> u16 {
     if n >= LANES {
         u16::MAX
     } else {
