@@ -274,6 +274,7 @@ impl Block<'_> {
                         bt_d(std::array::from_fn(load))
                     });
                     // ... then down each column.
+                    #[allow(clippy::needless_range_loop, reason = "`j` picks a column")]
                     for j in 0..A {
                         let column = bt_d(std::array::from_fn(|i| across[i][j]));
                         for (i, value) in column.into_iter().enumerate() {
@@ -317,6 +318,10 @@ impl Block<'_> {
                 let x = M * (tx0 + t);
                 // Output columns of these tiles inside the image.
                 let width = (M * (n - t)).min(s.w - x).min(M * LANES);
+                #[allow(
+                    clippy::needless_range_loop,
+                    reason = "`dy` picks a row of each column"
+                )]
                 for dy in 0..M {
                     let y = M * ty + dy;
                     if y >= s.h {
