@@ -21,6 +21,16 @@ fn generator_matches_reference() {
 }
 
 #[test]
+fn generator_matches_reference_at_a_larger_size() {
+    // 100x136: the host convolution's large-image algorithms (F(4x4, 3x3) at full size) run.
+    let r = reference();
+    let mut g = GeneratorConfig::default().init::<CpuBackend>(&CPU);
+    load_formula(&mut g);
+    let out = g.forward(tensor(&r, "generator.large.input"));
+    assert_close("G", out, tensor(&r, "generator.large.output"), 1e-4);
+}
+
+#[test]
 fn image_discriminator_with_spectral_norm_matches_reference() {
     let r = reference();
     let config = DiscriminatorConfig {
