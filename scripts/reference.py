@@ -426,9 +426,9 @@ def main():
         out[f"loss.value.{k}"] = v.reshape(1).float()
 
     # G at a size where toonsmith's host convolution takes its large-image algorithms
-    # (F(4x4, 3x3) at full size: 25 x 34 tiles), from a generator of its own so the tensors
+    # (F(4x4, 3x3) at full size, F(4x4, 2x2) for the upsampling to it), from a generator of its own so the tensors
     # above keep their values.
-    x = torch.tensor(np.random.default_rng(20222).uniform(-1, 1, (1, 3, 100, 136)).astype(np.float32))
+    x = torch.tensor(np.random.default_rng(20222).uniform(-1, 1, (1, 3, 160, 176)).astype(np.float32))
     out["generator.large.input"], out["generator.large.output"] = x, g(x)
 
     out = {k: v.contiguous().float().clone() for k, v in out.items()}

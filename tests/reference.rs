@@ -22,7 +22,8 @@ fn generator_matches_reference() {
 
 #[test]
 fn generator_matches_reference_at_a_larger_size() {
-    // 100x136: the host convolution's large-image algorithms (F(4x4, 3x3) at full size) run.
+    // 160x176: the host convolution's large-image algorithms run (F(4x4, 3x3) at full size,
+    // F(4x4, 2x2) for the upsampling to it).
     let r = reference();
     let mut g = GeneratorConfig::default().init::<CpuBackend>(&CPU);
     load_formula(&mut g);
