@@ -204,14 +204,20 @@ fn can_run(s: &ConvShape) -> bool {
 /// or directly: it [`can_run`] it and it is faster on this shape. With fewer than 16 input
 /// channels the transforms weigh more than they save; past 256 input channels a 3x3 block's
 /// transformed input (`36 C_in x 48` floats) outgrows L2 twice over (2x2 blocks were measured
-/// up to 512: as fast as directly there, 2.3x faster at 256); below 384 tiles (about 80x80
-/// pixels) the blocks do not share out evenly between the threads.
+/// up to 512: as fast as directly there, 2.3x faster at 256); below [`MIN_TILES`] the
+/// weights' transform (`C_in C_out` kernels, about 20 ns each) and the uneven share of blocks
+/// between the threads cost more than the products save.
 /// (`conv_layers H W C_in C_out k 1 pad images`, `docs/performance.md`.)
 pub(crate) fn applies(s: &ConvShape) -> bool {
     let (th, tw) = tiles(s);
     let most = if s.k == 3 { 256 } else { 512 };
-    can_run(s) && (16..=most).contains(&s.c_in) && th * tw >= 8 * NB
+    can_run(s) && (16..=most).contains(&s.c_in) && th * tw >= MIN_TILES
 }
+
+/// Fewest output tiles of an image for [`applies`]: a 64x64 output. (256 -> 256 at 64x64:
+/// 5.9 ms against F(2x2, 3x3)'s 5.8 for one image, 9.1 against 11.0 for two; at 56x56 5.4
+/// against 4.6.)
+const MIN_TILES: usize = 16 * 16;
 
 /// Floats from one position's transformed input to the next's in a block: `C_in x NB` and a
 /// cache line more, so that the positions of a tile do not all fall in one set of the L1
@@ -249,31 +255,57 @@ fn pack<const A: usize, const K: usize, F: Filter<A, K>>(
         .enumerate()
         .for_each(|(panel, dst)| {
             let outputs = panel * MR..s.c_out.min(panel * MR + MR);
+            // The panel's kernels of one input channel, lane `r` for output channel `r`
+            // (zero past `C_out`).
+            let mut g = [[[0.0f64; MR]; K]; K];
             for c in 0..s.c_in {
                 for (r, o) in outputs.clone().enumerate() {
                     let kernel = &weight[(o * s.c_in + c) * K * K..][..K * K];
-                    let u = transform_kernel::<A, K, F>(kernel);
-                    for (p, value) in u.iter().flatten().enumerate() {
-                        dst[(p * s.c_in + c) * MR + r] = *value;
+                    for (k, &value) in kernel.iter().enumerate() {
+                        g[k / K][k % K][r] = value as f64;
                     }
+                }
+                // Stored as `A^2` runs of 8 (one value at a time, `A^2` planes apart, thrashed
+                // the cache: 38 ms for 512 -> 512, 11 ms so, 4 ms with the panel's 8 kernels
+                // transformed together).
+                let u = transform_panel::<A, K, F>(&g);
+                for (p, run) in u.iter().flatten().enumerate() {
+                    dst[(p * s.c_in + c) * MR..][..MR].copy_from_slice(run);
                 }
             }
         });
     packed
 }
 
-/// `G g G^T` of one `K x K` kernel `g` (row-major), in f64.
-fn transform_kernel<const A: usize, const K: usize, F: Filter<A, K>>(
-    kernel: &[f32],
-) -> [[f32; A]; A] {
-    let g = |i: usize, j: usize| kernel[i * K + j] as f64;
+/// `G g G^T` of [`MR`] `K x K` kernels at once (`g[y][x][r]`: lane `r` is a kernel), in f64.
+fn transform_panel<const A: usize, const K: usize, F: Filter<A, K>>(
+    g: &[[[f64; MR]; K]; K],
+) -> [[[f32; MR]; A]; A] {
     // G g: A rows of K.
-    let gg: [[f64; K]; A] = std::array::from_fn(|i| {
-        std::array::from_fn(|j| (0..K).map(|k| F::G[i][k] * g(k, j)).sum())
-    });
-    std::array::from_fn(|i| {
-        std::array::from_fn(|j| (0..K).map(|k| gg[i][k] * F::G[j][k]).sum::<f64>() as f32)
-    })
+    let mut gg = [[[0.0f64; MR]; K]; A];
+    for (row, coefs) in gg.iter_mut().zip(&F::G) {
+        for (k, &coef) in coefs.iter().enumerate() {
+            for (sum, taps) in row.iter_mut().zip(&g[k]) {
+                for (s, &t) in sum.iter_mut().zip(taps) {
+                    *s += coef * t;
+                }
+            }
+        }
+    }
+    // (G g) G^T.
+    let mut u = [[[0.0f32; MR]; A]; A];
+    for (out, row) in u.iter_mut().zip(&gg) {
+        for (value, coefs) in out.iter_mut().zip(&F::G) {
+            let mut sum = [0.0f64; MR];
+            for (&coef, taps) in coefs.iter().zip(row) {
+                for (s, &t) in sum.iter_mut().zip(taps) {
+                    *s += coef * t;
+                }
+            }
+            *value = sum.map(|v| v as f32);
+        }
+    }
+    u
 }
 
 /// Convolution of one image `x` `[C_in, H, W]` into `out` `[C_out, H_out, W_out]`, on the
@@ -667,14 +699,20 @@ mod tests {
     ];
 
     /// `A^T [(G g G^T) . (B^T d B)] A` of one tile against the `K x K` correlation of `d`, in
-    /// f64 (`G g G^T` by `transform_kernel`, rounded to f32: about 1e-7 of the products).
+    /// f64 (`G g G^T` by `transform_panel`, rounded to f32: about 1e-7 of the products).
     fn one_tile<const A: usize, const K: usize, F: Filter<A, K>>(
         bt: &[[f64; A]; A],
         at: &[[f64; A]; M],
     ) {
         let g = values(K * K, 1);
         let d: Vec<f64> = values(A * A, 2).into_iter().map(f64::from).collect();
-        let u = transform_kernel::<A, K, F>(&g);
+        // The kernel in lane 3 of a panel whose other lanes hold other values.
+        let mut panel = [[[0.5f64; MR]; K]; K];
+        for (k, &value) in g.iter().enumerate() {
+            panel[k / K][k % K][3] = value as f64;
+        }
+        let lanes = transform_panel::<A, K, F>(&panel);
+        let u: [[f32; A]; A] = std::array::from_fn(|i| std::array::from_fn(|j| lanes[i][j][3]));
         let v = |i: usize, j: usize| -> f64 {
             (0..A * A).map(|q| bt[i][q / A] * d[q] * bt[j][q % A]).sum()
         };
@@ -699,7 +737,7 @@ mod tests {
 
     #[test]
     fn one_tile_is_the_correlation() {
-        // Checks `G` and `transform_kernel`, and the `B^T` and `A^T` of the doc comment (which
+        // Checks `G` and `transform_panel`, and the `B^T` and `A^T` of the doc comment (which
         // `bt` and `at` are tested against through `matches_direct_summation`).
         one_tile::<6, 3, F43>(&BT43, &AT43);
         one_tile::<5, 2, F42>(&BT42, &AT42);
@@ -768,7 +806,8 @@ mod tests {
         assert_eq!(applies(&s(128, 2, 0, 81)), yes);
         assert!(!applies(&s(8, 3, 1, 80)), "few input channels");
         assert!(!applies(&s(512, 3, 1, 80)), "a 3x3 block outgrows L2");
-        assert!(!applies(&s(64, 3, 1, 64)), "too few tiles");
+        assert!(!applies(&s(64, 3, 1, 60)), "too few tiles");
+        assert_eq!(applies(&s(64, 3, 1, 64)), yes);
         assert!(!applies(&s(64, 3, 0, 80)), "3x3 without padding");
         assert!(!applies(&s(64, 7, 3, 80)), "7x7");
     }
