@@ -188,8 +188,9 @@ pub(crate) fn segments(range: Range<usize>, tw: usize) -> impl Iterator<Item = S
 }
 
 thread_local! {
-    /// Each thread's transformed input and products of one block.
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const {
+    /// Each thread's transformed input and products of one block (of this module's
+    /// convolution and of [`super::winograd4`]'s).
+    pub(crate) static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const {
         std::cell::RefCell::new((Vec::new(), Vec::new()))
     };
 }

@@ -51,7 +51,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::conv::{self, ConvShape, OutPtr, Tile, LANES, MR};
-use super::winograd::{lanes, load_clipped, prefetch, segments, Segment, PREFETCH};
+use super::winograd::{lanes, load_clipped, prefetch, segments, Segment, PREFETCH, SCRATCH};
 
 /// Outputs per tile side.
 const M: usize = 4;
@@ -343,8 +343,8 @@ fn run_blocks<const A: usize, const K: usize, F: Filter<A, K>>(block: &Block) {
     let total = th * tw;
     (0..total.div_ceil(NB)).into_par_iter().for_each(|b| {
         SCRATCH.with_borrow_mut(|(v, m)| {
-            // Grown once per thread and kept (see F(2x2, 3x3)); `m` has a vector of slack for
-            // the output transform's loads past a block's last tile.
+            // F(2x2, 3x3)'s buffers, grown once per thread and kept; `m` has a vector of slack
+            // for the output transform's loads past a block's last tile.
             v.resize(v.len().max(A * A * stride(s)), 0.0);
             m.resize(m.len().max(A * A * (GROUP * MR * NB + LANES) + LANES), 0.0);
             let tiles = b * NB..(b * NB + NB).min(total);
@@ -354,13 +354,6 @@ fn run_blocks<const A: usize, const K: usize, F: Filter<A, K>>(block: &Block) {
             unsafe { block.run::<A, K, F>(tiles, tw, v, m) };
         })
     });
-}
-
-thread_local! {
-    /// Each thread's transformed input and products of one block.
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const {
-        std::cell::RefCell::new((Vec::new(), Vec::new()))
-    };
 }
 
 /// What every block reads, and where it writes.
@@ -624,25 +617,9 @@ unsafe fn gather4(
     // Phase q of 32 values in lanes 0-7 (from the first pair of vectors) and 8-15 (from the
     // second pair): q + 4 (lane mod 8).
     let phase: [__m512i; M] = std::array::from_fn(|q| {
-        let q = q as i32;
-        _mm512_setr_epi32(
-            q,
-            q + 4,
-            q + 8,
-            q + 12,
-            q + 16,
-            q + 20,
-            q + 24,
-            q + 28,
-            q,
-            q + 4,
-            q + 8,
-            q + 12,
-            q + 16,
-            q + 20,
-            q + 24,
-            q + 28,
-        )
+        let index: [i32; LANES] = std::array::from_fn(|lane| (q + M * (lane % 8)) as i32);
+        // SAFETY: 16 i32s.
+        unsafe { _mm512_loadu_si512(index.as_ptr().cast()) }
     });
     for k in (0..M * (n + 1)).step_by(M * LANES) {
         // SAFETY: AVX-512 is available (this function's contract).
