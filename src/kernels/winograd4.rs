@@ -61,7 +61,7 @@ const A_MAX: usize = 6;
 const NB: usize = 3 * LANES;
 /// Gathered columns of one phase per block row: `NB + 1` rounded up to whole vectors, plus a
 /// vector of slack for the loads at `t + 1`.
-const GATHER: usize = NB + 2 * LANES;
+pub(crate) const GATHER: usize = NB + 2 * LANES;
 /// Most panels of output channels whose products are computed together (as in F(2x2, 3x3)).
 const GROUP: usize = 8;
 
@@ -597,10 +597,10 @@ unsafe fn store_interleaved(values: [std::arch::x86_64::__m512; M], dst: *mut f3
 /// `out[q][j]` for `j` in `0..=n` (zeros outside the row).
 ///
 /// # Safety
-/// AVX-512 is available; `n <= NB`.
+/// AVX-512 is available; `n + 16 <= GATHER`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn gather4(
+pub(crate) unsafe fn gather4(
     plane: &[f32],
     (h, w): (usize, usize),
     y: isize,
@@ -629,7 +629,7 @@ unsafe fn gather4(
         for (q, index) in phase.iter().enumerate() {
             let low = _mm512_permutex2var_ps(v[0], *index, v[1]);
             let high = _mm512_permutex2var_ps(v[2], *index, v[3]);
-            // SAFETY: `k / 4 + 16 <= n + 1 + 15 < GATHER`.
+            // SAFETY: `k / 4 <= n`, so `k / 4 + 16 <= n + 16 <= GATHER`.
             unsafe {
                 _mm512_storeu_ps(
                     out[q].as_mut_ptr().add(k / M),

@@ -1,80 +1,104 @@
-//! Stride-1, 7x7, pad-3 convolutions by Winograd's minimal filtering along rows, F(2, 7)
-//! (Lavin and Gray, CVPR 2016; the Toom-Cook points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity,
-//! those of the common F(6, 3)).
+//! Stride-1, 7x7, pad-3 convolutions by Winograd's minimal filtering along rows, F(4, 7)
+//! (Lavin and Gray, CVPR 2016; Toom-Cook points 0, ±1, ±2, ±1/2, ±3/2 and infinity).
 //!
 //! A 7x7 convolution is the sum over its kernel rows `ky` of 1x7 convolutions of input row
-//! `y + ky`. Along a row, two adjacent outputs of a 1x7 kernel `g` are
-//! `A^T [ (G g) . (B^T d) ]` with `d` the 8 input values under them: 8 multiplications
-//! instead of 14. So output row `y` is, per position `p` of the 8 transformed values,
+//! `y + ky`. Along a row, four adjacent outputs of a 1x7 kernel `g` are
+//! `A^T [ (G g) . (B^T d) ]` with `d` the 10 input values under them: 10 multiplications
+//! instead of 28. So output row `y` is, per position `p` of the 10 transformed values,
 //! `M_p [C_out, tiles] = sum over (ky, c) of U_p[o, ky, c] V_p[c, y + ky, tiles]`, with
-//! `U_p = (G g_{o, c, ky})_p` and `V_p` the transformed input rows: 28 multiply-adds per input
-//! channel and output pixel against the direct convolution's 49 (1.75x fewer). The input
-//! transform (64 multiply-adds per input channel, row and tile) is shared by the 7 output rows
-//! that read the row and all output channels; the products run on the direct convolution's
-//! micro-kernel ([`conv::micro_upto`]). G's 7x7 tail (64 -> 32 at full size) is a quarter to
-//! a third of its forward on the CPU.
+//! `U_p = (G g_{o, c, ky})_p` and `V_p` the transformed input rows: 17.5 multiply-adds per
+//! input channel and output pixel against the direct convolution's 49 (F(2, 7), used before:
+//! 28). The input transform (100 multiply-adds per input channel, row and tile of 4) is shared
+//! by the 7 output rows that read the row and all output channels; the products run on the
+//! direct convolution's micro-kernel ([`conv::micro_upto`]). G's 7x7 tail (64 -> 32 at full
+//! size) is the largest layer of its forward on the CPU.
 //!
-//! Work is cut into bands of [`BAND`] output rows x blocks of 48 tiles (96 pixels); a task
+//! Work is cut into bands of [`BAND`] output rows x blocks of 48 tiles (192 pixels); a task
 //! transforms its `BAND + 6` input rows for its block (the channel [`winograd::PREFETCH`]
 //! ahead asked into the cache: without it the gathers waited on memory for a third of the
 //! time), multiplies one position at a time (that position's rows, `14 x C_in x 48` values,
-//! stay in L2), and transforms back. The 1080p tail took 1.1-1.2 s directly and 0.74-0.86 s so
-//! (`conv_layers 1080 1920 64 32 7 1`). Rounding: `B^T` has entries up
-//! to 5.25 and `G` down to 1/90, so the result differs from direct summation by more ulps
-//! than F(2x2, 3x3) (checked against direct summation in f64 below, and through G against
-//! PyTorch's output in `tests/reference.rs`). The matrices are exact in binary but for `G`'s
-//! ninths and ninetieths (rounded once, in f64).
+//! stay in L2), and transforms back.
+//!
+//! The matrices come from the points by the Toom-Cook construction, in f64 at run time
+//! ([`Matrices`]): `B^T` and `A^T` are exact in binary (their entries are dyadic: the points
+//! are), `G` is rounded once. Rounding: with entries up to 27/8 in `A^T` and 273/16 in
+//! `B^T`, the result is further from direct summation than F(2, 7)'s was (an f32 simulation
+//! over 448 terms: largest error 1.9e-5 against 2.9e-6 for outputs of about 1; of the
+//! 9-point sets with 0, ±1, ±2, ±1/2 the one with ±3/2 gave the smallest, ±3 2.2x and ±1/4
+//! 2.8x more). Checked against direct summation in f64 below, and through G against PyTorch's
+//! output in `tests/reference.rs`.
 
 use rayon::prelude::*;
 
 use super::conv::{self, ConvShape, OutPtr, Tile, LANES, MR};
 use super::winograd;
+use super::winograd4::{gather4, GATHER};
 
-/// Transformed values per tile (`m + r - 1` for `m = 2` outputs and `r = 7` taps).
-const ALPHA: usize = 8;
+/// Outputs per tile.
+const M: usize = 4;
 /// Kernel side.
 const K: usize = 7;
+/// Transformed values per tile (`M + K - 1`).
+const ALPHA: usize = M + K - 1;
+/// The finite Toom-Cook points (the last of the `ALPHA` is infinity).
+const POINTS: [f64; ALPHA - 1] = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 1.5, -1.5];
 /// Tiles per block: the width of one micro-kernel call (3 vectors).
 const TB: usize = 3 * LANES;
 /// Output rows per task.
 const BAND: usize = 8;
 /// Input rows a full band reads (its rows and the kernel's 6 more).
 const ROWS: usize = BAND + K - 1;
+/// Floats from one position's transformed rows to the next's: a cache line more than their
+/// `ROWS x C_in x TB`, which is a multiple of 4 KiB (all positions would fall in one L1 set).
+fn v_stride(c_in: usize) -> usize {
+    ROWS * c_in * TB + LANES
+}
 
-/// `B^T` of F(2, 7): row `p` combines the 8 input values of a tile into its `p`-th value.
-const BT: [[f32; ALPHA]; ALPHA] = [
-    [-1.0, 0.0, 5.25, 0.0, -5.25, 0.0, 1.0, 0.0],
-    [0.0, 1.0, 1.0, -4.25, -4.25, 1.0, 1.0, 0.0],
-    [0.0, -1.0, 1.0, 4.25, -4.25, -1.0, 1.0, 0.0],
-    [0.0, 0.5, 0.25, -2.5, -1.25, 2.0, 1.0, 0.0],
-    [0.0, -0.5, 0.25, 2.5, -1.25, -2.0, 1.0, 0.0],
-    [0.0, 2.0, 4.0, -2.5, -5.0, 0.5, 1.0, 0.0],
-    [0.0, -2.0, 4.0, 2.5, -5.0, -0.5, 1.0, 0.0],
-    [0.0, -1.0, 0.0, 5.25, 0.0, -5.25, 0.0, 1.0],
-];
+/// `B^T` (`ALPHA x ALPHA`), `A^T` (`M x ALPHA`) and `G` (`ALPHA x K`) of F(4, 7) on
+/// [`POINTS`]: row `p` of `B^T` is the coefficients of `prod over l != p of (x - a_l)` (the
+/// product over all finite points for infinity), `A^T[i][p] = a_p^i` (1 in the last row for
+/// infinity), `G[p][k] = a_p^k / prod over l != p of (a_p - a_l)` (the last tap for
+/// infinity).
+struct Matrices {
+    bt: [[f32; ALPHA]; ALPHA],
+    at: [[f32; ALPHA]; M],
+    g: [[f64; K]; ALPHA],
+}
 
-/// `A^T` of F(2, 7): the two outputs of a tile from its 8 products.
-const AT: [[f32; ALPHA]; 2] = [
-    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-    [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 1.0],
-];
-
-/// `G` of F(2, 7) (the 7 taps of a kernel row to its 8 transformed values), in f64: row `p`
-/// is `a_p^k / prod over l != p of (a_p - a_l)` for the finite points `a`, and the last tap for
-/// the point at infinity.
-fn g_matrix() -> [[f64; K]; ALPHA] {
-    let points = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5];
-    std::array::from_fn(|p| {
-        if p == ALPHA - 1 {
-            return std::array::from_fn(|k| if k == K - 1 { 1.0 } else { 0.0 });
-        }
-        let a: f64 = points[p];
-        let f: f64 = (0..ALPHA - 1)
-            .filter(|&l| l != p)
-            .map(|l| a - points[l])
-            .product();
-        std::array::from_fn(|k| a.powi(k as i32) / f)
-    })
+impl Matrices {
+    fn new() -> Self {
+        let finite = ALPHA - 1;
+        let poly = |skip: Option<usize>| {
+            let mut c = [0.0f64; ALPHA];
+            c[0] = 1.0;
+            for (_, &a) in POINTS.iter().enumerate().filter(|&(l, _)| Some(l) != skip) {
+                // c *= (x - a), highest degree first so each coefficient is read before it
+                // is overwritten.
+                for d in (0..ALPHA).rev() {
+                    c[d] = if d > 0 { c[d - 1] } else { 0.0 } - a * c[d];
+                }
+            }
+            c
+        };
+        let bt = std::array::from_fn(|p| poly((p < finite).then_some(p)).map(|v| v as f32));
+        let at = std::array::from_fn(|i| {
+            std::array::from_fn(|p| match POINTS.get(p) {
+                Some(a) => a.powi(i as i32) as f32,
+                None => f32::from(u8::from(i == M - 1)),
+            })
+        });
+        let g = std::array::from_fn(|p| match POINTS.get(p) {
+            Some(&a) => {
+                let f: f64 = (0..finite)
+                    .filter(|&l| l != p)
+                    .map(|l| a - POINTS[l])
+                    .product();
+                std::array::from_fn(|k| a.powi(k as i32) / f)
+            }
+            None => std::array::from_fn(|k| if k == K - 1 { 1.0 } else { 0.0 }),
+        });
+        Self { bt, at, g }
+    }
 }
 
 /// Whether [`conv2d_into`] should run this convolution: 7x7 with zero padding 3 (same-size
@@ -87,7 +111,7 @@ pub(crate) fn applies(s: &ConvShape) -> bool {
 /// `U_p = G g` of every kernel row, packed per panel of [`MR`] output channels and position
 /// `p`, term-major with terms `(ky, c)`: `[panel][p][ky][c][r]`, zero rows past `C_out`.
 pub(crate) fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
-    let g = g_matrix();
+    let g = Matrices::new().g;
     let terms = K * s.c_in;
     let panels = s.c_out.div_ceil(MR);
     let mut packed = vec![0.0; panels * ALPHA * terms * MR];
@@ -113,15 +137,16 @@ pub(crate) fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
 /// The convolution of one image `x` `[C_in, H, W]` into `out` `[C_out, H, W]`, with the
 /// weights from [`transform_weights`] and `bias` padded to whole panels.
 pub(crate) fn conv2d_into(x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape, out: &mut [f32]) {
-    let blocks = s.w.div_ceil(2).div_ceil(TB);
+    let blocks = s.w.div_ceil(M).div_ceil(TB);
     let bands = s.h.div_ceil(BAND);
     let ptr = OutPtr(out.as_mut_ptr());
     let panels = s.c_out.div_ceil(MR);
+    let matrices = Matrices::new();
     // Term `(ky, c)` (the `ky * C_in + c`-th) starts that many runs of 48 into `V`.
     let offsets: Vec<usize> = (0..K * s.c_in).map(|t| t * TB).collect();
     (0..bands * blocks).into_par_iter().for_each_init(
         || Scratch {
-            v: vec![0.0; ALPHA * ROWS * s.c_in * TB],
+            v: vec![0.0; ALPHA * v_stride(s.c_in)],
             m: vec![0.0; BAND * ALPHA * panels * MR * TB],
         },
         |scratch, task| {
@@ -129,6 +154,7 @@ pub(crate) fn conv2d_into(x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape
                 y0: task / blocks * BAND,
                 t0: task % blocks * TB,
                 s,
+                matrices: &matrices,
             };
             // SAFETY: AVX-512 was checked by `applies`; this task alone writes its band's
             // rows in its block's columns.
@@ -143,7 +169,7 @@ pub(crate) fn conv2d_into(x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape
 
 /// A task's transformed input and products.
 struct Scratch {
-    /// `V[p][row][c][t]` for the band's input rows.
+    /// `V[p][row][c][t]` for the band's input rows (positions [`v_stride`] apart).
     v: Vec<f32>,
     /// `M[y][p][o][t]` for the band's output rows (channels padded to whole panels).
     m: Vec<f32>,
@@ -154,6 +180,7 @@ struct Task<'a> {
     y0: usize,
     t0: usize,
     s: &'a ConvShape,
+    matrices: &'a Matrices,
 }
 
 impl Task<'_> {
@@ -164,12 +191,12 @@ impl Task<'_> {
 
     /// Tiles of this block.
     fn tiles(&self) -> usize {
-        TB.min(self.s.w.div_ceil(2) - self.t0)
+        TB.min(self.s.w.div_ceil(M) - self.t0)
     }
 
-    /// `V_p` of the band's `rows + 6` padded input rows, every channel: the even and odd
-    /// columns of the block's tiles gathered ([`winograd::gather`], zeros in the padding),
-    /// then the 8 sums.
+    /// `V_p` of the band's `rows + 6` padded input rows, every channel: the four column
+    /// phases of the block's tiles gathered ([`gather4`], zeros in the padding), then the 10
+    /// sums.
     ///
     /// # Safety
     /// AVX-512 is available.
@@ -177,13 +204,13 @@ impl Task<'_> {
     #[target_feature(enable = "avx512f")]
     unsafe fn transform_input(&self, x: &[f32], v: &mut [f32]) {
         let s = self.s;
-        let mut columns = [[0.0f32; winograd::GATHER]; 2];
+        let mut columns = [[0.0f32; GATHER]; M];
         let plane_len = s.h * s.w;
         // The padded rows and columns this task reads, for the prefetch of the channel
         // `PREFETCH` ahead (each channel's rows are a plane away from the last one's).
         let (ys, xs) = (
             self.y0..self.y0 + self.rows() + K - 1,
-            2 * self.t0..2 * (self.t0 + TB) + K - 1,
+            M * self.t0..M * (self.t0 + TB) + K - 1,
         );
         for c in 0..s.c_in {
             if let Some(ahead) = x.chunks_exact(plane_len).nth(c + winograd::PREFETCH) {
@@ -191,23 +218,24 @@ impl Task<'_> {
             }
             let plane = &x[c * plane_len..][..plane_len];
             for r in 0..self.rows() + K - 1 {
-                // d_j[t] = xpad[y0 + r, 2 (t0 + t) + j]: even j from `columns[0][t + j / 2]`,
-                // odd j from `columns[1]`; padded column `2 t0` is image column `2 t0 - 3`.
-                let (y, first) = ((self.y0 + r) as isize - 3, (2 * self.t0) as isize - 3);
-                // SAFETY: AVX-512 is available (this function's contract); `TB + 3` pairs fit
-                // `GATHER` (see `gather`).
-                unsafe { winograd::gather(plane, (s.h, s.w), y, first, TB + 3, &mut columns) };
-                for (p, bt) in BT.iter().enumerate() {
+                // d_j[t] = xpad[y0 + r, 4 (t0 + t) + j] = `columns[j % 4][t + j / 4]`; padded
+                // column `4 t0` is image column `4 t0 - 3`.
+                let (y, first) = ((self.y0 + r) as isize - 3, (M * self.t0) as isize - 3);
+                // SAFETY: AVX-512 is available (this function's contract); `TB + 2` columns
+                // per phase (`j / 4 <= 2`), and `TB + 2 + 16 <= GATHER`.
+                unsafe { gather4(plane, (s.h, s.w), y, first, TB + 2, &mut columns) };
+                for (p, bt) in self.matrices.bt.iter().enumerate() {
                     let mut sums = [0.0f32; TB];
                     for (j, &b) in bt.iter().enumerate() {
                         if b != 0.0 {
-                            let src = &columns[j % 2][j / 2..][..TB];
+                            let src = &columns[j % M][j / M..][..TB];
                             for (d, &value) in sums.iter_mut().zip(src) {
                                 *d += b * value;
                             }
                         }
                     }
-                    v[((p * ROWS + r) * s.c_in + c) * TB..][..TB].copy_from_slice(&sums);
+                    let at = p * v_stride(s.c_in) + (r * s.c_in + c) * TB;
+                    v[at..][..TB].copy_from_slice(&sums);
                 }
             }
         }
@@ -230,7 +258,7 @@ impl Task<'_> {
         let n = self.tiles();
         for p in 0..ALPHA {
             for y in 0..self.rows() {
-                let src = scratch.v[(p * ROWS + y) * s.c_in * TB..].as_ptr();
+                let src = scratch.v[p * v_stride(s.c_in) + y * s.c_in * TB..].as_ptr();
                 for panel in 0..panels {
                     let tile = Tile {
                         panel: &packed[(panel * ALPHA + p) * terms * MR..][..terms * MR],
@@ -259,24 +287,26 @@ impl Task<'_> {
     unsafe fn transform_output(&self, m: &[f32], bias: &[f32], out: OutPtr) {
         let s = self.s;
         let panels = s.c_out.div_ceil(MR);
-        let x0 = 2 * self.t0;
-        let width = (2 * self.tiles()).min(s.w - x0);
-        let mut row = [0.0f32; 2 * TB];
+        let x0 = M * self.t0;
+        let width = (M * self.tiles()).min(s.w - x0);
+        let mut row = [0.0f32; M * TB];
         for y in 0..self.rows() {
             for o in 0..s.c_out {
-                // The tiles' first and second outputs, each a sum over the 8 positions.
-                let (mut first, mut second) = ([bias[o]; TB], [bias[o]; TB]);
+                // The tiles' four outputs, each a sum over the 10 positions.
+                let mut outputs = [[bias[o]; TB]; M];
                 for p in 0..ALPHA {
                     let products = &m[((y * ALPHA + p) * panels * MR + o) * TB..][..TB];
-                    let (a0, a1) = (AT[0][p], AT[1][p]);
-                    for ((f, g), &value) in first.iter_mut().zip(&mut second).zip(products) {
-                        *f += a0 * value;
-                        *g += a1 * value;
+                    for (output, at) in outputs.iter_mut().zip(&self.matrices.at) {
+                        let a = at[p];
+                        for (sum, &value) in output.iter_mut().zip(products) {
+                            *sum += a * value;
+                        }
                     }
                 }
-                for (t, pair) in row.chunks_exact_mut(2).enumerate() {
-                    pair[0] = first[t];
-                    pair[1] = second[t];
+                for (t, pixels) in row.chunks_exact_mut(M).enumerate() {
+                    for (pixel, output) in pixels.iter_mut().zip(&outputs) {
+                        *pixel = output[t];
+                    }
                 }
                 // SAFETY: row `y0 + y`, columns `x0..x0 + width` of channel `o`, inside `out`.
                 let dst = unsafe { out.get().add((o * s.h + self.y0 + y) * s.w + x0) };
@@ -298,21 +328,36 @@ mod tests {
 
     #[test]
     fn one_tile_is_the_1x7_correlation() {
-        // A^T [(G g) . (B^T d)] = (g * d)[0..2] in f64 for any g and d.
-        let g = g_matrix();
+        // A^T [(G g) . (B^T d)] = (g * d)[0..4] in f64 for any g and d.
+        let Matrices { bt, at, g } = Matrices::new();
         let taps: Vec<f64> = values(K, 1).into_iter().map(f64::from).collect();
         let d: Vec<f64> = values(ALPHA, 2).into_iter().map(f64::from).collect();
         let products: Vec<f64> = (0..ALPHA)
             .map(|p| {
                 let u: f64 = (0..K).map(|k| g[p][k] * taps[k]).sum();
-                let v: f64 = (0..ALPHA).map(|j| BT[p][j] as f64 * d[j]).sum();
+                let v: f64 = (0..ALPHA).map(|j| bt[p][j] as f64 * d[j]).sum();
                 u * v
             })
             .collect();
-        for i in 0..2 {
-            let got: f64 = (0..ALPHA).map(|p| AT[i][p] as f64 * products[p]).sum();
+        for i in 0..M {
+            let got: f64 = (0..ALPHA).map(|p| at[i][p] as f64 * products[p]).sum();
             let want: f64 = (0..K).map(|k| taps[k] * d[i + k]).sum();
-            assert!((got - want).abs() < 1e-12, "output {i}: {got} vs {want}");
+            assert!((got - want).abs() < 1e-9, "output {i}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn b_and_a_are_exact_in_f32() {
+        // Their entries are dyadic rationals (the points are): f32 holds them exactly, so only
+        // `G` is rounded. Recomputing in f64 must give the same values.
+        let Matrices { bt, at, .. } = Matrices::new();
+        assert_eq!(bt[0][..5], [2.25, 0.0, -12.8125, 0.0, 17.0625][..]);
+        for value in bt.iter().flatten().chain(at.iter().flatten()) {
+            assert_eq!(
+                (*value as f64 * 64.0).fract(),
+                0.0,
+                "{value} is not a multiple of 1/64"
+            );
         }
     }
 
@@ -322,11 +367,16 @@ mod tests {
             eprintln!("no AVX-512 here: not tested");
             return;
         }
-        // Odd and even widths, several blocks (a 200-wide row is 100 tiles: 48 + 48 + 4),
-        // several bands with a short last one, channels not multiples of 8.
-        for (i, &(c_in, c_out, h, w)) in [(16, 20, 11, 200), (19, 16, 17, 33), (32, 64, 9, 97)]
-            .iter()
-            .enumerate()
+        // Widths not multiples of 4, several blocks (a 400-wide row is 100 tiles: 48 + 48 +
+        // 4), several bands with a short last one, channels not multiples of 8.
+        for (i, &(c_in, c_out, h, w)) in [
+            (16, 20, 11, 400),
+            (19, 16, 17, 33),
+            (32, 64, 9, 97),
+            (16, 16, 3, 18),
+        ]
+        .iter()
+        .enumerate()
         {
             let s = ConvShape {
                 c_in,
