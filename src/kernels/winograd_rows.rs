@@ -25,8 +25,8 @@
 //! `B^T`, the result is further from direct summation than F(2, 7)'s was
 //! (`scripts/winograd_points.py`, an f32 simulation of 448-term sums: largest error 2.5e-5
 //! against 2.9e-6, for outputs of about 1; of the 9-point sets with 0, ±1, ±2, ±1/2 the one
-//! with ±3/2 gave the smallest, ±3 1.8x and ±1/4 2.9x more). Checked against direct summation in f64 below, and through G against PyTorch's
-//! output in `tests/reference.rs`.
+//! with ±3/2 gave the smallest, ±3 1.8x and ±1/4 2.9x more). Checked against direct
+//! summation in f64 below, and through G against PyTorch's output in `tests/reference.rs`.
 
 use rayon::prelude::*;
 
