@@ -220,7 +220,7 @@ enum Algorithm {
     Winograd(Vec<f32>),
     /// F(4x4, 3x3) on the transformed weights ([`super::winograd4::transform_weights`]).
     Winograd4(Vec<f32>),
-    /// F(2, 7) along rows on the transformed weights
+    /// F(4, 7) along rows on the transformed weights
     /// ([`super::winograd_rows::transform_weights`]).
     Rows7(Vec<f32>),
     /// Direct summation of each panel's live terms ([`Panels`]).
