@@ -11,24 +11,25 @@ use toonsmith::device::{CpuBackend, CPU};
 use toonsmith::losses;
 use toonsmith::model::{DiscriminatorConfig, GeneratorConfig, VggConfig, VggInput};
 
-#[test]
-fn generator_matches_reference() {
+/// G with the formula weights on the fixture's `{key}.input` against its `{key}.output`.
+fn assert_generator_matches(key: &str) {
     let r = reference();
     let mut g = GeneratorConfig::default().init::<CpuBackend>(&CPU);
     load_formula(&mut g);
-    let out = g.forward(tensor(&r, "generator.input"));
-    assert_close("G", out, tensor(&r, "generator.output"), 1e-4);
+    let out = g.forward(tensor(&r, &format!("{key}.input")));
+    assert_close("G", out, tensor(&r, &format!("{key}.output")), 1e-4);
+}
+
+#[test]
+fn generator_matches_reference() {
+    assert_generator_matches("generator");
 }
 
 #[test]
 fn generator_matches_reference_at_a_larger_size() {
     // 160x176: the host convolution's large-image algorithms run (F(4x4, 3x3) at full size,
     // F(4x4, 2x2) for the upsampling to it).
-    let r = reference();
-    let mut g = GeneratorConfig::default().init::<CpuBackend>(&CPU);
-    load_formula(&mut g);
-    let out = g.forward(tensor(&r, "generator.large.input"));
-    assert_close("G", out, tensor(&r, "generator.large.output"), 1e-4);
+    assert_generator_matches("generator.large");
 }
 
 #[test]
