@@ -22,6 +22,7 @@ pub mod ln_cube;
 pub mod ln_ops;
 pub mod norm;
 pub mod polyphase;
+pub mod pool;
 pub mod precision;
 pub mod subpixel;
 pub mod wgrad;
@@ -265,11 +266,15 @@ fn on_cubecl<B: Backend>() -> bool {
         feature = "vulkan-backend",
         feature = "wgpu"
     ));
+    gpu_build && !host_backend::<B>()
+}
+
+/// Whether `B`'s tensors live in host memory: the CPU backend, plain or under autodiff.
+pub(crate) fn host_backend<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
-    let host = is_cpu_backend::<B>() || autodiff::is_cpu_autodiff::<B>();
+    return is_cpu_backend::<B>() || autodiff::is_cpu_autodiff::<B>();
     #[cfg(not(feature = "flex"))]
-    let host = false;
-    gpu_build && !host
+    false
 }
 
 /// Whether [`layer_norm`] and [`upsample_nearest2`] replace burn's ops on backend `B`.

@@ -56,6 +56,14 @@ impl Polyphase {
         (2 * i + a).checked_sub(pad).filter(|&y| y < len)
     }
 
+    /// The phase columns `j` of phase `b` (of `n` a row) whose [`Polyphase::source`] is inside
+    /// a row of `len` pixels: `2j + b - pad` in `0..len`, a contiguous range.
+    fn columns(b: usize, pad: usize, len: usize, n: usize) -> std::ops::Range<usize> {
+        let first = pad.saturating_sub(b).div_ceil(2);
+        let end = (len + pad).saturating_sub(b).div_ceil(2).min(n);
+        first..end.max(first)
+    }
+
     /// One image `[C_in, H, W]` as its stacked phases `[4 C_in, h', w']`.
     pub fn split(&self, x: &[f32]) -> Vec<f32> {
         let s = self.inner;
@@ -73,14 +81,18 @@ impl Polyphase {
                 let (phase, c) = (channel / o.c_in, channel % o.c_in);
                 let (a, b) = (phase / 2, phase % 2);
                 let plane = &x[c * o.h * o.w..(c + 1) * o.h * o.w];
+                let columns = Self::columns(b, o.pad, o.w, s.w);
+                if columns.is_empty() {
+                    return;
+                }
                 for i in 0..s.h {
                     let Some(y) = self.source(a, i, o.pad, o.h) else {
                         continue;
                     };
-                    for j in 0..s.w {
-                        if let Some(xx) = self.source(b, j, o.pad, o.w) {
-                            dst[i * s.w + j] = plane[y * o.w + xx];
-                        }
+                    let from = &plane[y * o.w + 2 * columns.start + b - o.pad..];
+                    let to = &mut dst[i * s.w..][columns.clone()];
+                    for (to, from) in to.iter_mut().zip(from.iter().step_by(2)) {
+                        *to = *from;
                     }
                 }
             });
@@ -105,14 +117,18 @@ impl Polyphase {
                 for phase in 0..4 {
                     let (a, b) = (phase / 2, phase % 2);
                     let src = &phases[(phase * o.c_in + c) * s.h * s.w..][..s.h * s.w];
+                    let columns = Self::columns(b, o.pad, o.w, s.w);
+                    if columns.is_empty() {
+                        continue;
+                    }
                     for i in 0..s.h {
                         let Some(y) = self.source(a, i, o.pad, o.h) else {
                             continue;
                         };
-                        for j in 0..s.w {
-                            if let Some(xx) = self.source(b, j, o.pad, o.w) {
-                                dst[y * o.w + xx] = src[i * s.w + j];
-                            }
+                        let from = &src[i * s.w..][columns.clone()];
+                        let to = &mut dst[y * o.w + 2 * columns.start + b - o.pad..];
+                        for (to, from) in to.iter_mut().step_by(2).zip(from) {
+                            *to = *from;
                         }
                     }
                 }
@@ -299,6 +315,55 @@ mod tests {
         assert_eq!(flags.iter().filter(|&&l| l).count(), 9 * 5);
         for (t, &l) in flags.iter().enumerate() {
             assert_eq!(l, w[t] != 0.0, "term {t}");
+        }
+    }
+
+    #[test]
+    fn split_reads_the_padded_image_at_each_phase_and_merge_is_its_adjoint() {
+        // P_ab[c, i, j] = xpad[c, 2i + a, 2j + b], from the definition; sides even, odd and
+        // shorter than the padding, pads 0 to 2.
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum::<f64>();
+        for (i, &(h, w, k, pad)) in [
+            (8, 10, 3, 1),
+            (9, 7, 3, 1),
+            (1, 1, 3, 1),
+            (3, 4, 3, 0),
+            (5, 6, 5, 2),
+            (1, 2, 4, 2),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let outer = ConvShape {
+                c_in: 2,
+                c_out: 1,
+                h,
+                w,
+                k,
+                pad,
+            };
+            let p = Polyphase::new(outer);
+            let x = values(2 * h * w, 7 + i as u32);
+            let got = p.split(&x);
+            let s = p.inner;
+            let xpad = |c: usize, y: usize, xx: usize| {
+                let (y, xx) = (y as isize - pad as isize, xx as isize - pad as isize);
+                let inside = (0..h as isize).contains(&y) && (0..w as isize).contains(&xx);
+                if inside {
+                    x[(c * h + y as usize) * w + xx as usize]
+                } else {
+                    0.0
+                }
+            };
+            for (index, &value) in got.iter().enumerate() {
+                let (channel, i, j) = (index / (s.h * s.w), index / s.w % s.h, index % s.w);
+                let (phase, c) = (channel / 2, channel % 2);
+                let want = xpad(c, 2 * i + phase / 2, 2 * j + phase % 2);
+                assert_eq!(value, want, "{outer:?} at {index}");
+            }
+            let q = values(got.len(), 20 + i as u32);
+            let (lhs, rhs) = (dot(&got, &q), dot(&x, &p.merge(&q)));
+            assert!((lhs - rhs).abs() < 1e-4, "{outer:?}: {lhs} vs {rhs}");
         }
     }
 

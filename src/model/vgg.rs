@@ -7,7 +7,6 @@
 use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::max_pool2d;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -130,7 +129,7 @@ impl<B: Backend> Vgg<B> {
             }
             x = relu(x);
             if self.layout.pools_after().contains(&i) {
-                x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+                x = crate::kernels::pool::max_pool2(x);
             }
         }
         x
