@@ -22,6 +22,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
 use super::conv::ConvShape;
+use super::depthwise::host as depthwise;
 use super::polyphase::{self, Polyphase};
 use super::same_type;
 use super::wgrad;
@@ -66,11 +67,18 @@ fn shape(x: [usize; 4], w: [usize; 4], pad: usize) -> ConvShape {
     }
 }
 
-/// Padding and stride of a convolution node.
+/// Padding and stride of a convolution node, and whether it is depthwise (one `k x k` filter
+/// per channel, stride 1: [`super::depthwise::host`]).
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
     pad: usize,
     stride: usize,
+    depthwise: bool,
+}
+
+/// The depthwise problem of input dims `xd` and kernel side `k`.
+fn depthwise_shape([n, c, h, w]: [usize; 4], k: usize, pad: usize) -> depthwise::Shape {
+    depthwise::Shape { n, c, h, w, k, pad }
 }
 
 /// Forward of every image of the batch; stride 1 or 2 (by its phases, [`Polyphase`]).
@@ -81,6 +89,11 @@ fn forward(
     bias: Option<&[f32]>,
     geometry: Geometry,
 ) -> (Vec<f32>, [usize; 4]) {
+    if geometry.depthwise {
+        let s = depthwise_shape(xd, wd[2], geometry.pad);
+        let [oh, ow] = s.out_size();
+        return (depthwise::forward(x, w, bias, &s), [xd[0], xd[1], oh, ow]);
+    }
     let s = shape(xd, wd, geometry.pad);
     let (y, [oh, ow]) = polyphase::conv2d_batch(x, w, bias, &s, geometry.stride);
     (y, [xd[0], wd[0], oh, ow])
@@ -115,6 +128,17 @@ fn input_weight_grads(
     let w = checkpointer.retrieve_node_output::<Primitive>(w_state);
     let (w, wd) = view(&w);
     let xd = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(x.clone())).dims();
+    if geometry.depthwise {
+        let s = depthwise_shape(xd, wd[2], geometry.pad);
+        if let Some(id) = node_x {
+            grads.register::<CpuBackend>(id, primitive(depthwise::input_grad(g, &w, &s), xd));
+        }
+        if let Some(id) = node_w {
+            let dw = depthwise::weight_grad(&view(&x).0, g, &s);
+            grads.register::<CpuBackend>(id, primitive(dw, wd));
+        }
+        return;
+    }
     let s = shape(xd, wd, geometry.pad);
     // A stride-2 node differentiates its phase convolution, then maps back.
     let phases = (geometry.stride == 2).then(|| Polyphase::new(s));
@@ -129,6 +153,7 @@ fn input_weight_grads(
         let back = Geometry {
             pad: k - 1 - inner.pad,
             stride: 1,
+            depthwise: false,
         };
         let (dx, _) = forward(g, gd, (&flipped, [c_in, c_out, k, k]), None, back);
         let dx = match &phases {
@@ -236,7 +261,37 @@ pub fn conv2d<B: Backend>(
         stride == 1 || stride == 2,
         "conv2d_autodiff_applies checks the stride"
     );
-    let geometry = Geometry { pad, stride };
+    let geometry = Geometry {
+        pad,
+        stride,
+        depthwise: false,
+    };
+    node(x, weight, bias, geometry)
+}
+
+/// Differentiable stride-1 depthwise convolution (`weight` `[C, 1, k, k]` on `C` channels,
+/// `pad < k`) on [`CpuAutodiff`] (check [`super::depthwise::host_applies`] first).
+pub fn depthwise_conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    pad: usize,
+) -> Tensor<B, 4> {
+    let geometry = Geometry {
+        pad,
+        stride: 1,
+        depthwise: true,
+    };
+    node(x, weight, bias, geometry)
+}
+
+/// The convolution node of `geometry`, with or without a bias.
+fn node<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    geometry: Geometry,
+) -> Tensor<B, 4> {
     let x: AdPrimitive = same_type(x.into_primitive().tensor());
     let w: AdPrimitive = same_type(weight.into_primitive().tensor());
     let b: Option<AdPrimitive> = bias.map(|b| same_type(b.into_primitive().tensor()));

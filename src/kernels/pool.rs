@@ -55,12 +55,15 @@ fn forward(x: &[f32], dims: [usize; 4]) -> (Vec<f32>, Vec<u8>) {
         .zip(at.par_chunks_mut(oh * ow))
         .zip(x.par_chunks(h * w))
         .for_each(|((out, at), plane)| {
-            for i in 0..oh {
-                let (top, bottom) = (&plane[2 * i * w..], &plane[(2 * i + 1) * w..]);
-                let row = i * ow..(i + 1) * ow;
-                for ((j, value), at) in out[row.clone()].iter_mut().enumerate().zip(&mut at[row]) {
-                    let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
-                    (*value, *at) = max_of(window);
+            for ((out, at), rows) in out
+                .chunks_exact_mut(ow)
+                .zip(at.chunks_exact_mut(ow))
+                .zip(plane.chunks_exact(2 * w))
+            {
+                let (top, bottom) = rows.split_at(w);
+                let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+                for ((value, at), (t, b)) in out.iter_mut().zip(at.iter_mut()).zip(pairs) {
+                    (*value, *at) = max_of([t[0], t[1], b[0], b[1]]);
                 }
             }
         });
@@ -69,14 +72,16 @@ fn forward(x: &[f32], dims: [usize; 4]) -> (Vec<f32>, Vec<u8>) {
 
 /// The largest of a window in row-major order and its position: the first of equal ones, a NaN
 /// if there is one (as PyTorch's `max_pool2d`).
+/// Written without branches, so the loop over a row compiles to vector selects.
+#[inline(always)]
 fn max_of(window: [f32; 4]) -> (f32, u8) {
-    let mut best = (window[0], 0u8);
+    let (mut best, mut at) = (window[0], 0u8);
     for (k, &v) in window.iter().enumerate().skip(1) {
-        if v > best.0 || (v.is_nan() && !best.0.is_nan()) {
-            best = (v, k as u8);
-        }
+        let take = v > best || (v.is_nan() & !best.is_nan());
+        best = if take { v } else { best };
+        at = if take { k as u8 } else { at };
     }
-    best
+    (best, at)
 }
 
 /// The autodiff node of the CPU training backend.

@@ -187,6 +187,10 @@ impl<B: Backend> Conv<B> {
         pad: usize,
         stride: usize,
     ) -> Tensor<B, 4> {
+        let (channels, k) = ([x.dims()[1], weight.dims()[0]], weight.dims()[2]);
+        if kernels::depthwise::host_applies::<B>(self.groups, channels, [k, pad, stride]) {
+            return kernels::depthwise::host_conv2d(x, weight, bias, pad);
+        }
         if kernels::conv2d_applies::<B>(stride, self.groups) {
             return kernels::conv2d(x, weight, bias, pad, stride);
         }
