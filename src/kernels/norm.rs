@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 /// Values summed in f32 before the partial sum joins the f64 total.
-const CHUNK: usize = 4096;
+pub(crate) const CHUNK: usize = 4096;
 
 /// The sum and the sum of squares of `x` (a few thousand values at most): f32 in 16 lanes, then
 /// f64.
