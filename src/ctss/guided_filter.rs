@@ -1,7 +1,7 @@
 //! Eq. (1): the self-guided filter of He et al. (2010), each channel guiding itself.
 //!
 //! On the CPU backends an input without gradient (CTSS filters detached images) is filtered on
-//! the host, plane by plane, with running window sums ([`filter_plane`]): burn-flex's
+//! the host, plane by plane, with running window sums (`filter_plane`): burn-flex's
 //! `avg_pool2d` visits every window pixel by pixel, and the filter of a 256x256 training batch
 //! took 19 ms of burn's ops, 1% of a CPU training step, twice per step.
 

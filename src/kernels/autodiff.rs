@@ -1,4 +1,5 @@
-//! The stride-1 convolution of [`super::conv`] and the fused LN + leaky ReLU of [`super::norm`]
+//! The stride-1 convolution of [`super::conv`] (stride 2 by its phases, depthwise by
+//! [`super::depthwise::host`]) and the fused LN + leaky ReLU of [`super::norm`]
 //! as differentiable ops of `Autodiff<CpuBackend>` (burn's backend-extension mechanism: nodes
 //! with their own backward), so training on the CPU uses them too.
 //!

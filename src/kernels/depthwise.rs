@@ -67,7 +67,7 @@ pub mod host {
         pub n: usize,
         /// Channels (in = out: one filter each).
         pub c: usize,
-        /// Input height and width.
+        /// Input height.
         pub h: usize,
         /// Input width.
         pub w: usize,
