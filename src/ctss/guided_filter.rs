@@ -10,7 +10,7 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::kernels::host_backend;
+use crate::kernels::{host_backend, host_values};
 
 /// Mean over the `(2r+1) x (2r+1)` window around each pixel, normalised by the number of
 /// pixels inside the image (borders average fewer pixels, no zero padding leaks in).
@@ -30,11 +30,7 @@ pub fn box_mean<B: Backend>(x: Tensor<B, 4>, radius: usize) -> Tensor<B, 4> {
 pub fn guided_filter<B: Backend>(x: Tensor<B, 4>, radius: usize, epsilon: f64) -> Tensor<B, 4> {
     if host_backend::<B>() && !x.is_require_grad() {
         let (device, dims) = (x.device(), x.dims());
-        let mut values = x
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap_or_default();
+        let mut values = host_values(x);
         let plane = dims[2] * dims[3];
         if plane > 0 {
             values

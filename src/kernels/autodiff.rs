@@ -39,7 +39,7 @@ type AdPrimitive = FloatTensor<CpuAutodiff>;
 /// A primitive's values: its own buffer when nothing else holds it, else one copy (through
 /// `into_data` a shared buffer was copied up to three times: 2.7% of a training step, most of
 /// it LN's input, which the autodiff graph keeps).
-fn host(p: Primitive) -> (Vec<f32>, [usize; 4]) {
+pub(crate) fn host(p: Primitive) -> (Vec<f32>, [usize; 4]) {
     if !p.is_unique() && p.as_slice::<f32>().is_some() {
         let (values, dims) = view(&p);
         return (values.into_owned(), dims);
@@ -52,7 +52,7 @@ fn host(p: Primitive) -> (Vec<f32>, [usize; 4]) {
 
 /// A primitive's values, borrowed when it is contiguous f32 (the usual case: no copy, even when
 /// the autodiff graph shares it), and its dims.
-fn view(p: &Primitive) -> (Cow<'_, [f32]>, [usize; 4]) {
+pub(crate) fn view(p: &Primitive) -> (Cow<'_, [f32]>, [usize; 4]) {
     let dims = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(p.clone())).dims();
     match p.as_slice::<f32>() {
         Some(values) => (Cow::Borrowed(values), dims),
@@ -60,7 +60,7 @@ fn view(p: &Primitive) -> (Cow<'_, [f32]>, [usize; 4]) {
     }
 }
 
-fn primitive(values: Vec<f32>, dims: [usize; 4]) -> Primitive {
+pub(crate) fn primitive(values: Vec<f32>, dims: [usize; 4]) -> Primitive {
     let t = Tensor::<CpuBackend, 4>::from_data(TensorData::new(values, dims), &Default::default());
     t.into_primitive().tensor()
 }
@@ -516,11 +516,10 @@ pub fn layer_norm<B: Backend>(
         let (mut values, dims) = host(x.primitive.clone());
         let gamma = host_1d(g.primitive.clone());
         let beta = host_1d(b.primitive.clone());
-        let image = (dims[1] * dims[2] * dims[3]).max(1);
-        let moments: Vec<(f64, f64)> = values.chunks(image).map(super::norm::mean_var).collect();
-        for (values, &m) in values.chunks_mut(image).zip(&moments) {
-            super::norm::normalize_act(values, m, epsilon, &gamma, &beta, settings.slope);
-        }
+        let image = dims[1] * dims[2] * dims[3];
+        let norm = (None, epsilon);
+        let moments =
+            super::norm::layer_norm_batch(&mut values, image, norm, &gamma, &beta, settings.slope);
         (primitive(values, dims), moments)
     };
     let out = match LayerNormAct

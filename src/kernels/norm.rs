@@ -64,7 +64,7 @@ pub fn normalize_act(
 }
 
 /// [`normalize_act`] on every image of a batch `x` (`[N, image]`), each by `stats` if given,
-/// else by its own mean and variance; in place.
+/// else by its own mean and variance; in place. Returns each image's mean and variance used.
 pub fn layer_norm_batch(
     x: &mut [f32],
     image: usize,
@@ -72,11 +72,14 @@ pub fn layer_norm_batch(
     gamma: &[f32],
     beta: &[f32],
     slope: Option<f32>,
-) {
-    for chunk in x.chunks_mut(image.max(1)) {
-        let stats = stats.unwrap_or_else(|| mean_var(chunk));
-        normalize_act(chunk, stats, epsilon, gamma, beta, slope);
-    }
+) -> Vec<(f64, f64)> {
+    x.chunks_mut(image.max(1))
+        .map(|chunk| {
+            let stats = stats.unwrap_or_else(|| mean_var(chunk));
+            normalize_act(chunk, stats, epsilon, gamma, beta, slope);
+            stats
+        })
+        .collect()
 }
 
 #[cfg(test)]

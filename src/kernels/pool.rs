@@ -94,12 +94,13 @@ mod node {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::Autodiff;
-    use burn::tensor::{Tensor, TensorData};
+    use burn::tensor::Tensor;
     use rayon::prelude::*;
 
     use super::{forward, pooled};
     use crate::device::CpuBackend;
-    use crate::kernels::{float_tensor, host_values};
+    use crate::kernels::autodiff::{host, primitive, view};
+    use crate::kernels::float_tensor;
 
     /// The gradient of [`super::forward`]'s input from its output's `g`: each output's gradient at the
     /// pixel it took, zero elsewhere.
@@ -133,31 +134,22 @@ mod node {
         type State = ([usize; 4], Arc<Vec<u8>>);
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let g = float_tensor::<CpuBackend, 4>(grads.consume::<CpuBackend>(&ops.node));
+            let (g, _) = host(grads.consume::<CpuBackend>(&ops.node));
             let (dims, at) = ops.state;
             if let [Some(node)] = ops.parents {
-                let dx = backward(&host_values(g), &at, dims);
-                let dx = Tensor::<CpuBackend, 4>::from_data(
-                    TensorData::new(dx, dims),
-                    &Default::default(),
-                );
-                grads.register::<CpuBackend>(node.id, dx.into_primitive().tensor());
+                grads.register::<CpuBackend>(node.id, primitive(backward(&g, &at, dims), dims));
             }
         }
     }
 
     /// [`super::max_pool2`] as one node of `Autodiff<CpuBackend>`.
     pub(super) fn max_pool2(x: Tensor<Autodiff<CpuBackend>, 4>) -> Tensor<Autodiff<CpuBackend>, 4> {
-        let dims = x.dims();
         let x = x.into_primitive().tensor();
-        let values = host_values(float_tensor::<CpuBackend, 4>(x.primitive.clone()));
+        // Borrowed: the input is shared with the graph (ReLU keeps it), so reading it through
+        // `into_data` would copy it.
+        let (values, dims) = view(&x.primitive);
         let (out, at) = forward(&values, dims);
-        let out = Tensor::<CpuBackend, 4>::from_data(
-            TensorData::new(out, pooled(dims)),
-            &Default::default(),
-        )
-        .into_primitive()
-        .tensor();
+        let out = primitive(out, pooled(dims));
         let node = match MaxPool2
             .prepare::<NoCheckpointing>([x.node.clone()])
             .compute_bound()
