@@ -26,6 +26,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::data::image_io::tensor_to_images;
+use crate::kernels::host_slice;
 use crate::kernels::norm::sums;
 use crate::model::generator::State;
 use crate::model::layers::{LayerNorm, NormStats, Normalizer, OwnStats};
@@ -230,11 +231,10 @@ impl<B: Backend> Normalizer<B> for Gather<'_, B> {
         let [_, c, h, w] = x.dims();
         let scale = self.input_height / h;
         let [y0, y1, x0, x1] = self.core.map(|v| v / scale);
-        let (data, stashed) = match self.stash_target {
-            true => (x.clone().into_data(), Some(x)),
-            false => (x.into_data(), None),
+        let (values, stashed) = match self.stash_target {
+            true => (host_slice(x.clone()), Some(x)),
+            false => (host_slice(x), None),
         };
-        let values = data.into_vec::<f32>().expect("f32 activations");
         let (sum, sum_sq) = values
             .par_chunks(h * w)
             .map(|plane| {

@@ -36,18 +36,12 @@ pub type CpuAutodiff = Autodiff<CpuBackend>;
 type Primitive = FloatTensor<CpuBackend>;
 type AdPrimitive = FloatTensor<CpuAutodiff>;
 
-/// A primitive's values: its own buffer when nothing else holds it, else one copy (through
-/// `into_data` a shared buffer was copied up to three times: 2.7% of a training step, most of
-/// it LN's input, which the autodiff graph keeps).
+/// A primitive's values: its own buffer when nothing else holds it, else one copy
+/// ([`super::flex_values`]; through `into_data` a shared buffer was copied up to three times:
+/// 2.7% of a training step, most of it LN's input, which the autodiff graph keeps).
 pub(crate) fn host(p: Primitive) -> (Vec<f32>, [usize; 4]) {
-    if !p.is_unique() && p.as_slice::<f32>().is_some() {
-        let (values, dims) = view(&p);
-        return (values.into_owned(), dims);
-    }
-    let t = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(p));
-    let dims = t.dims();
-    let values = t.into_data().into_vec::<f32>().unwrap_or_default();
-    (values, dims)
+    let dims = Tensor::<CpuBackend, 4>::from_primitive(TensorPrimitive::Float(p.clone())).dims();
+    (super::flex_values(p), dims)
 }
 
 /// A primitive's values, borrowed when it is contiguous f32 (the usual case: no copy, even when

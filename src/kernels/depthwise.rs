@@ -224,10 +224,10 @@ pub fn host_conv2d<B: Backend>(
     let (device, [n, c, h, w]) = (x.device(), x.dims());
     let k = weight.dims()[2];
     let s = host::Shape { n, c, h, w, k, pad };
-    let bias = bias.map(super::host_values);
+    let bias = bias.map(super::host_slice);
     let y = host::forward(
-        &super::host_values(x),
-        &super::host_values(weight),
+        &super::host_slice(x),
+        &super::host_slice(weight),
         bias.as_deref(),
         &s,
     );

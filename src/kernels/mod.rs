@@ -291,7 +291,7 @@ pub fn upsample_nearest2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     use rayon::prelude::*;
     let device = x.device();
     let [n, c, h, w] = x.dims();
-    let values = host_values(x);
+    let values = host_slice(x);
     let mut out = vec![0.0f32; values.len() * 4];
     out.par_chunks_mut(4 * h * w)
         .zip(values.par_chunks(h * w))
@@ -323,8 +323,8 @@ pub fn layer_norm<B: Backend>(
     let device = x.device();
     let dims = x.dims();
     let mut values = host_values(x);
-    let gamma = host_values(gamma);
-    let beta = host_values(beta);
+    let gamma = host_slice(gamma);
+    let beta = host_slice(beta);
     let image = dims[1] * dims[2] * dims[3];
     let slope = slope.map(|s| s as f32);
     norm::layer_norm_batch(&mut values, image, (stats, epsilon), &gamma, &beta, slope);
@@ -363,11 +363,78 @@ pub(crate) fn per_image(
     out
 }
 
+/// `t`'s values as a vector of its own: on the CPU backend the tensor's buffer itself when
+/// nothing else holds it, else one copy (burn-flex's `into_data` copies a shared or narrowed
+/// buffer up to three times: half of a tiled 3840x2160 forward, whose kept tile states are
+/// shared). Read-only callers take [`host_slice`], which copies nothing.
 pub(crate) fn host_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    #[cfg(feature = "flex")]
+    if is_cpu_backend::<B>() {
+        return flex_values(flex_tensor(t));
+    }
     t.into_data()
         .convert::<f32>()
         .into_vec::<f32>()
         .unwrap_or_default()
+}
+
+/// The CPU backend's tensor behind `t` (callers check [`is_cpu_backend`]).
+#[cfg(feature = "flex")]
+fn flex_tensor<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn_flex::FlexTensor {
+    same_type::<_, Tensor<crate::device::CpuBackend, D>>(t)
+        .into_primitive()
+        .tensor()
+}
+
+/// A CPU-backend tensor's values: its buffer when it owns all of it exactly, else one copy of
+/// the values it views.
+#[cfg(feature = "flex")]
+pub(crate) fn flex_values(t: burn_flex::FlexTensor) -> Vec<f32> {
+    let whole = t.is_unique()
+        && t.layout().start_offset() == 0
+        && t.bytes().len() == t.layout().num_elements() * size_of::<f32>();
+    if let (false, Some(values)) = (whole, t.as_slice::<f32>()) {
+        return values.to_vec();
+    }
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// A tensor's f32 values on the host, for reading: a CPU-backend tensor's own buffer where it
+/// is contiguous f32 (no copy, even when other tensors share it), else a vector of them.
+pub(crate) struct HostSlice(HostData);
+
+enum HostData {
+    #[cfg(feature = "flex")]
+    Flex(burn_flex::FlexTensor),
+    Owned(Vec<f32>),
+}
+
+impl std::ops::Deref for HostSlice {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match &self.0 {
+            #[cfg(feature = "flex")]
+            HostData::Flex(t) => t.as_slice::<f32>().unwrap_or_default(),
+            HostData::Owned(values) => values,
+        }
+    }
+}
+
+/// `t`'s values for reading ([`HostSlice`]).
+pub(crate) fn host_slice<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostSlice {
+    #[cfg(feature = "flex")]
+    if is_cpu_backend::<B>() {
+        let flex = flex_tensor(t);
+        return HostSlice(match flex.as_slice::<f32>() {
+            Some(_) => HostData::Flex(flex),
+            None => HostData::Owned(flex_values(flex)),
+        });
+    }
+    HostSlice(HostData::Owned(host_values(t)))
 }
 
 /// Stride-1 or stride-2 convolution with zero padding `pad` by [`conv::conv2d`] (stride 2 by
@@ -394,9 +461,9 @@ pub fn conv2d<B: Backend>(
         k,
         pad,
     };
-    let x = host_values(x);
-    let weight = host_values(weight);
-    let bias = bias.map(host_values);
+    let x = host_slice(x);
+    let weight = host_slice(weight);
+    let bias = bias.map(host_slice);
     let (out, [oh, ow]) = polyphase::conv2d_batch(&x, &weight, bias.as_deref(), &shape, stride);
     Tensor::from_data(TensorData::new(out, [n, c_out, oh, ow]), &device)
 }
@@ -486,5 +553,55 @@ pub(crate) mod test_values {
             }
         }
         dw.into_iter().map(|v| v as f32).collect()
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use crate::device::{CpuBackend, CPU};
+
+    fn ramp(dims: [usize; 4]) -> Tensor<CpuBackend, 4> {
+        let n = dims.iter().product::<usize>();
+        let values = (0..n).map(|i| i as f32).collect::<Vec<_>>();
+        Tensor::from_data(TensorData::new(values, dims), &CPU)
+    }
+
+    /// A shared tensor is read where it lies, and a vector of its own is a copy that leaves the
+    /// other holder's values alone.
+    #[test]
+    fn shared_buffers_are_read_in_place_and_copied_to_own() {
+        let t = ramp([1, 2, 3, 4]);
+        let kept = t.clone();
+        let kept_at = flex_tensor(kept.clone())
+            .as_slice::<f32>()
+            .map(<[f32]>::as_ptr);
+        let read = host_slice(t.clone());
+        assert_eq!(
+            Some(read.as_ptr()),
+            kept_at,
+            "host_slice copied a shared buffer"
+        );
+        let mut own = host_values(t);
+        assert_ne!(Some(own.as_ptr()), kept_at);
+        own[0] = -1.0;
+        assert_eq!(kept.into_data().to_vec::<f32>().unwrap()[0], 0.0);
+    }
+
+    /// Narrowed and permuted views give the values they show, as `into_data` does.
+    #[test]
+    fn views_give_the_values_they_show() {
+        let t = ramp([1, 2, 5, 6]);
+        let cases = [
+            t.clone().slice([0..1, 1..2, 0..5, 0..6]),
+            t.clone().slice([0..1, 0..2, 1..4, 2..5]),
+            t.clone().swap_dims(2, 3),
+            t.clone(),
+        ];
+        for view in cases {
+            let expected = view.clone().into_data().to_vec::<f32>().unwrap();
+            assert_eq!(&*host_slice(view.clone()), expected.as_slice());
+            assert_eq!(host_values(view), expected);
+        }
     }
 }

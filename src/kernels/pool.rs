@@ -14,7 +14,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::host_values;
+use super::host_slice;
 use crate::device::is_cpu_backend;
 
 /// The 2x2, stride-2 max-pool, on the host where the backend's tensors live there (inference
@@ -26,7 +26,7 @@ pub fn max_pool2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     if is_cpu_backend::<B>() {
         let device = x.device();
         let dims = x.dims();
-        let (out, _) = forward(&host_values(x), dims);
+        let (out, _) = forward(&host_slice(x), dims);
         return Tensor::from_data(TensorData::new(out, pooled(dims)), &device);
     }
     #[cfg(feature = "flex")]

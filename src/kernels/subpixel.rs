@@ -34,7 +34,7 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::{float_tensor, host_values, same_type};
+use super::{float_tensor, host_slice, same_type};
 #[cfg(feature = "flex")]
 use crate::device::CpuBackend;
 use crate::device::{is_cpu_backend, Selected, SelectedAutodiff};
@@ -197,7 +197,7 @@ fn on_host<B: Backend>(
     dims: [usize; 4],
 ) -> Tensor<B, 4> {
     let device = t.device();
-    let values = host_values(t);
+    let values = host_slice(t);
     Tensor::from_data(TensorData::new(f(&values), dims), &device)
 }
 
