@@ -182,8 +182,8 @@ fn tiled_output_matches_untiled() {
         for cache in [0, 3 << 20, usize::MAX] {
             let mut tiled = Cartoonizer::new(g.clone(), CPU, PostConfig::off());
             tiled.tile_above = 0;
-            tiled.tile_core = 64;
-            tiled.tile_cache = cache;
+            tiled.tile_core = Some(64);
+            tiled.tile_cache = Some(cache);
             let tiled = tiled.generate(&photo);
             assert_eq!(untiled.dimensions(), tiled.dimensions());
             let mut diffs: Vec<u8> = untiled

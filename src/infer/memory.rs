@@ -1,9 +1,10 @@
-//! How many pixels a photo may have to run through G whole rather than in tiles, from the
-//! memory the system has free.
+//! How many pixels a photo may have to run through G whole rather than in tiles, and how large
+//! its tiles and their cache may be, from the memory the system has free.
 //!
 //! Tiled inference ([`super::tiled`]) gives the same cartoon in bounded memory but runs each
-//! convolution up to twice: a 3840x2160 photo took 84.7 s tiled and 25.5 s whole on 2 cores
-//! (`docs/performance.md`, "Tiled inference"). So where the whole forward fits, it is the better choice; the
+//! convolution up to twice and repeats the halos: a 3840x2160 photo took 16.6 s whole on 2
+//! cores, 24.6 s in tiles within 4.5 GiB and 45.7 s within 1.3 GiB (`docs/performance.md`,
+//! "Tiled inference"). So where the whole forward fits, it is the better choice; the
 //! measured peak of the whole forward on the CPU backend decides whether it fits. On a GPU,
 //! where every tensor is one buffer, the device's largest buffer bounds both the photos that
 //! run whole and the tiles.
@@ -56,6 +57,79 @@ pub fn auto_tile_above(channels: usize) -> usize {
         Some(largest) => whole_pixels_for_buffer(largest, channels).min(MIN_TILE_ABOVE),
         None => MIN_TILE_ABOVE,
     }
+}
+
+/// Tile core side (pixels) and cache (bytes) where neither the caller nor a memory budget
+/// chooses them.
+pub const DEFAULT_TILE_CORE: usize = 512;
+/// See [`DEFAULT_TILE_CORE`].
+pub const DEFAULT_TILE_CACHE: usize = 1 << 30;
+
+/// Tile cores [`tiling_within`] chooses from, largest first. A larger core repeats less halo
+/// (a 1024 core with its 56-pixel halos computes 1.23 times its pixels, a 512 core 1.49) and
+/// needs fewer bytes of kept states per photo pixel; 2048 was slower at 3840x2160 (25.9 s at a
+/// 2 GiB cache against 23.7 s for 1024 at 2.1 GiB: its tiles' own working memory crowds out
+/// the cache).
+const TILE_CORES: [usize; 2] = [1024, DEFAULT_TILE_CORE];
+
+/// Bytes per tile pixel (halos included) of tiled inference beyond its cache, rounded up from
+/// measured peaks: a 3840x2160 photo with `--tile-cache 0` peaked at 0.62 GiB with 512 cores and
+/// 1.25 GiB with 1024 cores, about 700 bytes per tile pixel over the model and the photo.
+pub const TILE_BYTES_PER_PIXEL: u64 = 1000;
+
+/// Bytes per photo pixel that tiled inference holds whatever the tiles: the decoded photo, its
+/// f32 tensor and the output image.
+pub const PHOTO_BYTES_PER_PIXEL: u64 = 24;
+
+/// Share of what the tiles leave of a budget that [`tiling_within`] gives the cache: a
+/// 7680x4320 photo given all of it (16.1 GB of a 17.2 GiB budget) peaked at 18.9 GiB, the
+/// allocator holding freed buffers of the tiles' many sizes beside the kept ones.
+pub const CACHE_SHARE: f64 = 0.8;
+
+/// Estimated peak bytes of one tile's passes with cores of `core` and halos of `halo` pixels,
+/// the model and program included, without the photo and the cache.
+pub fn tile_working_bytes(core: usize, halo: usize) -> u64 {
+    let side = (core + 2 * halo) as u64;
+    WHOLE_BASE_BYTES + TILE_BYTES_PER_PIXEL * side * side
+}
+
+/// The tile core and cache for a photo of `pixels` run in tiles with halos of `halo` within
+/// `budget` bytes; a `core` or `cache` the caller gave is kept. Cache is what tiled inference
+/// speeds up with (`super::tiled`: kept states and LN inputs spare recomputation), so the core
+/// is the largest of [`TILE_CORES`] whose working memory leaves at least as much again for the
+/// cache, and the cache is [`CACHE_SHARE`] of the rest of the budget. 3840x2160 on 2 cores
+/// (`docs/performance.md`, "Tiled inference"): 512 / 1 GiB (the fixed defaults) 45.7 s at 1.3
+/// GiB peak; 1024 / 2.1 GiB 23.7 s at 3.2 GiB; 1024 / 8 GiB 17.6 s at 7.2 GiB (whole: 16.6 s
+/// at 7.8 GiB).
+pub fn tiling_within(
+    budget: u64,
+    pixels: usize,
+    halo: usize,
+    core: Option<usize>,
+    cache: Option<usize>,
+) -> (usize, usize) {
+    let room = budget.saturating_sub(PHOTO_BYTES_PER_PIXEL * pixels as u64);
+    let core = core.unwrap_or_else(|| {
+        TILE_CORES
+            .into_iter()
+            .find(|&c| 2 * tile_working_bytes(c, halo) <= room)
+            .unwrap_or(DEFAULT_TILE_CORE)
+    });
+    let cache = cache.unwrap_or_else(|| {
+        let rest = room.saturating_sub(tile_working_bytes(core, halo));
+        (rest as f64 * CACHE_SHARE) as usize
+    });
+    (core, cache)
+}
+
+/// The memory tiled inference may take unless told: on the CPU backend
+/// [`SHARE_OF_AVAILABLE`] of the available memory (the share a whole forward may take); on a
+/// GPU, or where the available memory is not known, none (the fixed defaults apply).
+pub fn auto_tile_budget() -> Option<u64> {
+    if !device::is_cpu_backend::<device::Selected>() {
+        return None;
+    }
+    available_bytes().map(|available| (available as f64 * SHARE_OF_AVAILABLE) as u64)
 }
 
 /// The selected backend's largest buffer on its default device ([`device::largest_buffer`]).
@@ -155,6 +229,47 @@ mod tests {
         // Measured peaks (`WHOLE_BYTES_PER_PIXEL`): the estimate must not be below them.
         assert!(whole_forward_bytes(1920 * 1080) as f64 >= 2.69 * GIB as f64);
         assert!(whole_forward_bytes(3840 * 2160) as f64 >= 11.72 * GIB as f64);
+    }
+
+    #[test]
+    fn tiles_and_cache_share_the_budget() {
+        let uhd = 3840 * 2160;
+        let halo = 56;
+        // 6 GiB: 1024 cores (working memory 1.45 GiB), a share of the rest as cache.
+        let (core, cache) = tiling_within(6 * GIB, uhd, halo, None, None);
+        assert_eq!(core, 1024);
+        let total = PHOTO_BYTES_PER_PIXEL * uhd as u64 + tile_working_bytes(core, halo);
+        assert_eq!(cache, ((6 * GIB - total) as f64 * CACHE_SHARE) as usize);
+        // 3 GiB: 1024 cores would leave less cache than their own working memory.
+        let (core, cache) = tiling_within(3 * GIB, uhd, halo, None, None);
+        assert_eq!(core, 512);
+        assert!(cache as u64 > tile_working_bytes(512, halo), "{cache}");
+        // Less than one tile needs: the smallest core, no cache.
+        assert_eq!(tiling_within(GIB / 4, uhd, halo, None, None), (512, 0));
+        // What the caller gives is kept; the cache takes its share of what the core leaves.
+        assert_eq!(
+            tiling_within(6 * GIB, uhd, halo, Some(256), Some(7)),
+            (256, 7)
+        );
+        let (core, cache) = tiling_within(6 * GIB, uhd, halo, Some(512), None);
+        assert_eq!(core, 512);
+        let rest = 6 * GIB - PHOTO_BYTES_PER_PIXEL * uhd as u64 - tile_working_bytes(512, halo);
+        assert_eq!(cache, (rest as f64 * CACHE_SHARE) as usize);
+        // Budget, working memory and cache: never more than the budget.
+        for budget in [GIB, 2 * GIB, 5 * GIB, 40 * GIB] {
+            let (core, cache) = tiling_within(budget, uhd, halo, None, None);
+            let used =
+                PHOTO_BYTES_PER_PIXEL * uhd as u64 + tile_working_bytes(core, halo) + cache as u64;
+            assert!(cache == 0 || used <= budget, "{budget}: {used}");
+        }
+    }
+
+    #[test]
+    fn the_tile_estimate_covers_the_measured_peaks() {
+        // 3840x2160 with no cache: 0.62 GiB peak at 512 cores, 1.25 GiB at 1024.
+        let photo = PHOTO_BYTES_PER_PIXEL * 3840 * 2160;
+        assert!((photo + tile_working_bytes(512, 56)) as f64 >= 0.62 * GIB as f64);
+        assert!((photo + tile_working_bytes(1024, 56)) as f64 >= 1.25 * GIB as f64);
     }
 
     #[test]

@@ -74,10 +74,15 @@ pub struct Cartoonizer<B: Backend> {
     /// Images with more pixels than this run in tiles (see [`tiled`]); `usize::MAX`: never.
     /// Default: 2,100,000 (1920x1080 runs whole).
     pub tile_above: usize,
-    /// Core side of the tiles. Default: 512.
-    pub tile_core: usize,
-    /// Bytes tiled inference may keep between its passes (see [`tiled`]). Default: 1 GiB.
-    pub tile_cache: usize,
+    /// Core side of the tiles; `None`: chosen within [`Self::tile_budget`], else
+    /// [`memory::DEFAULT_TILE_CORE`].
+    pub tile_core: Option<usize>,
+    /// Bytes tiled inference may keep between its passes (see [`tiled`]); `None`: what
+    /// [`Self::tile_budget`] leaves, else [`memory::DEFAULT_TILE_CACHE`].
+    pub tile_cache: Option<usize>,
+    /// Bytes tiled inference may take in all, from which a tile core and cache not given are
+    /// chosen per photo ([`memory::tiling_within`]). Default: `None`.
+    pub tile_budget: Option<u64>,
 }
 
 impl<B: Backend> Cartoonizer<B> {
@@ -91,8 +96,9 @@ impl<B: Backend> Cartoonizer<B> {
             post,
             max_side: None,
             tile_above: memory::MIN_TILE_ABOVE,
-            tile_core: 512,
-            tile_cache: 1 << 30,
+            tile_core: None,
+            tile_cache: None,
+            tile_budget: None,
         }
     }
 
@@ -139,16 +145,30 @@ impl<B: Backend> Cartoonizer<B> {
         let (ph, pw) = (padded(h, min), padded(w, min));
         let x = pad_to(x, ph, pw);
         if ph * pw > self.tile_above {
-            let tiling = Tiling {
-                core: self.tile_core.div_ceil(SIZE_MULTIPLE).max(1) * SIZE_MULTIPLE,
-                halo: self.g.receptive_radius(),
-                cache_bytes: self.tile_cache,
-            };
-            let full = tiled::generate_tiled(&self.g, x, tiling);
+            let full = tiled::generate_tiled(&self.g, x, self.tiling(ph * pw));
             return image::imageops::crop_imm(&full, 0, 0, w as u32, h as u32).to_image();
         }
         let y = self.g.forward(x).slice([0..1, 0..3, 0..h, 0..w]);
         tensor_to_images(y).remove(0)
+    }
+
+    /// The tiles for a photo of `pixels` (padded) pixels.
+    fn tiling(&self, pixels: usize) -> Tiling {
+        let halo = self.g.receptive_radius();
+        let (core, cache_bytes) = match self.tile_budget {
+            Some(budget) => {
+                memory::tiling_within(budget, pixels, halo, self.tile_core, self.tile_cache)
+            }
+            None => (
+                self.tile_core.unwrap_or(memory::DEFAULT_TILE_CORE),
+                self.tile_cache.unwrap_or(memory::DEFAULT_TILE_CACHE),
+            ),
+        };
+        Tiling {
+            core: core.div_ceil(SIZE_MULTIPLE).max(1) * SIZE_MULTIPLE,
+            halo,
+            cache_bytes,
+        }
     }
 }
 
@@ -183,6 +203,33 @@ fn alpha_of(image: &DynamicImage) -> GrayImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A budget chooses the tile core and cache a caller left open; without one the fixed
+    /// defaults apply.
+    #[test]
+    fn tiles_come_from_the_budget_or_the_defaults() {
+        use crate::device::{CpuBackend, CPU};
+        let g = crate::model::GeneratorConfig::default().init::<CpuBackend>(&CPU);
+        let halo = g.receptive_radius();
+        let mut c = Cartoonizer::new(g, CPU, PostConfig::off());
+        let uhd = 3840 * 2160;
+        let fixed = c.tiling(uhd);
+        assert_eq!((fixed.core, fixed.halo), (memory::DEFAULT_TILE_CORE, halo));
+        assert_eq!(fixed.cache_bytes, memory::DEFAULT_TILE_CACHE);
+        let budget = 6 << 30;
+        c.tile_budget = Some(budget);
+        let chosen = c.tiling(uhd);
+        let expected = memory::tiling_within(budget, uhd, halo, None, None);
+        assert_eq!((chosen.core, chosen.cache_bytes), expected);
+        assert_eq!(chosen.core, 1024);
+        c.tile_core = Some(250);
+        let given = c.tiling(uhd);
+        assert_eq!(given.core, 252, "rounded up to a multiple of 4");
+        assert!(
+            given.cache_bytes > expected.1,
+            "a smaller tile leaves more cache"
+        );
+    }
 
     #[test]
     fn padded_sizes() {

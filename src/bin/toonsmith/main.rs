@@ -144,6 +144,14 @@ fn info() -> anyhow::Result<()> {
             whole as f64 / 1e6
         );
     }
+    if let Some(budget) = toonsmith::infer::memory::auto_tile_budget() {
+        let whole = toonsmith::infer::memory::auto_tile_above(g.full_resolution_channels());
+        println!(
+            "  memory budget      {:>10.1} GiB (3/4 of what is available: photos above {:.1} MP run in tiles within it)",
+            budget as f64 / (1u64 << 30) as f64,
+            whole as f64 / 1e6
+        );
+    }
     if !device::is_cpu_backend::<Selected>() {
         println!(
             "  dense convolutions inference {}, training {} (TOONSMITH_GPU_CONV)",
