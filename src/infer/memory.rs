@@ -2,8 +2,8 @@
 //! its tiles and their cache may be, from the memory the system has free.
 //!
 //! Tiled inference ([`super::tiled`]) gives the same cartoon in bounded memory but runs each
-//! convolution up to twice and repeats the halos: a 3840x2160 photo took 16.6 s whole on 2
-//! cores, 24.6 s in tiles within 4.5 GiB and 45.7 s within 1.3 GiB (`docs/performance.md`,
+//! convolution up to twice and repeats the halos: a 3840x2160 photo took 10.3 s whole on 2
+//! cores, 22.5 s in tiles within 4.5 GiB and 41 s within 1.3 GiB (`docs/performance.md`,
 //! "Tiled inference"). So where the whole forward fits, it is the better choice; the
 //! measured peak of the whole forward on the CPU backend decides whether it fits. On a GPU,
 //! where every tensor is one buffer, the device's largest buffer bounds both the photos that
@@ -15,12 +15,13 @@ use crate::device;
 /// [`super::Cartoonizer::new`] sets it.
 pub const MIN_TILE_ABOVE: usize = 2_100_000;
 
-/// Peak bytes per input pixel of G's whole forward on the CPU backend, rounded up from measured
-/// peak resident sizes: one photo through `toonsmith cartoonize` (`/usr/bin/time`), 1920x1080
-/// 2.69 GiB, 3840x2160 9.78 GiB (1270 B per pixel); six 3840x2160 forwards in one process
-/// (`cargo bench --bench speed`, as a folder of such photos runs) 11.72 GiB (1485 B per pixel:
-/// freed memory is kept for reuse, not all of it reusable).
-pub const WHOLE_BYTES_PER_PIXEL: u64 = 1500;
+/// Peak bytes per input pixel of G's whole forward on the CPU backend, from measured peak
+/// resident sizes with a fifth added: one photo through `toonsmith cartoonize`
+/// (`/usr/bin/time`), 1920x1080 1.38 GiB, 3840x2160 7.82 GiB (980 B per pixel over the base);
+/// six 3840x2160 forwards in one process (the bench's child, as a folder of such photos runs)
+/// 7.79 GiB. (Before the host kernels read shared tensors in place, session 26: 9.78 and
+/// 11.72 GiB, and this was 1500.)
+pub const WHOLE_BYTES_PER_PIXEL: u64 = 1200;
 
 /// Fixed part of that peak: the model, the program, the decoded photo's buffers.
 pub const WHOLE_BASE_BYTES: u64 = 256 << 20;
@@ -98,8 +99,8 @@ pub fn tile_working_bytes(core: usize, halo: usize) -> u64 {
 /// speeds up with (`super::tiled`: kept states and LN inputs spare recomputation), so the core
 /// is the largest of [`TILE_CORES`] whose working memory leaves at least as much again for the
 /// cache, and the cache is [`CACHE_SHARE`] of the rest of the budget. 3840x2160 on 2 cores
-/// (`docs/performance.md`, "Tiled inference"): 512 / 1 GiB (the fixed defaults) 45.7 s at 1.3
-/// GiB peak; 1024 / 2.1 GiB 23.7 s at 3.2 GiB; 1024 / 8 GiB 17.6 s at 7.2 GiB (whole: 16.6 s
+/// (`docs/performance.md`, "Tiled inference"): 512 / 1 GiB (the fixed defaults) 41 s at 1.3
+/// GiB peak; 1024 / 2.29 GiB 22.5 s at 3.2 GiB; 1024 / 8 GiB 17.6 s at 7.2 GiB (whole: 10.3 s
 /// at 7.8 GiB).
 pub fn tiling_within(
     budget: u64,
@@ -227,8 +228,8 @@ mod tests {
     #[test]
     fn the_estimate_covers_the_measured_peaks() {
         // Measured peaks (`WHOLE_BYTES_PER_PIXEL`): the estimate must not be below them.
-        assert!(whole_forward_bytes(1920 * 1080) as f64 >= 2.69 * GIB as f64);
-        assert!(whole_forward_bytes(3840 * 2160) as f64 >= 11.72 * GIB as f64);
+        assert!(whole_forward_bytes(1920 * 1080) as f64 >= 1.38 * GIB as f64);
+        assert!(whole_forward_bytes(3840 * 2160) as f64 >= 7.82 * GIB as f64);
     }
 
     #[test]

@@ -75,8 +75,8 @@ pub struct StyleArgs {
     #[arg(long)]
     tile: Option<usize>,
     /// GiB that tiled inference may use to keep intermediate results between its passes: more
-    /// is faster (a 3840x2160 photo on 2 cores: 45.7 s in 512-pixel tiles with 1 GiB, 23.7 s in
-    /// 1024-pixel tiles with 2.1 GiB, 17.6 s with 8), 0 uses the least memory. Default: on the
+    /// is faster (a 3840x2160 photo on 2 cores: 41 s in 512-pixel tiles with 1 GiB, 22.5 s in
+    /// 1024-pixel tiles with 2.29 GiB, 17.6 s with 8), 0 uses the least memory. Default: on the
     /// CPU, what the tiles leave of 3/4 of the available memory; on a GPU, 1.
     #[arg(long)]
     tile_cache: Option<f64>,
