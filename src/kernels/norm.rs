@@ -8,8 +8,26 @@ use rayon::prelude::*;
 pub(crate) const CHUNK: usize = 4096;
 
 /// The sum and the sum of squares of `x` (a few thousand values at most): f32 in 16 lanes, then
-/// f64.
+/// f64. The lanes are the same whatever the machine, so is the result; with AVX-512 they are one
+/// register each (built for plain x86-64 they took four SSE registers, and these sums were 9%
+/// of a 1920x1080 forward).
 pub fn sums(x: &[f32]) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if super::conv::available() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { sums_avx512(x) };
+    }
+    sums_lanes(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sums_avx512(x: &[f32]) -> (f64, f64) {
+    sums_lanes(x)
+}
+
+#[inline(always)]
+fn sums_lanes(x: &[f32]) -> (f64, f64) {
     let mut sum = [0.0f32; 16];
     let mut sum_sq = [0.0f32; 16];
     let chunks = x.chunks_exact(16);
@@ -53,14 +71,36 @@ pub fn normalize_act(
         .for_each(|(channel, (&g, &b))| {
             let scale = (g as f64 * inv_std) as f32;
             let shift = (b as f64 - mean * g as f64 * inv_std) as f32;
-            match slope {
-                Some(slope) => channel.iter_mut().for_each(|v| {
-                    let y = *v * scale + shift;
-                    *v = if y >= 0.0 { y } else { y * slope };
-                }),
-                None => channel.iter_mut().for_each(|v| *v = *v * scale + shift),
-            }
+            scale_shift_act(channel, scale, shift, slope);
         });
+}
+
+/// `v * scale + shift`, then leaky ReLU with `slope` if given, in place; AVX-512 where the CPU
+/// has it (the same operations on each value either way).
+fn scale_shift_act(x: &mut [f32], scale: f32, shift: f32, slope: Option<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if super::conv::available() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { scale_shift_act_avx512(x, scale, shift, slope) };
+    }
+    scale_shift_act_loop(x, scale, shift, slope)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn scale_shift_act_avx512(x: &mut [f32], scale: f32, shift: f32, slope: Option<f32>) {
+    scale_shift_act_loop(x, scale, shift, slope)
+}
+
+#[inline(always)]
+fn scale_shift_act_loop(x: &mut [f32], scale: f32, shift: f32, slope: Option<f32>) {
+    match slope {
+        Some(slope) => x.iter_mut().for_each(|v| {
+            let y = *v * scale + shift;
+            *v = if y >= 0.0 { y } else { y * slope };
+        }),
+        None => x.iter_mut().for_each(|v| *v = *v * scale + shift),
+    }
 }
 
 /// [`normalize_act`] on every image of a batch `x` (`[N, image]`), each by `stats` if given,
@@ -85,6 +125,24 @@ pub fn layer_norm_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The dispatched sums and scale-shift equal the portable loops bit for bit (the same lanes,
+    /// the same operations), at lengths around the lane count.
+    #[test]
+    fn wide_paths_equal_the_portable_loops() {
+        for n in [0, 1, 15, 16, 17, 100, 4096, 4099] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 1013) as f32 * 0.01 - 5.0)
+                .collect();
+            assert_eq!(sums(&x), sums_lanes(&x), "{n}");
+            for slope in [None, Some(0.2)] {
+                let (mut a, mut b) = (x.clone(), x.clone());
+                scale_shift_act(&mut a, 1.7, -0.3, slope);
+                scale_shift_act_loop(&mut b, 1.7, -0.3, slope);
+                assert_eq!(a, b, "{n} {slope:?}");
+            }
+        }
+    }
 
     #[test]
     fn sums_match_f64() {
