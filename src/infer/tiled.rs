@@ -231,10 +231,8 @@ impl<B: Backend> Normalizer<B> for Gather<'_, B> {
         let [_, c, h, w] = x.dims();
         let scale = self.input_height / h;
         let [y0, y1, x0, x1] = self.core.map(|v| v / scale);
-        let (values, stashed) = match self.stash_target {
-            true => (host_slice(x.clone()), Some(x)),
-            false => (host_slice(x), None),
-        };
+        let stashed = self.stash_target.then(|| x.clone());
+        let values = host_slice(x);
         let (sum, sum_sq) = values
             .par_chunks(h * w)
             .map(|plane| {
