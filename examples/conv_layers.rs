@@ -19,7 +19,7 @@ use toonsmith::kernels::conv::{available, conv2d_batch, ConvShape};
 fn main() {
     allocator::keep_freed_memory();
     if !available() {
-        eprintln!("the host convolution needs AVX-512");
+        eprintln!("the host convolution needs AVX-512 or AVX2 with FMA");
         return;
     }
     let args: Vec<usize> = std::env::args()

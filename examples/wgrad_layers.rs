@@ -8,7 +8,7 @@ use toonsmith::kernels::conv::ConvShape;
 use toonsmith::kernels::wgrad::weight_grad;
 fn main() {
     if !toonsmith::kernels::conv::available() {
-        eprintln!("the host weight gradient needs AVX-512");
+        eprintln!("the host weight gradient needs AVX-512 or AVX2 with FMA");
         return;
     }
     let a: Vec<usize> = std::env::args()

@@ -553,7 +553,7 @@ mod tests {
     #[test]
     fn gradients_match_burns_convolution() {
         if !super::super::conv::available() {
-            eprintln!("no AVX-512 here: not tested");
+            eprintln!("no AVX-512 or AVX2 here: not tested");
             return;
         }
         let device = Default::default();

@@ -57,15 +57,83 @@ impl ConvShape {
     }
 }
 
-/// Whether this CPU can run [`conv2d`].
-pub fn available() -> bool {
+/// The vector instructions the host kernels run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F: every kernel, Winograd's included.
+    Avx512,
+    /// AVX2 and FMA (most x86-64 CPUs since 2013-2015 without AVX-512, and virtual machines
+    /// that hide it): the direct convolution and its weight gradient on 8-float vectors
+    /// ([`micro_upto_avx2`]); the Winograd convolutions, written for 16-lane registers and
+    /// masks, stay AVX-512's.
+    Avx2,
+}
+
+impl Isa {
+    /// What this CPU offers, or what `TOONSMITH_CPU_ISA` (`avx2`, or `none` for burn-flex's
+    /// own convolutions) lowers it to; read once.
+    pub fn detected() -> Option<Isa> {
+        static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let cpu = cpu_isa();
+            match std::env::var("TOONSMITH_CPU_ISA").as_deref() {
+                Ok("none") => None,
+                Ok("avx2") if cpu.is_some() => Some(Isa::Avx2),
+                _ => cpu,
+            }
+        })
+    }
+}
+
+/// The best [`Isa`] this CPU has.
+fn cpu_isa() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Isa::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(Isa::Avx2);
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+    None
+}
+
+/// Whether this CPU can run [`conv2d`] (AVX-512, or AVX2 with FMA).
+pub fn available() -> bool {
+    Isa::detected().is_some()
+}
+
+/// Whether this CPU runs the AVX-512 kernels (Winograd's, LN's wide lanes).
+pub fn wide() -> bool {
+    Isa::detected() == Some(Isa::Avx512)
+}
+
+/// Every [`Isa`] this CPU can run, best first (the kernels' tests check each).
+#[cfg(test)]
+pub(crate) fn isas_here() -> Vec<Isa> {
+    match cpu_isa() {
+        Some(Isa::Avx512) => vec![Isa::Avx512, Isa::Avx2],
+        Some(Isa::Avx2) => vec![Isa::Avx2],
+        None => Vec::new(),
+    }
+}
+
+/// A micro-kernel: [`micro_upto`] or [`micro_upto_avx2`].
+pub(crate) type Micro = unsafe fn(&Tile, *const f32, usize);
+
+/// The micro-kernel of this CPU's [`Isa`].
+///
+/// # Panics
+/// If [`available`] is false.
+fn micro_kernel() -> Micro {
+    match Isa::detected() {
+        #[cfg(target_arch = "x86_64")]
+        Some(Isa::Avx512) => micro_upto,
+        #[cfg(target_arch = "x86_64")]
+        Some(Isa::Avx2) => micro_upto_avx2,
+        _ => panic!("conv2d needs AVX-512 or AVX2 with FMA"),
     }
 }
 
@@ -231,7 +299,7 @@ impl Plan {
     /// # Panics
     /// If the slices do not match `s` or [`available`] is false.
     fn new(weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Self {
-        assert!(available(), "conv2d needs AVX-512");
+        assert!(available(), "conv2d needs AVX-512 or AVX2 with FMA");
         assert_eq!(weight.len(), s.c_out * s.c_in * s.k * s.k);
         let mut bias_padded = vec![0.0; s.c_out.div_ceil(MR) * MR];
         if let Some(b) = bias {
@@ -284,11 +352,12 @@ impl Plan {
         let xpad = pad_input(x, s);
         let ptr = OutPtr(out.as_mut_ptr());
         let wp = s.w + 2 * s.pad;
+        let micro = micro_kernel();
         (0..s.out_h()).into_par_iter().for_each(|y| {
-            // SAFETY: AVX-512 was checked in `new`; row `y` of every output channel is written
-            // by this iteration only; reads stay inside `xpad` (which has SLACK floats of slack
-            // past the last row) and `panels`.
-            unsafe { conv_row(&xpad[y * wp..], panels, &self.bias, ptr.get(), y, s) };
+            // SAFETY: `micro` is this CPU's; row `y` of every output channel is written by this
+            // iteration only; reads stay inside `xpad` (which has SLACK floats of slack past
+            // the last row) and `panels`.
+            unsafe { conv_row(&xpad[y * wp..], panels, &self.bias, ptr.get(), y, s, micro) };
         });
     }
 
@@ -303,6 +372,7 @@ impl Plan {
         // Each live term's offset in the buffer: its channel's run of 48.
         let offsets: Vec<usize> = panels.offsets.iter().map(|&o| o / plane * block).collect();
         let ptr = OutPtr(out.as_mut_ptr());
+        let micro = micro_kernel();
         (0..s.h).into_par_iter().for_each_init(
             || vec![0.0f32; s.c_in * block],
             |buf, y| {
@@ -312,10 +382,11 @@ impl Plan {
                     for (c, dst) in buf.chunks_mut(block).enumerate() {
                         dst[..n].copy_from_slice(&x[c * plane + y * s.w + x0..][..n]);
                     }
-                    // SAFETY: AVX-512 was checked in `new`; row `y` of every output channel
-                    // is written by this iteration only; reads stay inside `buf`.
+                    // SAFETY: `micro` is this CPU's; row `y` of every output channel is written
+                    // by this iteration only; reads stay inside `buf`.
+                    let at = (y, x0, n);
                     unsafe {
-                        pointwise_block(buf, panels, &offsets, &self.bias, ptr.get(), (y, x0, n), s)
+                        pointwise_block(buf, panels, &offsets, &self.bias, ptr.get(), at, s, micro)
                     };
                     x0 += n;
                 }
@@ -325,9 +396,8 @@ impl Plan {
 }
 
 /// Pixels `x0..x0 + n` of output row `y` of every output channel, from `buf` (the block's
-/// input, 48 values per channel).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+/// input, 48 values per channel), by `micro`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn pointwise_block(
     buf: &[f32],
     panels: &Panels,
@@ -336,6 +406,7 @@ unsafe fn pointwise_block(
     out: *mut f32,
     (y, x0, n): (usize, usize, usize),
     s: &ConvShape,
+    micro: Micro,
 ) {
     let plane = s.h * s.w;
     for p in 0..s.c_out.div_ceil(MR) {
@@ -350,21 +421,8 @@ unsafe fn pointwise_block(
             plane,
             rows: MR.min(s.c_out - p * MR),
         };
-        unsafe { micro_upto(&tile, buf.as_ptr(), n) };
+        unsafe { micro(&tile, buf.as_ptr(), n) };
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn pointwise_block(
-    _: &[f32],
-    _: &Panels,
-    _: &[usize],
-    _: &[f32],
-    _: *mut f32,
-    _: (usize, usize, usize),
-    _: &ConvShape,
-) {
-    unreachable!("conv2d checks `available` first")
 }
 
 /// [`conv2d`] of every image of a batch `x` `[N, C_in, H, W]`; returns `[N, C_out, H_out, W_out]`.
@@ -375,9 +433,7 @@ pub fn conv2d_batch(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvSha
     super::per_image(x, lens, |image, dst| plan.run(image, dst))
 }
 
-/// One output row `y` of every output channel.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+/// One output row `y` of every output channel, by `micro`.
 unsafe fn conv_row(
     xrow: &[f32],
     panels: &Panels,
@@ -385,6 +441,7 @@ unsafe fn conv_row(
     out: *mut f32,
     y: usize,
     s: &ConvShape,
+    micro: Micro,
 ) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let plane = oh * ow;
@@ -407,15 +464,10 @@ unsafe fn conv_row(
                 rows,
             };
             let n = left.min(NV * LANES);
-            unsafe { micro_upto(&tile, src, n) };
+            unsafe { micro(&tile, src, n) };
             x0 += n;
         }
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn conv_row(_: &[f32], _: &Panels, _: &[f32], _: *mut f32, _: usize, _: &ConvShape) {
-    unreachable!("conv2d checks `available` first")
 }
 
 /// Where one micro-kernel call reads its weights and writes its outputs.
@@ -486,6 +538,78 @@ pub(crate) unsafe fn micro<const V: usize>(t: &Tile, src: *const f32, mask: u16)
     }
 }
 
+/// Floats per AVX2 vector.
+const LANES_AVX2: usize = 8;
+/// Output channels per AVX2 register block.
+const ROWS_AVX2: usize = 4;
+
+/// [`micro_upto`] on AVX2 and FMA: the same `MR x n` outputs (`n` up to 48, from the same
+/// panels and offsets) in register blocks of 4 channels x 16 pixels (8 of AVX2's 16 registers,
+/// with 2 for the input vectors and 1 for the broadcast weight), one pass over the terms per
+/// block. Measured on 2 Zen 4 cores without AVX-512 (G's 256x256 forward, all convolutions
+/// direct): 4 x 16 388 ms, 8 x 8 413 ms, 4 x 24 643 ms (16 registers: the compiler kept an
+/// accumulator on the stack).
+///
+/// # Safety
+/// As [`micro_upto`]'s, with AVX2 and FMA in place of AVX-512: every term reads at most `n`
+/// rounded up to 16 floats (never more than 48) from `src + offset`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn micro_upto_avx2(t: &Tile, src: *const f32, n: usize) {
+    use std::arch::x86_64::*;
+    for pixel in (0..n).step_by(2 * LANES_AVX2) {
+        let base = src.wrapping_add(pixel);
+        for first in (0..t.rows).step_by(ROWS_AVX2) {
+            let mut acc = [[_mm256_setzero_ps(); 2]; ROWS_AVX2];
+            let mut a = t.panel.as_ptr().wrapping_add(first);
+            for &offset in t.offsets {
+                // SAFETY: `src + offset` plus 16 floats past `pixel` stay inside the caller's
+                // input; `a` walks the panel's `MR` weights per term.
+                unsafe {
+                    let x = [0, LANES_AVX2].map(|v| _mm256_loadu_ps(base.add(offset + v)));
+                    for (r, value) in acc.iter_mut().enumerate() {
+                        let w = _mm256_broadcast_ss(&*a.add(r));
+                        value[0] = _mm256_fmadd_ps(w, x[0], value[0]);
+                        value[1] = _mm256_fmadd_ps(w, x[1], value[1]);
+                    }
+                    a = a.add(MR);
+                }
+            }
+            for (o, row) in (first..t.rows).zip(&acc) {
+                let bias = _mm256_set1_ps(t.bias[o]);
+                for (v, value) in row.iter().enumerate() {
+                    let at = pixel + v * LANES_AVX2;
+                    if at >= n {
+                        break;
+                    }
+                    let value = _mm256_add_ps(*value, bias);
+                    // SAFETY: row `o` of the tile, pixels `at..n.min(at + 8)`.
+                    unsafe {
+                        let dst = t.dst.add(o * t.plane + at);
+                        if at + LANES_AVX2 <= n {
+                            _mm256_storeu_ps(dst, value);
+                        } else {
+                            _mm256_maskstore_ps(dst, mask_avx2(n - at), value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// AVX2 store mask of the first `n` of 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn mask_avx2(n: usize) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let n = n.min(LANES_AVX2) as i32;
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,10 +636,62 @@ mod tests {
         assert!(recut_1x1(&s(1, 0, 4, 64)).is_none());
     }
 
+    /// The AVX2 micro-kernel, on any CPU with AVX2 (AVX-512 ones included, where the
+    /// convolution itself runs the AVX-512 one), against scalar sums: every pixel count 1-48
+    /// (full vectors, a masked last one), 3, 4, 5 and 8 rows, terms at scattered offsets.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_micro_kernel_matches_scalar_sums() {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            eprintln!("no AVX2 here: the AVX2 micro-kernel not tested");
+            return;
+        }
+        let offsets = [0usize, 5, 64, 67, 130, 200, 201];
+        let input = values(200 + 48 + 8, 11);
+        let panel = values(offsets.len() * MR, 12);
+        let bias = values(MR, 13);
+        let plane = 56;
+        for rows in [3, 4, 5, MR] {
+            for n in 1..=48 {
+                // A sentinel in every place the kernel must not write.
+                let mut out = vec![f32::NAN; MR * plane];
+                let tile = Tile {
+                    panel: &panel,
+                    offsets: &offsets,
+                    bias: &bias,
+                    dst: out.as_mut_ptr(),
+                    plane,
+                    rows,
+                };
+                // SAFETY: AVX2 and FMA were detected; each term reads at most 48 floats past
+                // its offset, inside `input`; the tile's rows of `plane` are inside `out`.
+                unsafe { micro_upto_avx2(&tile, input.as_ptr(), n) };
+                for r in 0..MR {
+                    for x in 0..plane {
+                        let got = out[r * plane + x];
+                        if r >= rows || x >= n {
+                            assert!(got.is_nan(), "rows {rows} n {n}: wrote ({r}, {x})");
+                            continue;
+                        }
+                        let want: f32 = bias[r]
+                            + offsets
+                                .iter()
+                                .enumerate()
+                                .map(|(t, &o)| panel[t * MR + r] * input[o + x])
+                                .sum::<f32>();
+                        assert!((got - want).abs() < 1e-4, "rows {rows} n {n} ({r}, {x})");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn matches_direct_summation() {
         if !available() {
-            eprintln!("no AVX-512 here: conv2d not tested");
+            eprintln!("no AVX-512 or AVX2 here: conv2d not tested");
             return;
         }
         // Odd widths (tails of 1 and 2 vectors), channel counts that are not multiples of 8,
@@ -553,7 +729,7 @@ mod tests {
     #[test]
     fn terms_zero_for_a_whole_panel_are_skipped_and_change_nothing() {
         if !available() {
-            eprintln!("no AVX-512 here: conv2d not tested");
+            eprintln!("no AVX-512 or AVX2 here: conv2d not tested");
             return;
         }
         // 20 output channels (panels of 8, 8, 4), 3 x 3 x 3 = 27 terms. Panel 0: input
@@ -596,7 +772,7 @@ mod tests {
     #[test]
     fn a_batch_shares_one_plan_and_keeps_its_images_apart() {
         if !available() {
-            eprintln!("no AVX-512 here: conv2d_batch not tested");
+            eprintln!("no AVX-512 or AVX2 here: conv2d_batch not tested");
             return;
         }
         // One shape of each algorithm: Winograd (3x3, 80 tiles) and direct (7x7).
@@ -609,7 +785,7 @@ mod tests {
                 k,
                 pad,
             };
-            assert_eq!(super::super::winograd::applies(&s), k == 3);
+            assert_eq!(super::super::winograd::applies(&s), k == 3 && wide());
             let image = s.c_in * s.h * s.w;
             let x = values(3 * image, 20 + i as u32);
             let wt = values(s.c_out * s.c_in * k * k, 30 + i as u32);

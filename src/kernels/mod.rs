@@ -39,7 +39,7 @@ use crate::device::is_cpu_backend;
 use rayon::prelude::*;
 
 /// Whether the host convolution kernel takes this `stride` and `groups` on this machine (dense,
-/// stride 1 or 2 by its phases, AVX-512), whatever the backend.
+/// stride 1 or 2 by its phases, AVX-512 or AVX2), whatever the backend.
 fn host_conv_takes(stride: usize, groups: usize) -> bool {
     (stride == 1 || stride == 2) && groups == 1 && conv::available()
 }

@@ -13,7 +13,7 @@ pub(crate) const CHUNK: usize = 4096;
 /// of a 1920x1080 forward).
 pub fn sums(x: &[f32]) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
-    if super::conv::available() {
+    if super::conv::wide() {
         // SAFETY: the CPU has AVX-512F.
         return unsafe { sums_avx512(x) };
     }
@@ -79,7 +79,7 @@ pub fn normalize_act(
 /// has it (the same operations on each value either way).
 fn scale_shift_act(x: &mut [f32], scale: f32, shift: f32, slope: Option<f32>) {
     #[cfg(target_arch = "x86_64")]
-    if super::conv::available() {
+    if super::conv::wide() {
         // SAFETY: the CPU has AVX-512F.
         return unsafe { scale_shift_act_avx512(x, scale, shift, slope) };
     }

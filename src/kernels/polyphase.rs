@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn phases_convolve_like_the_stride_2_convolution() {
         if !conv::available() {
-            eprintln!("no AVX-512 here: not tested");
+            eprintln!("no AVX-512 or AVX2 here: not tested");
             return;
         }
         // Even and odd sizes, pad 1 (zeros) and pad 0 (a pre-padded input), k 3 and 4.

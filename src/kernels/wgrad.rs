@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{pad_input, term_offsets, ConvShape, LANES};
+use super::conv::{pad_input, term_offsets, ConvShape, Isa, LANES};
 
 /// Output channels per micro-kernel call.
 pub(crate) const R: usize = 4;
@@ -38,7 +38,7 @@ pub fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
 /// # Panics
 /// As [`weight_grad`]; if `live` does not have `C_in k k` entries.
 pub fn weight_grad_of(x: &[f32], g: &[f32], s: &ConvShape, live: Option<&[bool]>) -> Vec<f32> {
-    assert!(super::conv::available(), "weight_grad needs AVX-512");
+    let micro = micro_kernel();
     // Winograd where it runs the forward too (`wgrad_layers H W C_in C_out 2`, each path
     // forced in turn while it was written, direct / Winograd: 128 -> 128 at 128x128
     // 49.6 / 22.4 ms, 256 -> 128 at 64x64 19.1 / 10.8 ms, 64 -> 64 at 256x256 47.4 / 31.6 ms).
@@ -80,7 +80,7 @@ pub fn weight_grad_of(x: &[f32], g: &[f32], s: &ConvShape, live: Option<&[bool]>
                     let g_rows = &gw[block * R * len + q0..];
                     for (tb, acc) in sums.chunks_mut(R * C * LANES).enumerate() {
                         let cols: [usize; C] = std::array::from_fn(|j| offsets[tb * C + j] + q0);
-                        // SAFETY: AVX-512 was checked above; `gw` has R-padded rows of `len`
+                        // SAFETY: `micro` is this CPU's; `gw` has R-padded rows of `len`
                         // floats; every read of `xpad` stays below the largest offset + len,
                         // inside xpad and its slack (see `pad_input`).
                         unsafe { micro(g_rows, len, &xpad, cols, vectors, acc) };
@@ -161,6 +161,70 @@ pub(crate) unsafe fn micro(_: &[f32], _: usize, _: &[f32], _: [usize; C], _: usi
     unreachable!("weight_grad checks `available` first")
 }
 
+/// A weight-gradient micro-kernel: [`micro`] or [`micro_avx2`].
+type Micro = unsafe fn(&[f32], usize, &[f32], [usize; C], usize, &mut [f32]);
+
+/// The micro-kernel of this CPU's [`Isa`].
+///
+/// # Panics
+/// If [`super::conv::available`] is false.
+fn micro_kernel() -> Micro {
+    match Isa::detected() {
+        #[cfg(target_arch = "x86_64")]
+        Some(Isa::Avx512) => micro,
+        #[cfg(target_arch = "x86_64")]
+        Some(Isa::Avx2) => micro_avx2,
+        _ => panic!("weight_grad needs AVX-512 or AVX2 with FMA"),
+    }
+}
+
+/// [`micro`] on AVX2 and FMA, in two passes of 2 output channels (12 of the 16 registers hold
+/// 2 x 6 partial sums of 8 lanes). Every pixel is added into the first 8 lanes of its term's
+/// 16-lane slot of `acc`: which lane a pixel's product joins does not matter, as the lanes are
+/// summed at the end.
+///
+/// # Safety
+/// As [`micro`]'s, with AVX2 and FMA in place of AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn micro_avx2(
+    gw: &[f32],
+    stride: usize,
+    xpad: &[f32],
+    cols: [usize; C],
+    vectors: usize,
+    acc: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const HALF: usize = LANES / 2;
+    assert_eq!(acc.len(), R * C * LANES);
+    let sums = acc.as_mut_ptr();
+    let (g, x) = (gw.as_ptr(), xpad.as_ptr());
+    for r0 in (0..R).step_by(2) {
+        // SAFETY: the slots of rows r0, r0 + 1 lie inside `acc`; the reads stay where
+        // `micro`'s do (`vectors * 16` floats of each row and column).
+        unsafe {
+            let mut reg: [[__m256; C]; 2] = std::array::from_fn(|r| {
+                std::array::from_fn(|j| _mm256_loadu_ps(sums.add(((r0 + r) * C + j) * LANES)))
+            });
+            for q in (0..vectors * LANES).step_by(HALF) {
+                let g0 = _mm256_loadu_ps(g.add(r0 * stride + q));
+                let g1 = _mm256_loadu_ps(g.add((r0 + 1) * stride + q));
+                for (j, &col) in cols.iter().enumerate() {
+                    let xv = _mm256_loadu_ps(x.add(col + q));
+                    reg[0][j] = _mm256_fmadd_ps(g0, xv, reg[0][j]);
+                    reg[1][j] = _mm256_fmadd_ps(g1, xv, reg[1][j]);
+                }
+            }
+            for (r, row) in reg.iter().enumerate() {
+                for (j, &a) in row.iter().enumerate() {
+                    _mm256_storeu_ps(sums.add(((r0 + r) * C + j) * LANES), a);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,7 +233,7 @@ mod tests {
     #[test]
     fn matches_direct_summation() {
         if !super::super::conv::available() {
-            eprintln!("no AVX-512 here: weight_grad not tested");
+            eprintln!("no AVX-512 or AVX2 here: weight_grad not tested");
             return;
         }
         // Channel and term counts that are not multiples of 4 and 6, kernels 1, 3, 7, pad 0,
@@ -202,10 +266,43 @@ mod tests {
         }
     }
 
+    /// The AVX2 micro-kernel, on any CPU with AVX2, against scalar sums: it adds to what the
+    /// slots hold, and a slot's 16 lanes sum to its channel-term product.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_micro_kernel_adds_the_products() {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            eprintln!("no AVX2 here: the AVX2 micro-kernel not tested");
+            return;
+        }
+        let (stride, vectors) = (80, 5);
+        let gw = values(R * stride, 21);
+        let xpad = values(300, 22);
+        let cols = [0, 3, 17, 100, 101, 220];
+        let start = values(R * C * LANES, 23);
+        let mut acc = start.clone();
+        // SAFETY: AVX2 and FMA were detected; rows of `gw` and columns of `xpad` hold
+        // `vectors * 16` floats from where they are read.
+        unsafe { micro_avx2(&gw, stride, &xpad, cols, vectors, &mut acc) };
+        for r in 0..R {
+            for (j, &col) in cols.iter().enumerate() {
+                let slot = (r * C + j) * LANES;
+                let lanes = |v: &[f32]| v[slot..slot + LANES].iter().sum::<f32>();
+                let product: f32 = (0..vectors * LANES)
+                    .map(|q| gw[r * stride + q] * xpad[col + q])
+                    .sum();
+                let (got, want) = (lanes(&acc), lanes(&start) + product);
+                assert!((got - want).abs() < 1e-3, "({r}, {j}): {got} vs {want}");
+            }
+        }
+    }
+
     #[test]
     fn only_the_live_terms_are_computed() {
         if !super::super::conv::available() {
-            eprintln!("no AVX-512 here: weight_grad not tested");
+            eprintln!("no AVX-512 or AVX2 here: weight_grad not tested");
             return;
         }
         // 7 x 2 x 2 = 28 terms, every third one live (not a multiple of C).

@@ -59,7 +59,7 @@ type Rows = [[[f32; GATHER]; 2]; 4];
 /// Whether [`conv2d_into`] can run this convolution: 3x3, zero padding 1 (same-size output),
 /// AVX-512.
 fn can_run(s: &ConvShape) -> bool {
-    s.k == 3 && s.pad == 1 && conv::available()
+    s.k == 3 && s.pad == 1 && conv::wide()
 }
 
 /// Whether the host convolution should run this convolution here rather than directly: it
@@ -728,7 +728,7 @@ mod tests {
 
     #[test]
     fn matches_direct_summation() {
-        if !conv::available() {
+        if !conv::wide() {
             eprintln!("no AVX-512 here: the Winograd convolution not tested");
             return;
         }
@@ -772,7 +772,7 @@ mod tests {
 
     #[test]
     fn weight_gradient_matches_direct_summation() {
-        if !conv::available() {
+        if !conv::wide() {
             eprintln!("no AVX-512 here: the Winograd weight gradient not tested");
             return;
         }
@@ -840,7 +840,7 @@ mod tests {
         assert!(!applies(&s(16, 7, 3, 64)));
         assert!(!applies(&s(1024, 3, 1, 64)));
         assert!(!applies(&s(16, 3, 1, 16)));
-        assert_eq!(applies(&s(16, 3, 1, 64)), conv::available());
-        assert_eq!(applies(&s(512, 3, 1, 32)), conv::available());
+        assert_eq!(applies(&s(16, 3, 1, 64)), conv::wide());
+        assert_eq!(applies(&s(512, 3, 1, 32)), conv::wide());
     }
 }

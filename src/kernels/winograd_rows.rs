@@ -105,7 +105,7 @@ impl Matrices {
 /// output), AVX-512, and at least 16 input and output channels (with fewer the transforms
 /// weigh more than they save: G's 3 -> 32 head stays direct).
 pub(crate) fn applies(s: &ConvShape) -> bool {
-    s.k == K && s.pad == 3 && conv::available() && s.c_in >= 16 && s.c_out >= 16 && s.w >= 16
+    s.k == K && s.pad == 3 && conv::wide() && s.c_in >= 16 && s.c_out >= 16 && s.w >= 16
 }
 
 /// `U_p = G g` of every kernel row, packed per panel of [`MR`] output channels and position
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn matches_direct_summation() {
-        if !conv::available() {
+        if !conv::wide() {
             eprintln!("no AVX-512 here: not tested");
             return;
         }
