@@ -292,9 +292,19 @@ fn can_run(s: &ConvShape) -> bool {
 /// (`conv_layers H W C_in C_out k 1 pad images`, `docs/performance.md`.)
 pub(crate) fn applies(s: &ConvShape) -> bool {
     let (th, tw) = tiles(s);
+    if !conv::wide() {
+        return can_run(s) && (16..=512).contains(&s.c_in) && th * tw >= MIN_TILES_AVX2;
+    }
     let most = if s.k == 3 { 256 } else { 512 };
     can_run(s) && (16..=most).contains(&s.c_in) && th * tw >= MIN_TILES
 }
+
+/// Fewest output tiles of an image for [`applies`] on AVX2, where neither F(2x2, 3x3) nor the
+/// direct convolution has AVX-512's wider registers: a 16x16 output, and up to 512 input
+/// channels. (`conv_layers H W C C 3 1 1 4`, 2 Zen 4 cores without AVX-512, direct / F(4x4,
+/// 3x3), ms: 512 at 32x32 145 / 57, at 16x16 36 / 25, at 8x8 21 / 25; 256 at 32x32 35 / 14; 64
+/// at 16x16 0.98 / 0.80; 16 at 256x256, two images, 5.0 / 5.2.)
+const MIN_TILES_AVX2: usize = 4 * 4;
 
 /// Fewest output tiles of an image for [`applies`]: a 64x64 output. (256 -> 256 at 64x64:
 /// 5.9 ms against F(2x2, 3x3)'s 5.8 for one image, 9.1 against 11.0 for two; at 56x56 5.4
@@ -1089,8 +1099,10 @@ mod tests {
         assert_eq!(applies(&s(512, 2, 1, 80)), yes);
         assert_eq!(applies(&s(128, 2, 0, 81)), yes);
         assert!(!applies(&s(8, 3, 1, 80)), "few input channels");
-        assert!(!applies(&s(512, 3, 1, 80)), "a 3x3 block outgrows L2");
-        assert!(!applies(&s(64, 3, 1, 60)), "too few tiles");
+        // AVX-512 has F(2x2, 3x3) for these; AVX2 only this.
+        assert_eq!(applies(&s(512, 3, 1, 80)), yes && !conv::wide());
+        assert_eq!(applies(&s(64, 3, 1, 60)), yes && !conv::wide());
+        assert!(!applies(&s(64, 3, 1, 8)), "too few tiles");
         assert_eq!(applies(&s(64, 3, 1, 64)), yes);
         assert!(!applies(&s(64, 3, 0, 80)), "3x3 without padding");
         assert!(!applies(&s(64, 7, 3, 80)), "7x7");
