@@ -539,7 +539,7 @@ pub(crate) unsafe fn micro<const V: usize>(t: &Tile, src: *const f32, mask: u16)
 }
 
 /// Floats per AVX2 vector.
-const LANES_AVX2: usize = 8;
+pub(crate) const LANES8: usize = 8;
 /// Output channels per AVX2 register block.
 const ROWS_AVX2: usize = 4;
 
@@ -557,7 +557,7 @@ const ROWS_AVX2: usize = 4;
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn micro_upto_avx2(t: &Tile, src: *const f32, n: usize) {
     use std::arch::x86_64::*;
-    for pixel in (0..n).step_by(2 * LANES_AVX2) {
+    for pixel in (0..n).step_by(2 * LANES8) {
         let base = src.wrapping_add(pixel);
         for first in (0..t.rows).step_by(ROWS_AVX2) {
             let mut acc = [[_mm256_setzero_ps(); 2]; ROWS_AVX2];
@@ -566,7 +566,7 @@ pub(crate) unsafe fn micro_upto_avx2(t: &Tile, src: *const f32, n: usize) {
                 // SAFETY: `src + offset` plus 16 floats past `pixel` stay inside the caller's
                 // input; `a` walks the panel's `MR` weights per term.
                 unsafe {
-                    let x = [0, LANES_AVX2].map(|v| _mm256_loadu_ps(base.add(offset + v)));
+                    let x = [0, LANES8].map(|v| _mm256_loadu_ps(base.add(offset + v)));
                     for (r, value) in acc.iter_mut().enumerate() {
                         let w = _mm256_broadcast_ss(&*a.add(r));
                         value[0] = _mm256_fmadd_ps(w, x[0], value[0]);
@@ -578,7 +578,7 @@ pub(crate) unsafe fn micro_upto_avx2(t: &Tile, src: *const f32, n: usize) {
             for (o, row) in (first..t.rows).zip(&acc) {
                 let bias = _mm256_set1_ps(t.bias[o]);
                 for (v, value) in row.iter().enumerate() {
-                    let at = pixel + v * LANES_AVX2;
+                    let at = pixel + v * LANES8;
                     if at >= n {
                         break;
                     }
@@ -586,10 +586,10 @@ pub(crate) unsafe fn micro_upto_avx2(t: &Tile, src: *const f32, n: usize) {
                     // SAFETY: row `o` of the tile, pixels `at..n.min(at + 8)`.
                     unsafe {
                         let dst = t.dst.add(o * t.plane + at);
-                        if at + LANES_AVX2 <= n {
+                        if at + LANES8 <= n {
                             _mm256_storeu_ps(dst, value);
                         } else {
-                            _mm256_maskstore_ps(dst, mask_avx2(n - at), value);
+                            _mm256_maskstore_ps(dst, mask8(n - at), value);
                         }
                     }
                 }
@@ -601,9 +601,9 @@ pub(crate) unsafe fn micro_upto_avx2(t: &Tile, src: *const f32, n: usize) {
 /// AVX2 store mask of the first `n` of 8 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn mask_avx2(n: usize) -> std::arch::x86_64::__m256i {
+pub(crate) fn mask8(n: usize) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
-    let n = n.min(LANES_AVX2) as i32;
+    let n = n.min(LANES8) as i32;
     _mm256_cmpgt_epi32(
         _mm256_set1_epi32(n),
         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),

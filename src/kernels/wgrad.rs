@@ -42,7 +42,7 @@ pub fn weight_grad_of(x: &[f32], g: &[f32], s: &ConvShape, live: Option<&[bool]>
     // Winograd where it runs the forward too (`wgrad_layers H W C_in C_out 2`, each path
     // forced in turn while it was written, direct / Winograd: 128 -> 128 at 128x128
     // 49.6 / 22.4 ms, 256 -> 128 at 64x64 19.1 / 10.8 ms, 64 -> 64 at 256x256 47.4 / 31.6 ms).
-    if super::winograd::applies(s) {
+    if super::winograd::weight_grad_applies(s) {
         return super::winograd::weight_grad(x, g, s);
     }
     let [oh, ow] = s.out_size();

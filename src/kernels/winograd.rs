@@ -38,7 +38,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::conv::{self, ConvShape, OutPtr, Tile, LANES, MR};
+use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
+#[cfg(target_arch = "x86_64")]
+use super::conv::{mask8, LANES8};
 use super::wgrad;
 
 /// Tiles per block along a row: the width of one micro-kernel call (3 vectors).
@@ -71,8 +73,20 @@ fn can_run(s: &ConvShape) -> bool {
 /// 1.94 / 1.31, at 16x16 1.01 / 0.87; 128 -> 128 at 24x24 0.92 / 0.40; 64 -> 64 at 16x16
 /// 0.09 / 0.11.)
 pub(crate) fn applies(s: &ConvShape) -> bool {
+    can_run(s) && fits(s)
+}
+
+/// The shapes [`applies`] takes, whatever the CPU.
+fn fits(s: &ConvShape) -> bool {
     let (th, tw) = tiles(s);
-    can_run(s) && (8..=512).contains(&s.c_in) && th * tw >= 64
+    s.k == 3 && s.pad == 1 && (8..=512).contains(&s.c_in) && th * tw >= 64
+}
+
+/// Whether [`weight_grad`] should compute this convolution's weight gradient: the shapes of
+/// [`applies`], on AVX-512 or AVX2 (the forward's blocks are AVX-512's alone; the weight
+/// gradient's transforms and products have AVX2 versions).
+pub(crate) fn weight_grad_applies(s: &ConvShape) -> bool {
+    conv::available() && fits(s)
 }
 
 /// Tiles down and across.
@@ -227,6 +241,7 @@ impl Block<'_> {
             // channel are inside `v` (`[p][c][NB]`).
             unsafe {
                 transform_channels(
+                    Isa::Avx512,
                     self.x,
                     s,
                     segment,
@@ -356,9 +371,9 @@ impl Side {
 /// with the channel [`PREFETCH`] ahead asked into the cache (a channel's rows are a plane
 /// apart from the next channel's, too far for the hardware prefetcher).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn transform_channels(
+    isa: Isa,
     planes: &[f32],
     s: &ConvShape,
     segment: Segment,
@@ -375,11 +390,17 @@ unsafe fn transform_channels(
             prefetch(ahead, (s.h, s.w), ys.clone(), xs.clone(), pad);
         }
         let dst = dst.wrapping_add(c * row);
-        // SAFETY: AVX-512 is enabled here; the caller vouches for the stores.
+        // SAFETY: the caller vouches for the CPU's `isa` and for the stores.
         unsafe {
-            match side {
-                Side::Input => input_tiles(src, s, segment, rows, dst, p_stride),
-                Side::Gradient => gradient_tiles(src, s, segment, rows, dst, p_stride),
+            match (isa, side) {
+                (Isa::Avx512, Side::Input) => input_tiles(src, s, segment, rows, dst, p_stride),
+                (Isa::Avx512, Side::Gradient) => {
+                    gradient_tiles(src, s, segment, rows, dst, p_stride)
+                }
+                (Isa::Avx2, Side::Input) => input_tiles_avx2(src, s, segment, rows, dst, p_stride),
+                (Isa::Avx2, Side::Gradient) => {
+                    gradient_tiles_avx2(src, s, segment, rows, dst, p_stride)
+                }
             }
         }
     }
@@ -388,6 +409,7 @@ unsafe fn transform_channels(
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn transform_channels(
+    _: Isa,
     _: &[f32],
     _: &ConvShape,
     _: Segment,
@@ -556,9 +578,18 @@ const CHUNK: usize = 10 * NB;
 /// runs over the tiles, 2.25x fewer multiply-adds than the direct weight gradient's.
 /// The tiles of all images are taken in chunks of [`CHUNK`]: the threads transform a chunk's
 /// blocks of tiles, then share out its 16 products (on [`wgrad::micro`], summed across lanes
-/// at the end of each chunk). Check [`can_run`] (and [`applies`] for speed).
+/// at the end of each chunk). Check [`weight_grad_applies`].
 pub(crate) fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
-    assert!(can_run(s));
+    let isa = Isa::detected().expect("the weight gradient needs AVX-512 or AVX2 with FMA");
+    weight_grad_on(isa, x, g, s)
+}
+
+/// [`weight_grad`] on the vector code of `isa` (which the CPU must have).
+fn weight_grad_on(isa: Isa, x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
+    assert!(
+        s.k == 3 && s.pad == 1,
+        "F(2x2, 3x3) needs 3x3 kernels and padding 1"
+    );
     let plane = s.h * s.w;
     let images = x.len() / (s.c_in * plane).max(1);
     assert_eq!(x.len(), images * s.c_in * plane);
@@ -590,13 +621,14 @@ pub(crate) fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
                 let at = b * NB + segment.at;
                 let xi = &x[image * s.c_in * plane..][..s.c_in * plane];
                 let gi = &g[image * s.c_out * plane..][..s.c_out * plane];
-                // SAFETY: AVX-512 was checked by `can_run`; lanes `at..at + n` of every row
+                // SAFETY: the CPU has `isa`; lanes `at..at + n` of every row
                 // of `v` and `y` are this segment's alone, inside them.
                 unsafe {
                     let (v, y) = (vp.get().add(at), yp.get().add(at));
                     let (v_rows, y_rows) = (rows_in * CHUNK, rows_out * CHUNK);
-                    transform_channels(xi, s, local, Side::Input, &mut rows, v, CHUNK, v_rows);
-                    transform_channels(gi, s, local, Side::Gradient, &mut rows, y, CHUNK, y_rows);
+                    let (input, gradient) = (Side::Input, Side::Gradient);
+                    transform_channels(isa, xi, s, local, input, &mut rows, v, CHUNK, v_rows);
+                    transform_channels(isa, gi, s, local, gradient, &mut rows, y, CHUNK, y_rows);
                 }
             }
         });
@@ -608,7 +640,12 @@ pub(crate) fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
                 let yp = &y[p * rows_out * CHUNK..][..rows_out * CHUNK];
                 // SAFETY: AVX-512 was checked by `can_run`; the reads stay in this position's
                 // rows of `v` and `y` (`vectors * 16 <= CHUNK`).
-                unsafe { products(yp, vp, vectors, sum, rows_in) };
+                unsafe {
+                    match isa {
+                        Isa::Avx512 => products(yp, vp, vectors, sum, rows_in),
+                        Isa::Avx2 => products_avx2(yp, vp, vectors, sum, rows_in),
+                    }
+                };
             });
     }
     let mut dw = vec![0.0f32; s.c_out * s.c_in * 9];
@@ -712,6 +749,213 @@ unsafe fn gradient_tiles(
     }
 }
 
+/// Row `y` of `plane` (`h x w`; zeros when `y` is outside it) split into its `Q` column
+/// phases (2 or 4) on AVX2 (the AVX2 paths' [`gather`] and [`super::winograd4::gather4`]):
+/// column `first + Q j + q` into `out[q][j]` for `j` in `0..=n` (zeros outside the row). Runs of
+/// 8 tiles inside the row are split by shuffles, the ends one value at a time (scalar
+/// throughout, this was 4% of a training step).
+///
+/// # Safety
+/// AVX2 is available; `n + 8 <= GATHER`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn gather_phases<const Q: usize>(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    y: isize,
+    first: isize,
+    n: usize,
+    out: &mut [[f32; GATHER]; Q],
+) {
+    let Some(y) = usize::try_from(y).ok().filter(|&y| y < h) else {
+        *out = [[0.0; GATHER]; Q];
+        return;
+    };
+    let line = &plane[y * w..][..w];
+    let x_of = |j: usize| first + (Q * j) as isize;
+    let mut j = 0;
+    while j <= n {
+        let x = x_of(j);
+        if x >= 0 && x + (Q * LANES8) as isize <= w as isize {
+            // SAFETY: the 8 Q floats from `x` lie inside `line`; `j + 8 <= n + 8 <= GATHER`.
+            unsafe { split8::<Q>(line.as_ptr().add(x as usize), out, j) };
+            j += LANES8;
+        } else {
+            for (q, phase) in out.iter_mut().enumerate() {
+                let at = x + q as isize;
+                phase[j] = if at >= 0 && at < w as isize {
+                    line[at as usize]
+                } else {
+                    0.0
+                };
+            }
+            j += 1;
+        }
+    }
+}
+
+/// The `8 Q` floats at `src` split into their `Q` phases (2 or 4), stored at `out[q][j..j + 8]`.
+///
+/// # Safety
+/// AVX2 is available; `src..src + 8 Q` is readable; `j + 8 <= GATHER`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn split8<const Q: usize>(src: *const f32, out: &mut [[f32; GATHER]; Q], j: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let v: [__m256; Q] = std::array::from_fn(|k| _mm256_loadu_ps(src.add(k * LANES8)));
+        let store = |q: usize, value: __m256, out: &mut [[f32; GATHER]; Q]| {
+            _mm256_storeu_ps(out[q].as_mut_ptr().add(j), value)
+        };
+        if Q == 2 {
+            // Within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6]; then the 64-bit pairs in order.
+            let evens = _mm256_shuffle_ps::<0b10_00_10_00>(v[0], v[1]);
+            let odds = _mm256_shuffle_ps::<0b11_01_11_01>(v[0], v[1]);
+            let order = |x: __m256| {
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(x)))
+            };
+            store(0, order(evens), out);
+            store(1, order(odds), out);
+        } else {
+            // A 4x4 transpose within each 128-bit lane gives phase q of vectors 0-3 as
+            // [v0 v1 v2 v3 | v0 v1 v2 v3] (first and second tile of each); then in tile order.
+            let (t0, t1) = (
+                _mm256_unpacklo_ps(v[0], v[1]),
+                _mm256_unpackhi_ps(v[0], v[1]),
+            );
+            let (t2, t3) = (
+                _mm256_unpacklo_ps(v[2], v[3]),
+                _mm256_unpackhi_ps(v[2], v[3]),
+            );
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            let phases = [
+                _mm256_shuffle_ps::<0b01_00_01_00>(t0, t2),
+                _mm256_shuffle_ps::<0b11_10_11_10>(t0, t2),
+                _mm256_shuffle_ps::<0b01_00_01_00>(t1, t3),
+                _mm256_shuffle_ps::<0b11_10_11_10>(t1, t3),
+            ];
+            for (q, phase) in phases.into_iter().enumerate() {
+                store(q, _mm256_permutevar8x32_ps(phase, order), out);
+            }
+        }
+    }
+}
+
+/// [`input_tiles`] on AVX2, 8 tiles at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn input_tiles_avx2(
+    plane: &[f32],
+    s: &ConvShape,
+    Segment { ty, tx0, n, .. }: Segment,
+    rows: &mut Rows,
+    dst: *mut f32,
+    p_stride: usize,
+) {
+    use std::arch::x86_64::*;
+    for (i, row) in rows.iter_mut().enumerate() {
+        let (y, first) = ((2 * ty + i) as isize - 1, (2 * tx0) as isize - 1);
+        // SAFETY: AVX2 is enabled here; `n <= NB`.
+        unsafe { gather_phases(plane, (s.h, s.w), y, first, n, row) };
+    }
+    for t in (0..n).step_by(LANES8) {
+        // SAFETY: as in `input_tiles` (loads at `t + 1 + 7 < GATHER`).
+        unsafe {
+            let mask = mask8(n - t);
+            let d: [[__m256; 4]; 4] = std::array::from_fn(|i| {
+                let [even, odd] = &rows[i];
+                [
+                    _mm256_loadu_ps(even.as_ptr().add(t)),
+                    _mm256_loadu_ps(odd.as_ptr().add(t)),
+                    _mm256_loadu_ps(even.as_ptr().add(t + 1)),
+                    _mm256_loadu_ps(odd.as_ptr().add(t + 1)),
+                ]
+            });
+            let bt: [[__m256; 4]; 4] = [
+                std::array::from_fn(|q| _mm256_sub_ps(d[0][q], d[2][q])),
+                std::array::from_fn(|q| _mm256_add_ps(d[1][q], d[2][q])),
+                std::array::from_fn(|q| _mm256_sub_ps(d[2][q], d[1][q])),
+                std::array::from_fn(|q| _mm256_sub_ps(d[1][q], d[3][q])),
+            ];
+            for (i, r) in bt.iter().enumerate() {
+                let values = [
+                    _mm256_sub_ps(r[0], r[2]),
+                    _mm256_add_ps(r[1], r[2]),
+                    _mm256_sub_ps(r[2], r[1]),
+                    _mm256_sub_ps(r[1], r[3]),
+                ];
+                for (j, value) in values.into_iter().enumerate() {
+                    _mm256_maskstore_ps(dst.add((i * 4 + j) * p_stride + t), mask, value);
+                }
+            }
+        }
+    }
+}
+
+/// [`gradient_tiles`] on AVX2, 8 tiles at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gradient_tiles_avx2(
+    plane: &[f32],
+    s: &ConvShape,
+    Segment { ty, tx0, n, .. }: Segment,
+    rows: &mut Rows,
+    dst: *mut f32,
+    p_stride: usize,
+) {
+    use std::arch::x86_64::*;
+    for (i, row) in rows.iter_mut().take(2).enumerate() {
+        let (y, first) = ((2 * ty + i) as isize, (2 * tx0) as isize);
+        // SAFETY: AVX2 is enabled here; `n <= NB`.
+        unsafe { gather_phases(plane, (s.h, s.w), y, first, n, row) };
+    }
+    let zero = _mm256_setzero_ps();
+    for t in (0..n).step_by(LANES8) {
+        // SAFETY: as in `gradient_tiles`.
+        unsafe {
+            let mask = mask8(n - t);
+            let load = |i: usize, parity: usize| _mm256_loadu_ps(rows[i][parity].as_ptr().add(t));
+            let (a, b, c, d) = (load(0, 0), load(0, 1), load(1, 0), load(1, 1));
+            let ady = [
+                (a, b),
+                (_mm256_add_ps(a, c), _mm256_add_ps(b, d)),
+                (_mm256_sub_ps(a, c), _mm256_sub_ps(b, d)),
+                (_mm256_sub_ps(zero, c), _mm256_sub_ps(zero, d)),
+            ];
+            for (i, &(u, w)) in ady.iter().enumerate() {
+                let values = [
+                    u,
+                    _mm256_add_ps(u, w),
+                    _mm256_sub_ps(u, w),
+                    _mm256_sub_ps(zero, w),
+                ];
+                for (j, value) in values.into_iter().enumerate() {
+                    _mm256_maskstore_ps(dst.add((i * 4 + j) * p_stride + t), mask, value);
+                }
+            }
+        }
+    }
+}
+
+/// [`products`] on AVX2 ([`wgrad::micro_avx2`]; each slot's 16 lanes summed in order).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn products_avx2(y: &[f32], v: &[f32], vectors: usize, sum: &mut [f32], rows_in: usize) {
+    let (r, c) = (wgrad::R, wgrad::C);
+    for ob in 0..sum.len() / rows_in / r {
+        for cb in 0..rows_in / c {
+            let mut acc = [0.0f32; wgrad::R * wgrad::C * LANES];
+            let cols = std::array::from_fn(|j| (cb * c + j) * CHUNK);
+            // SAFETY: as in `products`.
+            unsafe { wgrad::micro_avx2(&y[ob * r * CHUNK..], CHUNK, v, cols, vectors, &mut acc) };
+            for (k, lanes) in acc.chunks(LANES).enumerate() {
+                sum[(ob * r + k / c) * rows_in + cb * c + k % c] += lanes.iter().sum::<f32>();
+            }
+        }
+    }
+}
+
 /// Store mask of the first `n` lanes (all for `n >= 16`).
 pub(crate) fn lanes(n: usize) -> u16 {
     if n >= LANES {
@@ -772,8 +1016,9 @@ mod tests {
 
     #[test]
     fn weight_gradient_matches_direct_summation() {
-        if !conv::wide() {
-            eprintln!("no AVX-512 here: the Winograd weight gradient not tested");
+        let isas = conv::isas_here();
+        if isas.is_empty() {
+            eprintln!("no AVX-512 or AVX2 here: the Winograd weight gradient not tested");
             return;
         }
         // Odd sides (half-outside tiles), channel counts that are not multiples of 4 and 6,
@@ -790,11 +1035,13 @@ mod tests {
             };
             let x = values(n * c_in * h * w, 70 + i as u32);
             let g = values(n * c_out * h * w, 80 + i as u32);
-            let got = weight_grad(&x, &g, &s);
             let want = direct_weight_grad(&x, &g, &s, n);
-            assert_eq!(got.len(), want.len());
-            for (j, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert!((a - b).abs() < 1e-3, "{s:?} at {j}: {a} vs {b}");
+            for &isa in &isas {
+                let got = weight_grad_on(isa, &x, &g, &s);
+                assert_eq!(got.len(), want.len());
+                for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() < 1e-3, "{isa:?} {s:?} at {j}: {a} vs {b}");
+                }
             }
         }
     }

@@ -51,6 +51,10 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
+#[cfg(target_arch = "x86_64")]
+use super::conv::{mask8, LANES8};
+#[cfg(target_arch = "x86_64")]
+use super::winograd::gather_phases;
 use super::winograd::{lanes, load_clipped, prefetch, segments, Segment, PREFETCH, SCRATCH};
 
 /// Outputs per tile side.
@@ -62,6 +66,8 @@ const NB: usize = 3 * LANES;
 /// Gathered columns of one phase per block row: `NB + 1` rounded up to whole vectors, plus a
 /// vector of slack for the loads at `t + 1`.
 pub(crate) const GATHER: usize = NB + 2 * LANES;
+// The AVX2 path gathers rows with F(2x2, 3x3)'s `gather_phases`.
+const _: () = assert!(GATHER == super::winograd::GATHER);
 /// Most panels of output channels whose products are computed together (as in F(2x2, 3x3)).
 const GROUP: usize = 8;
 
@@ -660,10 +666,6 @@ impl Block<'_> {
     }
 }
 
-/// Floats per AVX2 vector.
-#[cfg(target_arch = "x86_64")]
-const LANES8: usize = 8;
-
 /// The same blocks on AVX2 and FMA: the products on [`conv::micro_upto_avx2`], the transforms
 /// 8 tiles at a time, the input rows split into their column phases without vector permutes.
 #[cfg(target_arch = "x86_64")]
@@ -733,7 +735,8 @@ impl Block<'_> {
             for (i, row) in rows.iter_mut().take(A).enumerate() {
                 let y = (M * ty + i) as isize - s.pad as isize;
                 let first = (M * tx0) as isize - s.pad as isize;
-                gather4_phases(plane, (s.h, s.w), y, first, n, row);
+                // SAFETY: AVX2 is enabled here; `n <= NB`.
+                unsafe { gather_phases(plane, (s.h, s.w), y, first, n, row) };
             }
             let dst = dst.wrapping_add(c * NB);
             for t in (0..n).step_by(LANES8) {
@@ -811,58 +814,6 @@ impl Block<'_> {
                         unsafe { *dst.add(i) = columns[i % M][i / M] };
                     }
                 }
-            }
-        }
-    }
-}
-
-/// AVX2 store mask of the first `n` of 8 lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn mask8(n: usize) -> std::arch::x86_64::__m256i {
-    use std::arch::x86_64::*;
-    let n = n.min(LANES8) as i32;
-    _mm256_cmpgt_epi32(
-        _mm256_set1_epi32(n),
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-    )
-}
-
-/// [`gather4`] without vector permutes: row `y` of `plane` (`h x w`; zeros when `y` is outside
-/// it), column `first + 4 j + q` into `out[q][j]` for `j` in `0..=n` (zeros outside the row).
-fn gather4_phases(
-    plane: &[f32],
-    (h, w): (usize, usize),
-    y: isize,
-    first: isize,
-    n: usize,
-    out: &mut [[f32; GATHER]; M],
-) {
-    let Some(y) = usize::try_from(y).ok().filter(|&y| y < h) else {
-        *out = [[0.0; GATHER]; M];
-        return;
-    };
-    let line = &plane[y * w..][..w];
-    // Tiles `inside` read only columns of the line.
-    let inside = |j: usize| {
-        let x = first + (M * j) as isize;
-        x >= 0 && x + M as isize <= w as isize
-    };
-    for j in 0..=n {
-        let x = first + (M * j) as isize;
-        if inside(j) {
-            let quad = &line[x as usize..x as usize + M];
-            for (phase, &value) in out.iter_mut().zip(quad) {
-                phase[j] = value;
-            }
-        } else {
-            for (q, phase) in out.iter_mut().enumerate() {
-                let at = x + q as isize;
-                phase[j] = if at >= 0 && at < w as isize {
-                    line[at as usize]
-                } else {
-                    0.0
-                };
             }
         }
     }
