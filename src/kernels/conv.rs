@@ -69,19 +69,37 @@ pub enum Isa {
     Avx2,
 }
 
+/// The variable that lowers the host kernels' [`Isa`].
+pub const ISA_ENV: &str = "TOONSMITH_CPU_ISA";
+
 impl Isa {
-    /// What this CPU offers, or what `TOONSMITH_CPU_ISA` (`avx2`, or `none` for burn-flex's
-    /// own convolutions) lowers it to; read once.
+    /// What this CPU offers, or what [`ISA_ENV`] lowers it to ([`Isa::lowered`]; an invalid
+    /// value is ignored here: the program checks it at start); read once.
     pub fn detected() -> Option<Isa> {
         static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
         *DETECTED.get_or_init(|| {
             let cpu = cpu_isa();
-            match std::env::var("TOONSMITH_CPU_ISA").as_deref() {
-                Ok("none") => None,
-                Ok("avx2") if cpu.is_some() => Some(Isa::Avx2),
+            match super::env_choice(ISA_ENV, |value| Self::lowered(cpu, value)) {
+                Ok(Some(chosen)) => chosen,
                 _ => cpu,
             }
         })
+    }
+
+    /// The kernels' instruction set when `value` of [`ISA_ENV`] lowers `cpu`'s: `avx512` (the
+    /// CPU's own), `avx2`, or `none` (burn-flex's convolutions); a set above the CPU's stays the
+    /// CPU's. Anything else is an error naming the variable.
+    pub fn lowered(cpu: Option<Isa>, value: &str) -> crate::error::Result<Option<Isa>> {
+        match value {
+            "none" => Ok(None),
+            "avx2" => Ok(cpu.map(|_| Isa::Avx2)),
+            "avx512" => Ok(cpu),
+            _ => Err(crate::error::Error::InvalidConfig {
+                field: ISA_ENV,
+                value: value.into(),
+                expected: "avx512, avx2 or none".into(),
+            }),
+        }
     }
 }
 
@@ -614,6 +632,22 @@ pub(crate) fn mask8(n: usize) -> std::arch::x86_64::__m256i {
 mod tests {
     use super::*;
     use crate::kernels::test_values::{direct_conv, values};
+
+    #[test]
+    fn the_variable_only_lowers_the_instruction_set() {
+        let (wide, avx2) = (Some(Isa::Avx512), Some(Isa::Avx2));
+        assert_eq!(Isa::lowered(wide, "avx2").unwrap(), avx2);
+        assert_eq!(Isa::lowered(wide, "avx512").unwrap(), wide);
+        assert_eq!(
+            Isa::lowered(avx2, "avx512").unwrap(),
+            avx2,
+            "never above the CPU's"
+        );
+        assert_eq!(Isa::lowered(None, "avx2").unwrap(), None);
+        assert_eq!(Isa::lowered(wide, "none").unwrap(), None);
+        let err = Isa::lowered(wide, "sse").unwrap_err().to_string();
+        assert!(err.contains(ISA_ENV) && err.contains("sse"), "{err}");
+    }
 
     #[test]
     fn recut_1x1_rows_keep_the_pixels_and_fill_blocks_better() {

@@ -122,13 +122,15 @@ pub fn gemm_conv2d<B: Backend>(
     ))
 }
 
-/// The GPU settings of the environment, checked: `TOONSMITH_GPU_CONV`
+/// The kernels' settings of the environment, checked: `TOONSMITH_CPU_ISA`
+/// ([`conv::Isa::lowered`]), `TOONSMITH_GPU_CONV`
 /// ([`im2col::GpuConv::from_env`], returned), `TOONSMITH_GPU_LN` ([`ln_ops::LnSums::from_env`]),
 /// `TOONSMITH_GPU_WGRAD` ([`im2col_autodiff::WeightGrad::from_env`]) and, in builds with the
 /// implicit GEMM, `TOONSMITH_GPU_IMPLICIT`
 /// ([`implicit_gemm::Algorithm::from_env`]); an error names a variable set to no valid value.
 /// The program and the bench call it at start.
 pub fn gpu_settings_from_env() -> crate::error::Result<Option<im2col::GpuConv>> {
+    env_choice(conv::ISA_ENV, |value| conv::Isa::lowered(None, value))?;
     #[cfg(feature = "cube-ops")]
     implicit_gemm::Algorithm::from_env()?;
     ln_ops::LnSums::from_env()?;

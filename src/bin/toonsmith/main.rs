@@ -152,6 +152,14 @@ fn info() -> anyhow::Result<()> {
             whole as f64 / 1e6
         );
     }
+    if device::is_cpu_backend::<Selected>() {
+        let kernels = match toonsmith::kernels::conv::Isa::detected() {
+            Some(toonsmith::kernels::conv::Isa::Avx512) => "AVX-512",
+            Some(toonsmith::kernels::conv::Isa::Avx2) => "AVX2 and FMA",
+            None => "none (burn-flex's convolutions)",
+        };
+        println!("  host kernels       {kernels} (TOONSMITH_CPU_ISA)");
+    }
     if !device::is_cpu_backend::<Selected>() {
         println!(
             "  dense convolutions inference {}, training {} (TOONSMITH_GPU_CONV)",
