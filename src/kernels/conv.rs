@@ -676,9 +676,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_micro_kernel_matches_scalar_sums() {
-        if !(std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma"))
-        {
+        if !isas_here().contains(&Isa::Avx2) {
             eprintln!("no AVX2 here: the AVX2 micro-kernel not tested");
             return;
         }
