@@ -63,9 +63,9 @@ pub enum Isa {
     /// AVX-512F: every kernel, Winograd's included.
     Avx512,
     /// AVX2 and FMA (most x86-64 CPUs since 2013-2015 without AVX-512, and virtual machines
-    /// that hide it): the direct convolution and its weight gradient on 8-float vectors
-    /// ([`micro_upto_avx2`]); the Winograd convolutions, written for 16-lane registers and
-    /// masks, stay AVX-512's.
+    /// that hide it): on 8-float vectors the direct convolution ([`micro_upto_avx2`]) and its
+    /// weight gradient, F(4x4, 3x3) and F(4x4, 2x2), F(2x2, 3x3)'s weight gradient; F(2x2,
+    /// 3x3)'s forward and F(4, 7) along rows stay AVX-512's.
     Avx2,
 }
 
@@ -123,7 +123,8 @@ pub fn available() -> bool {
     Isa::detected().is_some()
 }
 
-/// Whether this CPU runs the AVX-512 kernels (Winograd's, LN's wide lanes).
+/// Whether this CPU runs the AVX-512 kernels (and those only it has: F(2x2, 3x3)'s forward,
+/// F(4, 7), LN's 16 lanes).
 pub fn wide() -> bool {
     Isa::detected() == Some(Isa::Avx512)
 }
