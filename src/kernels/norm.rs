@@ -9,13 +9,16 @@ pub(crate) const CHUNK: usize = 4096;
 
 /// The sum and the sum of squares of `x` (a few thousand values at most): f32 in 16 lanes, then
 /// f64. The lanes are the same whatever the machine, so is the result; with AVX-512 they are one
-/// register each (built for plain x86-64 they took four SSE registers, and these sums were 9%
-/// of a 1920x1080 forward).
+/// register each, with AVX2 two (built for plain x86-64 they took four SSE registers, and these
+/// sums were 9% of a 1920x1080 forward).
 pub fn sums(x: &[f32]) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
-    if super::conv::wide() {
+    match super::conv::Isa::detected() {
         // SAFETY: the CPU has AVX-512F.
-        return unsafe { sums_avx512(x) };
+        Some(super::conv::Isa::Avx512) => return unsafe { sums_avx512(x) },
+        // SAFETY: the CPU has AVX2.
+        Some(super::conv::Isa::Avx2) => return unsafe { sums_avx2(x) },
+        None => {}
     }
     sums_lanes(x)
 }
@@ -23,6 +26,12 @@ pub fn sums(x: &[f32]) -> (f64, f64) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn sums_avx512(x: &[f32]) -> (f64, f64) {
+    sums_lanes(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sums_avx2(x: &[f32]) -> (f64, f64) {
     sums_lanes(x)
 }
 
@@ -75,13 +84,20 @@ pub fn normalize_act(
         });
 }
 
-/// `v * scale + shift`, then leaky ReLU with `slope` if given, in place; AVX-512 where the CPU
-/// has it (the same operations on each value either way).
+/// `v * scale + shift`, then leaky ReLU with `slope` if given, in place; AVX-512 or AVX2 where
+/// the CPU has it (the same operations on each value either way).
 fn scale_shift_act(x: &mut [f32], scale: f32, shift: f32, slope: Option<f32>) {
     #[cfg(target_arch = "x86_64")]
-    if super::conv::wide() {
+    match super::conv::Isa::detected() {
         // SAFETY: the CPU has AVX-512F.
-        return unsafe { scale_shift_act_avx512(x, scale, shift, slope) };
+        Some(super::conv::Isa::Avx512) => {
+            return unsafe { scale_shift_act_avx512(x, scale, shift, slope) }
+        }
+        // SAFETY: the CPU has AVX2.
+        Some(super::conv::Isa::Avx2) => {
+            return unsafe { scale_shift_act_avx2(x, scale, shift, slope) }
+        }
+        None => {}
     }
     scale_shift_act_loop(x, scale, shift, slope)
 }
@@ -89,6 +105,12 @@ fn scale_shift_act(x: &mut [f32], scale: f32, shift: f32, slope: Option<f32>) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn scale_shift_act_avx512(x: &mut [f32], scale: f32, shift: f32, slope: Option<f32>) {
+    scale_shift_act_loop(x, scale, shift, slope)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scale_shift_act_avx2(x: &mut [f32], scale: f32, shift: f32, slope: Option<f32>) {
     scale_shift_act_loop(x, scale, shift, slope)
 }
 
