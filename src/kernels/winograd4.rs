@@ -455,15 +455,7 @@ fn run_blocks<const A: usize, const K: usize, F: Filter<A, K>>(block: &Block, is
             // SAFETY: the CPU has `isa` (checked by `can_run`); this iteration alone writes the
             // output pixels of its tiles; the micro-kernel reads `NB` floats per term inside
             // `v` and writes `MR` rows of `NB` inside `m`.
-            unsafe {
-                match isa {
-                    Isa::Avx512 => block.run::<A, K, F>(tiles, tw, v, m),
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => block.run_avx2::<A, K, F>(tiles, tw, v, m),
-                    #[cfg(not(target_arch = "x86_64"))]
-                    Isa::Avx2 => unreachable!("AVX2 is x86-64's"),
-                }
-            };
+            unsafe { block.run::<A, K, F>(isa, tiles, tw, v, m) };
         })
     });
 }
@@ -491,11 +483,13 @@ impl Block<'_> {
         self.group * MR * NB + LANES
     }
 
-    /// The tiles `tiles` (at most [`NB`], row-major, `tw` a row), every output channel.
+    /// The tiles `tiles` (at most [`NB`], row-major, `tw` a row), every output channel, on the
+    /// vector code of `isa` (the transforms per segment and the products per position and
+    /// panel: one call each, so the loops are shared).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
     unsafe fn run<const A: usize, const K: usize, F: Filter<A, K>>(
         &self,
+        isa: Isa,
         tiles: Range<usize>,
         tw: usize,
         v: &mut [f32],
@@ -508,10 +502,19 @@ impl Block<'_> {
         let mut rows: Rows = [[[0.0; GATHER]; M]; A_MAX];
         for segment in segments(tiles.clone(), tw) {
             let dst = v[segment.at..].as_mut_ptr();
-            // SAFETY: AVX-512 is enabled here; position p's lanes `at..at + n` of every
-            // channel are inside `v` (`[p][c][NB]`).
-            unsafe { self.transform_input::<A, K, F>(segment, &mut rows, dst) };
+            // SAFETY: the CPU has `isa`; position p's lanes `at..at + n` of every channel are
+            // inside `v` (`[p][c][NB]`).
+            unsafe {
+                match isa {
+                    Isa::Avx512 => self.transform_input::<A, K, F>(segment, &mut rows, dst),
+                    Isa::Avx2 => self.transform_input_avx2::<A, K, F>(segment, &mut rows, dst),
+                }
+            };
         }
+        let micro: conv::Micro = match isa {
+            Isa::Avx512 => conv::micro_upto,
+            Isa::Avx2 => conv::micro_upto_avx2,
+        };
         let panels = s.c_out.div_ceil(MR);
         for first in (0..panels).step_by(self.group) {
             let group = self.group.min(panels - first);
@@ -530,13 +533,19 @@ impl Block<'_> {
                     };
                     // SAFETY: every term reads `nb` values at `src + c NB`, inside `v`; the
                     // stores stay in the `MR x NB` slot (p, k) of `m`.
-                    unsafe { conv::micro_upto(&tile, src, nb) };
+                    unsafe { micro(&tile, src, nb) };
                 }
             }
             for k in 0..group {
                 for segment in segments(tiles.clone(), tw) {
+                    let slot = (first + k, k);
                     // SAFETY: as in `run_blocks`.
-                    unsafe { self.transform_output::<A, K, F>((first + k, k), segment, m) };
+                    unsafe {
+                        match isa {
+                            Isa::Avx512 => self.transform_output::<A, K, F>(slot, segment, m),
+                            Isa::Avx2 => self.transform_output_avx2::<A, K, F>(slot, segment, m),
+                        }
+                    };
                 }
             }
         }
@@ -545,12 +554,13 @@ impl Block<'_> {
     #[cfg(not(target_arch = "x86_64"))]
     unsafe fn run<const A: usize, const K: usize, F: Filter<A, K>>(
         &self,
+        _: Isa,
         _: Range<usize>,
         _: usize,
         _: &mut [f32],
         _: &mut [f32],
     ) {
-        unreachable!("`can_run` checks for AVX-512")
+        unreachable!("`can_run` checks for AVX-512 or AVX2")
     }
 
     /// `V_p = (B^T d B)_p` of the segment's tiles in every input channel: channel `c`,
@@ -666,55 +676,11 @@ impl Block<'_> {
     }
 }
 
-/// The same blocks on AVX2 and FMA: the products on [`conv::micro_upto_avx2`], the transforms
-/// 8 tiles at a time, the input rows split into their column phases without vector permutes.
+/// The transforms of [`Block::run`] on AVX2 and FMA (its products on
+/// [`conv::micro_upto_avx2`]): 8 tiles at a time, the input rows split into their column
+/// phases by shuffles.
 #[cfg(target_arch = "x86_64")]
 impl Block<'_> {
-    /// [`Block::run`] on AVX2.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2<const A: usize, const K: usize, F: Filter<A, K>>(
-        &self,
-        tiles: Range<usize>,
-        tw: usize,
-        v: &mut [f32],
-        m: &mut [f32],
-    ) {
-        let s = self.s;
-        let nb = tiles.len();
-        let mut rows: Rows = [[[0.0; GATHER]; M]; A_MAX];
-        for segment in segments(tiles.clone(), tw) {
-            let dst = v[segment.at..].as_mut_ptr();
-            // SAFETY: as in `run`.
-            unsafe { self.transform_input_avx2::<A, K, F>(segment, &mut rows, dst) };
-        }
-        let panels = s.c_out.div_ceil(MR);
-        for first in (0..panels).step_by(self.group) {
-            let group = self.group.min(panels - first);
-            for p in 0..A * A {
-                let src = v[p * stride(s)..].as_ptr();
-                for k in 0..group {
-                    let weights = &self.packed[((first + k) * A * A + p) * s.c_in * MR..];
-                    let tile = Tile {
-                        panel: &weights[..s.c_in * MR],
-                        offsets: self.offsets,
-                        bias: &[0.0; MR],
-                        dst: m[p * self.m_stride() + k * MR * NB..].as_mut_ptr(),
-                        plane: NB,
-                        rows: MR,
-                    };
-                    // SAFETY: as in `run` (this kernel reads no further than `run`'s).
-                    unsafe { conv::micro_upto_avx2(&tile, src, nb) };
-                }
-            }
-            for k in 0..group {
-                for segment in segments(tiles.clone(), tw) {
-                    // SAFETY: as in `run_blocks`.
-                    unsafe { self.transform_output_avx2::<A, K, F>((first + k, k), segment, m) };
-                }
-            }
-        }
-    }
-
     /// [`Block::transform_input`] on AVX2.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn transform_input_avx2<const A: usize, const K: usize, F: Filter<A, K>>(
