@@ -511,10 +511,7 @@ impl Block<'_> {
                 }
             };
         }
-        let micro: conv::Micro = match isa {
-            Isa::Avx512 => conv::micro_upto,
-            Isa::Avx2 => conv::micro_upto_avx2,
-        };
+        let micro = isa.micro_kernel();
         let panels = s.c_out.div_ceil(MR);
         for first in (0..panels).step_by(self.group) {
             let group = self.group.min(panels - first);

@@ -10,7 +10,7 @@
 //! input channel and output pixel against the direct convolution's 49 (F(2, 7), used before:
 //! 28). The input transform (100 multiply-adds per input channel, row and tile of 4) is shared
 //! by the 7 output rows that read the row and all output channels; the products run on the
-//! direct convolution's micro-kernel ([`conv::micro_upto`]). G's 7x7 tail (64 -> 32 at full
+//! direct convolution's micro-kernel ([`conv::micro_upto`], [`conv::micro_upto_avx2`]). G's 7x7 tail (64 -> 32 at full
 //! size) is the largest layer of its forward on the CPU.
 //!
 //! Work is cut into bands of [`BAND`] output rows x blocks of 48 tiles (192 pixels); a task
@@ -30,9 +30,12 @@
 
 use rayon::prelude::*;
 
-use super::conv::{self, ConvShape, OutPtr, Tile, LANES, MR};
+use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
 use super::winograd;
 use super::winograd4::{gather4, GATHER};
+
+/// The four column phases of one input row, as [`gather4`] fills them.
+type Columns = [[f32; GATHER]; M];
 
 /// Outputs per tile.
 const M: usize = 4;
@@ -102,10 +105,10 @@ impl Matrices {
 }
 
 /// Whether [`conv2d_into`] should run this convolution: 7x7 with zero padding 3 (same-size
-/// output), AVX-512, and at least 16 input and output channels (with fewer the transforms
-/// weigh more than they save: G's 3 -> 32 head stays direct).
+/// output), AVX-512 or AVX2, and at least 16 input and output channels (with fewer the
+/// transforms weigh more than they save: G's 3 -> 32 head stays direct).
 pub(crate) fn applies(s: &ConvShape) -> bool {
-    s.k == K && s.pad == 3 && conv::wide() && s.c_in >= 16 && s.c_out >= 16 && s.w >= 16
+    s.k == K && s.pad == 3 && conv::available() && s.c_in >= 16 && s.c_out >= 16 && s.w >= 16
 }
 
 /// `U_p = G g` of every kernel row, packed per panel of [`MR`] output channels and position
@@ -137,6 +140,12 @@ pub(crate) fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
 /// The convolution of one image `x` `[C_in, H, W]` into `out` `[C_out, H, W]`, with the
 /// weights from [`transform_weights`] and `bias` padded to whole panels.
 pub(crate) fn conv2d_into(x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape, out: &mut [f32]) {
+    let isa = Isa::detected().expect("`applies` checked it");
+    conv2d_on(isa, x, packed, bias, s, out);
+}
+
+/// [`conv2d_into`] on the vector code of `isa` (which the CPU must have).
+fn conv2d_on(isa: Isa, x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape, out: &mut [f32]) {
     let blocks = s.w.div_ceil(M).div_ceil(TB);
     let bands = s.h.div_ceil(BAND);
     let ptr = OutPtr(out.as_mut_ptr());
@@ -156,12 +165,12 @@ pub(crate) fn conv2d_into(x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape
                 s,
                 matrices: &matrices,
             };
-            // SAFETY: AVX-512 was checked by `applies`; this task alone writes its band's
+            // SAFETY: the CPU has `isa` (the caller's); this task alone writes its band's
             // rows in its block's columns.
             unsafe {
-                task.transform_input(x, &mut scratch.v);
-                task.products(packed, &offsets, scratch);
-                task.transform_output(&scratch.m, bias, ptr);
+                task.transform_input(isa, x, &mut scratch.v);
+                task.products(isa, packed, &offsets, scratch);
+                task.transform_output(isa, &scratch.m, bias, ptr);
             }
         },
     );
@@ -195,16 +204,54 @@ impl Task<'_> {
     }
 
     /// `V_p` of the band's `rows + 6` padded input rows, every channel: the four column
-    /// phases of the block's tiles gathered ([`gather4`], zeros in the padding), then the 10
-    /// sums.
+    /// phases of the block's tiles gathered ([`gather4`], [`winograd::gather_phases`]; zeros
+    /// in the padding), then the 10 sums.
     ///
     /// # Safety
-    /// AVX-512 is available.
+    /// The CPU has `isa`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn transform_input(&self, isa: Isa, x: &[f32], v: &mut [f32]) {
+        // SAFETY: the CPU has `isa`; each gather fills `TB + 2` columns per phase, and `TB + 2
+        // + 16 <= GATHER`.
+        unsafe {
+            match isa {
+                Isa::Avx512 => self.transform_input_avx512(x, v),
+                Isa::Avx2 => self.transform_input_avx2(x, v),
+            }
+        }
+    }
+
+    /// [`Self::transform_input`]'s loops compiled for AVX-512.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn transform_input(&self, x: &[f32], v: &mut [f32]) {
+    unsafe fn transform_input_avx512(&self, x: &[f32], v: &mut [f32]) {
+        // SAFETY: AVX-512 (the caller's); `n + 16 <= GATHER` (the caller's).
+        self.transform_input_with(x, v, |plane, hw, y, first, n, columns| unsafe {
+            gather4(plane, hw, y, first, n, columns)
+        });
+    }
+
+    /// [`Self::transform_input`]'s loops compiled for AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn transform_input_avx2(&self, x: &[f32], v: &mut [f32]) {
+        // SAFETY: AVX2 (the caller's); `n + 8 <= GATHER` (the caller's).
+        self.transform_input_with(x, v, |plane, hw, y, first, n, columns| unsafe {
+            winograd::gather_phases::<M>(plane, hw, y, first, n, columns)
+        });
+    }
+
+    /// The loops of [`Self::transform_input`], inlined into each instruction set's copy (whose
+    /// target features vectorise them), with that set's `gather` of the column phases.
+    #[inline(always)]
+    fn transform_input_with(
+        &self,
+        x: &[f32],
+        v: &mut [f32],
+        gather: impl Fn(&[f32], (usize, usize), isize, isize, usize, &mut Columns),
+    ) {
         let s = self.s;
-        let mut columns = [[0.0f32; GATHER]; M];
+        let mut columns: Columns = [[0.0f32; GATHER]; M];
         let plane_len = s.h * s.w;
         // The padded rows and columns this task reads, for the prefetch of the channel
         // `PREFETCH` ahead (each channel's rows are a plane away from the last one's).
@@ -221,9 +268,8 @@ impl Task<'_> {
                 // d_j[t] = xpad[y0 + r, 4 (t0 + t) + j] = `columns[j % 4][t + j / 4]`; padded
                 // column `4 t0` is image column `4 t0 - 3`.
                 let (y, first) = ((self.y0 + r) as isize - 3, (M * self.t0) as isize - 3);
-                // SAFETY: AVX-512 is available (this function's contract); `TB + 2` columns
-                // per phase (`j / 4 <= 2`), and `TB + 2 + 16 <= GATHER`.
-                unsafe { gather4(plane, (s.h, s.w), y, first, TB + 2, &mut columns) };
+                // `TB + 2` columns per phase (`j / 4 <= 2`).
+                gather(plane, (s.h, s.w), y, first, TB + 2, &mut columns);
                 for (p, bt) in self.matrices.bt.iter().enumerate() {
                     let mut sums = [0.0f32; TB];
                     for (j, &b) in bt.iter().enumerate() {
@@ -242,16 +288,17 @@ impl Task<'_> {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn transform_input(&self, _: &[f32], _: &mut [f32]) {
-        unreachable!("`applies` checks for AVX-512")
+    unsafe fn transform_input(&self, _: Isa, _: &[f32], _: &mut [f32]) {
+        unreachable!("`applies` checks for AVX-512 or AVX2")
     }
 
     /// `M_p` of every output row of the band: per position, per row, per panel, one
     /// micro-kernel call over the `7 C_in` terms `(ky, c)`.
     ///
     /// # Safety
-    /// AVX-512 is available.
-    unsafe fn products(&self, packed: &[f32], offsets: &[usize], scratch: &mut Scratch) {
+    /// The CPU has `isa`.
+    unsafe fn products(&self, isa: Isa, packed: &[f32], offsets: &[usize], scratch: &mut Scratch) {
+        let micro = isa.micro_kernel();
         let s = self.s;
         let terms = K * s.c_in;
         let panels = s.c_out.div_ceil(MR);
@@ -268,10 +315,10 @@ impl Task<'_> {
                         plane: TB,
                         rows: MR,
                     };
-                    // SAFETY: AVX-512 (the contract); term `(ky, c)` reads `n` values
-                    // of V's row `y + ky`, channel `c` (inside `v`: rows `y + ky < ROWS`); the
-                    // stores stay in slot (y, p, panel) of `m`.
-                    unsafe { conv::micro_upto(&tile, src, n) };
+                    // SAFETY: the CPU has `isa` (the contract); term `(ky, c)` reads `n`
+                    // values of V's row `y + ky`, channel `c` (inside `v`: rows `y + ky <
+                    // ROWS`); the stores stay in slot (y, p, panel) of `m`.
+                    unsafe { micro(&tile, src, n) };
                 }
             }
         }
@@ -280,11 +327,41 @@ impl Task<'_> {
     /// `A^T M` plus the bias into the output's band and block.
     ///
     /// # Safety
-    /// AVX-512 is available; `out` is the output `[C_out, H, W]`; no other thread writes this
+    /// The CPU has `isa`; `out` is the output `[C_out, H, W]`; no other thread writes this
     /// band's block.
     #[cfg(target_arch = "x86_64")]
+    unsafe fn transform_output(&self, isa: Isa, m: &[f32], bias: &[f32], out: OutPtr) {
+        // SAFETY: the caller's.
+        unsafe {
+            match isa {
+                Isa::Avx512 => self.transform_output_avx512(m, bias, out),
+                Isa::Avx2 => self.transform_output_avx2(m, bias, out),
+            }
+        }
+    }
+
+    /// [`Self::transform_output`]'s loops compiled for AVX-512.
+    #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn transform_output(&self, m: &[f32], bias: &[f32], out: OutPtr) {
+    unsafe fn transform_output_avx512(&self, m: &[f32], bias: &[f32], out: OutPtr) {
+        // SAFETY: the caller's.
+        unsafe { self.transform_output_with(m, bias, out) }
+    }
+
+    /// [`Self::transform_output`]'s loops compiled for AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn transform_output_avx2(&self, m: &[f32], bias: &[f32], out: OutPtr) {
+        // SAFETY: the caller's.
+        unsafe { self.transform_output_with(m, bias, out) }
+    }
+
+    /// The loops of [`Self::transform_output`], inlined into each instruction set's copy.
+    ///
+    /// # Safety
+    /// As [`Self::transform_output`]'s, less the instruction set.
+    #[inline(always)]
+    unsafe fn transform_output_with(&self, m: &[f32], bias: &[f32], out: OutPtr) {
         let s = self.s;
         let panels = s.c_out.div_ceil(MR);
         let x0 = M * self.t0;
@@ -316,8 +393,8 @@ impl Task<'_> {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn transform_output(&self, _: &[f32], _: &[f32], _: OutPtr) {
-        unreachable!("`applies` checks for AVX-512")
+    unsafe fn transform_output(&self, _: Isa, _: &[f32], _: &[f32], _: OutPtr) {
+        unreachable!("`applies` checks for AVX-512 or AVX2")
     }
 }
 
@@ -363,8 +440,9 @@ mod tests {
 
     #[test]
     fn matches_direct_summation() {
-        if !conv::wide() {
-            eprintln!("no AVX-512 here: not tested");
+        let isas = conv::isas_here();
+        if isas.is_empty() {
+            eprintln!("neither AVX-512 nor AVX2 here: not tested");
             return;
         }
         // Widths not multiples of 4, several blocks (a 400-wide row is 100 tiles: 48 + 48 +
@@ -392,11 +470,13 @@ mod tests {
             let b = values(c_out, 20);
             let mut bias = vec![0.0; c_out.div_ceil(MR) * MR];
             bias[..c_out].copy_from_slice(&b);
-            let mut got = vec![f32::NAN; c_out * h * w];
-            conv2d_into(&x, &transform_weights(&wt, &s), &bias, &s, &mut got);
             let want = direct_conv(&x, &wt, Some(&b), &s);
-            for (j, (g, e)) in got.iter().zip(&want).enumerate() {
-                assert!((g - e).abs() < 2e-4, "{s:?} at {j}: {g} vs {e}");
+            for &isa in &isas {
+                let mut got = vec![f32::NAN; c_out * h * w];
+                conv2d_on(isa, &x, &transform_weights(&wt, &s), &bias, &s, &mut got);
+                for (j, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - e).abs() < 2e-4, "{isa:?} {s:?} at {j}: {g} vs {e}");
+                }
             }
         }
     }
