@@ -3,7 +3,7 @@
 # time is short): toonsmith's forward and training children, the PyTorch reference on the same
 # card, an A/B against a baseline binary, and CubeCL's per-kernel profile.
 #
-# Prepared here (no Rust toolchain on the GPU machine):
+# Prepared here (no Rust toolchain on the GPU machine), all at once by `bash scripts/gpu-prepare.sh`:
 #   cargo bench --features cuda --bench speed --no-run      # prints the binary's path
 #   gzip -c target/release/deps/speed-<hash> > .dev/speed-new.gz   (optional: .dev/speed-base.gz)
 #   cargo bench --features cuda-untuned --bench speed --no-run  # no autotuning: fast first call

@@ -601,8 +601,10 @@ pub(crate) unsafe fn micro_upto_avx2(t: &Tile, src: *const f32, n: usize) {
 
 /// Terms per pass of [`block_avx2`] over one group of rows: 128 terms of 24 pixels touch up to
 /// 256 cache lines of input (16 KiB, half a Zen 4 core's L1), which the next group of rows
-/// then finds in L1. Over all terms at once, a 1x1 convolution from 256 channels (48 KiB per
-/// block of 48 pixels) read its input from L2 for every group: 23% slower than 4 x 16.
+/// then finds in L1; over all terms at once, a 1x1 convolution from 256 channels (48 KiB per
+/// block of 48 pixels) would read its input from L2 for the second group. Chosen by that
+/// arithmetic: on 2 noisy Zen 4 cores, that layer (`conv_layers 64 64 256 256 1 1 0 1`) timed
+/// the same both ways and as 4 x 16 (best of 6 runs 4.24-4.25 ms each).
 const TERMS_L1: usize = 128;
 
 /// Every row of the tile at pixels `pixel..n.min(pixel + V * 8)` (inputs at `base`): per chunk
@@ -674,8 +676,8 @@ unsafe fn block_4x16(
 }
 
 /// `acc` plus the products of a block of 4 channels x 24 pixels, the term loop in assembly
-/// so that all 12 accumulators stay in registers (`ymm0`-`ymm11`; `ymm12`-`ymm14` the inputs, `ymm15` the
-/// weight).
+/// so that all 12 accumulators stay in registers (`ymm0`-`ymm11`; `ymm12`-`ymm14` the
+/// inputs, `ymm15` the weight).
 ///
 /// # Safety
 /// AVX2 and FMA; every term reads 24 floats at `base + offset` and 4 at `a + term * MR`.
