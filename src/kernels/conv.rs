@@ -101,6 +101,17 @@ impl Isa {
             }),
         }
     }
+
+    /// This instruction set's micro-kernel.
+    pub(crate) fn micro_kernel(self) -> Micro {
+        #[cfg(target_arch = "x86_64")]
+        match self {
+            Isa::Avx512 => micro_upto,
+            Isa::Avx2 => micro_upto_avx2,
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no instruction set is detected off x86-64")
+    }
 }
 
 /// The best [`Isa`] this CPU has.
@@ -150,19 +161,6 @@ fn micro_kernel() -> Micro {
     Isa::detected()
         .expect("conv2d needs AVX-512 or AVX2 with FMA")
         .micro_kernel()
-}
-
-impl Isa {
-    /// This instruction set's micro-kernel.
-    pub(crate) fn micro_kernel(self) -> Micro {
-        #[cfg(target_arch = "x86_64")]
-        match self {
-            Isa::Avx512 => micro_upto,
-            Isa::Avx2 => micro_upto_avx2,
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no instruction set is detected off x86-64")
-    }
 }
 
 /// `[C_in, H, W]` zero-padded by `pad` on each side, with [`SLACK`] zeros at the end.

@@ -153,14 +153,14 @@ fn info() -> anyhow::Result<()> {
         );
     }
     if device::is_cpu_backend::<Selected>() {
-        let kernels = match toonsmith::kernels::conv::Isa::detected() {
-            Some(toonsmith::kernels::conv::Isa::Avx512) => "AVX-512",
-            Some(toonsmith::kernels::conv::Isa::Avx2) => "AVX2 and FMA",
+        use toonsmith::kernels::conv::{Isa, ISA_ENV};
+        let kernels = match Isa::detected() {
+            Some(Isa::Avx512) => "AVX-512",
+            Some(Isa::Avx2) => "AVX2 and FMA",
             None => "none (burn-flex's convolutions)",
         };
-        println!("  host kernels       {kernels} (TOONSMITH_CPU_ISA)");
-    }
-    if !device::is_cpu_backend::<Selected>() {
+        println!("  host kernels       {kernels} ({ISA_ENV})");
+    } else {
         println!(
             "  dense convolutions inference {}, training {} (TOONSMITH_GPU_CONV)",
             GpuConv::current(false).name(),
