@@ -768,12 +768,35 @@ unsafe fn store_block<const V: usize>(
             // SAFETY: row `o` of the tile, pixels `at..n.min(at + 8)`.
             unsafe {
                 let dst = t.dst.add(o * t.plane + at);
-                if at + LANES8 <= n {
-                    _mm256_storeu_ps(dst, value);
-                } else {
-                    _mm256_maskstore_ps(dst, mask8(n - at), value);
-                }
+                store8(dst, at + LANES8 <= n, mask8(n - at), value);
             }
+        }
+    }
+}
+
+/// Stores `value` at `dst`: whole, or under `mask` (`whole` false: the last, partial vector of
+/// a run). AMD's masked stores (`vmaskmovps`) are several times slower than whole ones: with
+/// every store of the AVX2 Winograd transforms masked, F(4x4, 3x3) 64 -> 64 at 256x256 took
+/// 21 ms instead of 16 (with its output transform's interleaving by shuffles).
+///
+/// # Safety
+/// AVX2 is available; the 8 floats at `dst` (the masked ones where `whole` is false) are
+/// writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn store8(
+    dst: *mut f32,
+    whole: bool,
+    mask: std::arch::x86_64::__m256i,
+    value: std::arch::x86_64::__m256,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        if whole {
+            _mm256_storeu_ps(dst, value);
+        } else {
+            _mm256_maskstore_ps(dst, mask, value);
         }
     }
 }

@@ -40,7 +40,7 @@ use rayon::prelude::*;
 
 use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
 #[cfg(target_arch = "x86_64")]
-use super::conv::{mask8, LANES8};
+use super::conv::{mask8, store8, LANES8};
 use super::wgrad;
 
 /// Tiles per block along a row: the width of one micro-kernel call (3 vectors).
@@ -752,8 +752,8 @@ unsafe fn gradient_tiles(
 /// Row `y` of `plane` (`h x w`; zeros when `y` is outside it) split into its `Q` column
 /// phases (2 or 4) on AVX2 (the AVX2 paths' [`gather`] and [`super::winograd4::gather4`]):
 /// column `first + Q j + q` into `out[q][j]` for `j` in `0..=n` (zeros outside the row). Runs of
-/// 8 tiles inside the row are split by shuffles, the ends one value at a time (scalar
-/// throughout, this was 4% of a training step).
+/// 8 tiles are split by shuffles, those over an end of the row loaded under a mask of the
+/// columns inside it (scalar throughout, this was 4% of a training step).
 ///
 /// # Safety
 /// AVX2 is available; `n + 8 <= GATHER`.
@@ -771,40 +771,51 @@ pub(crate) unsafe fn gather_phases<const Q: usize>(
         *out = [[0.0; GATHER]; Q];
         return;
     };
-    let line = &plane[y * w..][..w];
-    let x_of = |j: usize| first + (Q * j) as isize;
-    let mut j = 0;
-    while j <= n {
-        let x = x_of(j);
-        if x >= 0 && x + (Q * LANES8) as isize <= w as isize {
-            // SAFETY: the 8 Q floats from `x` lie inside `line`; `j + 8 <= n + 8 <= GATHER`.
-            unsafe { split8::<Q>(line.as_ptr().add(x as usize), out, j) };
-            j += LANES8;
-        } else {
-            for (q, phase) in out.iter_mut().enumerate() {
-                let at = x + q as isize;
-                phase[j] = if at >= 0 && at < w as isize {
-                    line[at as usize]
-                } else {
-                    0.0
-                };
-            }
-            j += 1;
+    use std::arch::x86_64::*;
+    let line = plane[y * w..][..w].as_ptr();
+    let span = (Q * LANES8) as isize;
+    for j in (0..=n).step_by(LANES8) {
+        let x = first + (Q * j) as isize;
+        // SAFETY: whole loads lie inside the row; a run over an end of it loads only the
+        // lanes inside it (masked lanes are not accessed, and read as zero); `j + 8 <= n + 8
+        // <= GATHER`.
+        unsafe {
+            let v: [__m256; Q] = if x >= 0 && x + span <= w as isize {
+                std::array::from_fn(|k| _mm256_loadu_ps(line.offset(x).add(k * LANES8)))
+            } else {
+                std::array::from_fn(|k| {
+                    let at = x + (k * LANES8) as isize;
+                    let columns = _mm256_add_epi32(
+                        _mm256_set1_epi32(at as i32),
+                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                    );
+                    let inside = _mm256_and_si256(
+                        _mm256_cmpgt_epi32(columns, _mm256_set1_epi32(-1)),
+                        _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), columns),
+                    );
+                    _mm256_maskload_ps(line.wrapping_offset(at), inside)
+                })
+            };
+            split8::<Q>(v, out, j);
         }
     }
 }
 
-/// The `8 Q` floats at `src` split into their `Q` phases (2 or 4), stored at `out[q][j..j + 8]`.
+/// `8 Q` consecutive floats (`v`) split into their `Q` phases (2 or 4), stored at
+/// `out[q][j..j + 8]`.
 ///
 /// # Safety
-/// AVX2 is available; `src..src + 8 Q` is readable; `j + 8 <= GATHER`.
+/// AVX2 is available; `j + 8 <= GATHER`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn split8<const Q: usize>(src: *const f32, out: &mut [[f32; GATHER]; Q], j: usize) {
+unsafe fn split8<const Q: usize>(
+    v: [std::arch::x86_64::__m256; Q],
+    out: &mut [[f32; GATHER]; Q],
+    j: usize,
+) {
     use std::arch::x86_64::*;
     // SAFETY: the caller's contract.
     unsafe {
-        let v: [__m256; Q] = std::array::from_fn(|k| _mm256_loadu_ps(src.add(k * LANES8)));
         let store = |q: usize, value: __m256, out: &mut [[f32; GATHER]; Q]| {
             _mm256_storeu_ps(out[q].as_mut_ptr().add(j), value)
         };
@@ -862,7 +873,7 @@ unsafe fn input_tiles_avx2(
     for t in (0..n).step_by(LANES8) {
         // SAFETY: as in `input_tiles` (loads at `t + 1 + 7 < GATHER`).
         unsafe {
-            let mask = mask8(n - t);
+            let (whole, mask) = (t + LANES8 <= n, mask8(n - t));
             let d: [[__m256; 4]; 4] = std::array::from_fn(|i| {
                 let [even, odd] = &rows[i];
                 [
@@ -886,7 +897,7 @@ unsafe fn input_tiles_avx2(
                     _mm256_sub_ps(r[1], r[3]),
                 ];
                 for (j, value) in values.into_iter().enumerate() {
-                    _mm256_maskstore_ps(dst.add((i * 4 + j) * p_stride + t), mask, value);
+                    store8(dst.add((i * 4 + j) * p_stride + t), whole, mask, value);
                 }
             }
         }
@@ -914,7 +925,7 @@ unsafe fn gradient_tiles_avx2(
     for t in (0..n).step_by(LANES8) {
         // SAFETY: as in `gradient_tiles`.
         unsafe {
-            let mask = mask8(n - t);
+            let (whole, mask) = (t + LANES8 <= n, mask8(n - t));
             let load = |i: usize, parity: usize| _mm256_loadu_ps(rows[i][parity].as_ptr().add(t));
             let (a, b, c, d) = (load(0, 0), load(0, 1), load(1, 0), load(1, 1));
             let ady = [
@@ -931,18 +942,36 @@ unsafe fn gradient_tiles_avx2(
                     _mm256_sub_ps(zero, w),
                 ];
                 for (j, value) in values.into_iter().enumerate() {
-                    _mm256_maskstore_ps(dst.add((i * 4 + j) * p_stride + t), mask, value);
+                    store8(dst.add((i * 4 + j) * p_stride + t), whole, mask, value);
                 }
             }
         }
     }
 }
 
-/// [`products`] on AVX2 ([`wgrad::micro_avx2`]; each slot's 16 lanes summed in order).
+/// [`products`] on AVX2 ([`wgrad::micro_avx2`]; each slot's 16 lanes summed by vector adds:
+/// summed one float after the other, the 24 slots' 384 dependent additions per call took
+/// longer than the call's 2880 multiply-adds).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn products_avx2(y: &[f32], v: &[f32], vectors: usize, sum: &mut [f32], rows_in: usize) {
+    use std::arch::x86_64::*;
     let (r, c) = (wgrad::R, wgrad::C);
+    let reduce = |lanes: &[f32]| {
+        // SAFETY: `lanes` holds 16 floats.
+        unsafe {
+            let halves = _mm256_add_ps(
+                _mm256_loadu_ps(lanes.as_ptr()),
+                _mm256_loadu_ps(lanes.as_ptr().add(8)),
+            );
+            let quad = _mm_add_ps(
+                _mm256_castps256_ps128(halves),
+                _mm256_extractf128_ps::<1>(halves),
+            );
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair)))
+        }
+    };
     for ob in 0..sum.len() / rows_in / r {
         for cb in 0..rows_in / c {
             let mut acc = [0.0f32; wgrad::R * wgrad::C * LANES];
@@ -950,7 +979,7 @@ unsafe fn products_avx2(y: &[f32], v: &[f32], vectors: usize, sum: &mut [f32], r
             // SAFETY: as in `products`.
             unsafe { wgrad::micro_avx2(&y[ob * r * CHUNK..], CHUNK, v, cols, vectors, &mut acc) };
             for (k, lanes) in acc.chunks(LANES).enumerate() {
-                sum[(ob * r + k / c) * rows_in + cb * c + k % c] += lanes.iter().sum::<f32>();
+                sum[(ob * r + k / c) * rows_in + cb * c + k % c] += reduce(lanes);
             }
         }
     }

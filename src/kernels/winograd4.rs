@@ -52,7 +52,7 @@ use rayon::prelude::*;
 
 use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
 #[cfg(target_arch = "x86_64")]
-use super::conv::{mask8, LANES8};
+use super::conv::{mask8, store8, LANES8};
 #[cfg(target_arch = "x86_64")]
 use super::winograd::gather_phases;
 use super::winograd::{lanes, load_clipped, prefetch, segments, Segment, PREFETCH, SCRATCH};
@@ -706,7 +706,7 @@ impl Block<'_> {
                 // SAFETY: the loads at `t + 1 + 7 < GATHER` stay inside `rows`; the stores are
                 // position p's lanes `t..t + 8` (masked to the segment) of channel `c`.
                 unsafe {
-                    let mask = mask8(n - t);
+                    let (whole, mask) = (t + LANES8 <= n, mask8(n - t));
                     let across: [[__m256; A]; A] = std::array::from_fn(|i| {
                         let load =
                             |j: usize| _mm256_loadu_ps(rows[i][j % M].as_ptr().add(t + j / M));
@@ -717,7 +717,7 @@ impl Block<'_> {
                         let column = F::bt8(std::array::from_fn(|i| across[i][j]));
                         for (i, value) in column.into_iter().enumerate() {
                             let p = i * A + j;
-                            _mm256_maskstore_ps(dst.add(p * stride(s) + t), mask, value);
+                            store8(dst.add(p * stride(s) + t), whole, mask, value);
                         }
                     }
                 }
@@ -763,18 +763,12 @@ impl Block<'_> {
                     }
                     // SAFETY: AVX2 and FMA are enabled here.
                     let values = unsafe { F::at8(std::array::from_fn(|j| down[j][dy])) };
-                    let mut columns = [[0.0f32; LANES8]; M];
-                    for (column, value) in columns.iter_mut().zip(values) {
-                        // SAFETY: 8 floats.
-                        unsafe {
-                            _mm256_storeu_ps(column.as_mut_ptr(), _mm256_add_ps(value, bias))
-                        };
-                    }
+                    let values = values.map(|value| _mm256_add_ps(value, bias));
                     // SAFETY: row y of channel o, columns x..x + width, inside the output; no
                     // other iteration writes this row (see `run_blocks`).
-                    let dst = unsafe { self.out.get().add((o * oh + y) * ow + x) };
-                    for i in 0..width {
-                        unsafe { *dst.add(i) = columns[i % M][i / M] };
+                    unsafe {
+                        let dst = self.out.get().add((o * oh + y) * ow + x);
+                        store_interleaved8(values, dst, width);
                     }
                 }
             }
@@ -817,6 +811,52 @@ unsafe fn store_interleaved(values: [std::arch::x86_64::__m512; M], dst: *mut f3
         // SAFETY: lanes `start..width` are inside `dst..dst + width`.
         unsafe {
             _mm512_mask_storeu_ps(dst.add(start), lanes(width - start), _mm512_castpd_ps(quad))
+        };
+    }
+}
+
+/// [`store_interleaved`] on AVX2: column `j` of 8 tiles (`values[j]`) at `dst + 4 t + j`, the
+/// first `width` of the 32 floats.
+///
+/// # Safety
+/// `dst..dst + width` is writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_interleaved8(values: [std::arch::x86_64::__m256; M], dst: *mut f32, width: usize) {
+    use std::arch::x86_64::*;
+    let [c0, c1, c2, c3] = values;
+    // (c0, c1) and (c2, c3) interleaved per 128-bit half: tiles (0, 1 | 4, 5) and (2, 3 | 6, 7).
+    let (lo01, hi01) = (_mm256_unpacklo_ps(c0, c1), _mm256_unpackhi_ps(c0, c1));
+    let (lo23, hi23) = (_mm256_unpacklo_ps(c2, c3), _mm256_unpackhi_ps(c2, c3));
+    let pd = _mm256_castps_pd;
+    let tiles = |a: __m256, b: __m256| {
+        (
+            _mm256_castpd_ps(_mm256_unpacklo_pd(pd(a), pd(b))),
+            _mm256_castpd_ps(_mm256_unpackhi_pd(pd(a), pd(b))),
+        )
+    };
+    // Tiles (0 | 4), (1 | 5), (2 | 6), (3 | 7), four columns each.
+    let (t04, t15) = tiles(lo01, lo23);
+    let (t26, t37) = tiles(hi01, hi23);
+    let quads = [
+        _mm256_permute2f128_ps(t04, t15, 0x20),
+        _mm256_permute2f128_ps(t26, t37, 0x20),
+        _mm256_permute2f128_ps(t04, t15, 0x31),
+        _mm256_permute2f128_ps(t26, t37, 0x31),
+    ];
+    for (q, quad) in quads.into_iter().enumerate() {
+        let start = q * LANES8;
+        if start >= width {
+            break;
+        }
+        // SAFETY: lanes `start..width` are inside `dst..dst + width`.
+        unsafe {
+            store8(
+                dst.add(start),
+                start + LANES8 <= width,
+                mask8(width - start),
+                quad,
+            )
         };
     }
 }
