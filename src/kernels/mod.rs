@@ -29,6 +29,7 @@ pub mod wgrad;
 pub(crate) mod winograd;
 pub(crate) mod winograd4;
 pub(crate) mod winograd_rows;
+pub(crate) mod winograd_rows_grad;
 
 use std::any::{Any, TypeId};
 

@@ -9,7 +9,8 @@
 //! chunks that stay in cache while the threads share the output channels, and the partial sums
 //! stay vectors across chunks (summed across lanes once, at the end). (Before this, one
 //! `gemm` call per kernel tap re-packed the whole output gradient k^2 times.) Same-size 3x3
-//! convolutions of the shapes the Winograd convolution takes go to its weight gradient instead.
+//! convolutions of the shapes the Winograd convolution takes go to its weight gradient instead,
+//! and so do the 7x7 ones that run by F(4, 7) along rows ([`super::winograd_rows_grad`]).
 
 use rayon::prelude::*;
 
@@ -44,6 +45,11 @@ pub fn weight_grad_of(x: &[f32], g: &[f32], s: &ConvShape, live: Option<&[bool]>
     // 49.6 / 22.4 ms, 256 -> 128 at 64x64 19.1 / 10.8 ms, 64 -> 64 at 256x256 47.4 / 31.6 ms).
     if super::winograd::weight_grad_applies(s) {
         return super::winograd::weight_grad(x, g, s);
+    }
+    // F(4, 7) along rows for the 7x7 layers whose forward runs so (`wgrad_layers 256 256 64 32
+    // 2 7 3`: see `winograd_rows_grad`).
+    if live.is_none() && super::winograd_rows_grad::applies(s) {
+        return super::winograd_rows_grad::weight_grad(x, g, s);
     }
     let [oh, ow] = s.out_size();
     let (image_in, image_out) = (s.c_in * s.h * s.w, s.c_out * oh * ow);
@@ -169,12 +175,117 @@ type Micro = unsafe fn(&[f32], usize, &[f32], [usize; C], usize, &mut [f32]);
 /// # Panics
 /// If [`super::conv::available`] is false.
 fn micro_kernel() -> Micro {
-    match Isa::detected() {
+    micro_of(Isa::detected().expect("weight_grad needs AVX-512 or AVX2 with FMA"))
+}
+
+/// The micro-kernel of `isa`.
+fn micro_of(isa: Isa) -> Micro {
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        Some(Isa::Avx512) => micro,
+        Isa::Avx512 => micro,
         #[cfg(target_arch = "x86_64")]
-        Some(Isa::Avx2) => micro_avx2,
-        _ => panic!("weight_grad needs AVX-512 or AVX2 with FMA"),
+        Isa::Avx2 => micro_avx2,
+        #[allow(unreachable_patterns, reason = "no vector code off x86_64")]
+        _ => unreachable!("no host kernels on this architecture"),
+    }
+}
+
+/// `sum[r][i] += sum over q < 16 vectors of y[r stride + q] x[offsets[i] + q]` for the [`R`]
+/// rows of one block of output channels (`sum` `[R][offsets.len()]`, `offsets.len()` a
+/// multiple of [`C`]): a matrix product whose contraction runs over pixels or tiles, by the
+/// micro-kernel of `isa`, each slot's lanes summed once per call. The Winograd weight
+/// gradients' products ([`super::winograd`], [`super::winograd_rows_grad`]), whose operands
+/// change from one chunk of tiles to the next.
+///
+/// # Safety
+/// The CPU has `isa`; `y` holds rows `r stride + 16 vectors` floats and `x` `offsets[i] + 16
+/// vectors` floats.
+pub(crate) unsafe fn add_products(
+    isa: Isa,
+    y: &[f32],
+    stride: usize,
+    x: &[f32],
+    offsets: &[usize],
+    vectors: usize,
+    sum: &mut [f32],
+) {
+    let micro = micro_of(isa);
+    let terms = offsets.len();
+    assert_eq!(terms % C, 0, "whole blocks of C terms");
+    assert_eq!(sum.len(), R * terms);
+    for (block, cols) in offsets.chunks_exact(C).enumerate() {
+        let mut acc = [0.0f32; R * C * LANES];
+        let cols: [usize; C] = cols.try_into().expect("C offsets");
+        // SAFETY: the caller's contract.
+        unsafe {
+            micro(y, stride, x, cols, vectors, &mut acc);
+            add_lanes(isa, &acc, &mut sum[block * C..], terms);
+        }
+    }
+}
+
+/// Adds each of the `R x C` slots of `acc` (16 lanes each), summed by vector adds, to
+/// `sum[r terms + j]` (summed one float after the other, a call's 384 dependent additions
+/// took longer than its 2880 multiply-adds on AVX2).
+///
+/// # Safety
+/// The CPU has `isa`; `sum` holds `(R - 1) terms + C` floats.
+unsafe fn add_lanes(isa: Isa, acc: &[f32; R * C * LANES], sum: &mut [f32], terms: usize) {
+    assert!(sum.len() >= (R - 1) * terms + C);
+    // SAFETY: the CPU has `isa` (the caller's).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        match isa {
+            Isa::Avx512 => add_lanes_avx512(acc, sum, terms),
+            Isa::Avx2 => add_lanes_avx2(acc, sum, terms),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, acc, terms);
+        unreachable!("no host kernels on this architecture")
+    }
+}
+
+/// [`add_lanes`] on AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_lanes_avx512(acc: &[f32; R * C * LANES], sum: &mut [f32], terms: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: 16 floats a slot; AVX-512 is enabled here.
+    add_lanes_with(acc, sum, terms, |lanes| unsafe {
+        _mm512_reduce_add_ps(_mm512_loadu_ps(lanes.as_ptr()))
+    });
+}
+
+/// [`add_lanes`] on AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_lanes_avx2(acc: &[f32; R * C * LANES], sum: &mut [f32], terms: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: 16 floats a slot; AVX2 is enabled here.
+    add_lanes_with(acc, sum, terms, |lanes| unsafe {
+        let at = lanes.as_ptr();
+        let halves = _mm256_add_ps(_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8)));
+        let quad = _mm_add_ps(
+            _mm256_castps256_ps128(halves),
+            _mm256_extractf128_ps::<1>(halves),
+        );
+        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+        _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair)))
+    });
+}
+
+/// The loops of [`add_lanes`], inlined into each instruction set's copy with its `slot_sum`.
+#[inline(always)]
+fn add_lanes_with(
+    acc: &[f32; R * C * LANES],
+    sum: &mut [f32],
+    terms: usize,
+    slot_sum: impl Fn(&[f32]) -> f32,
+) {
+    for (k, lanes) in acc.chunks_exact(LANES).enumerate() {
+        sum[(k / C) * terms + k % C] += slot_sum(lanes);
     }
 }
 

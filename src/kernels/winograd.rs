@@ -577,8 +577,8 @@ const CHUNK: usize = 10 * NB;
 /// product `S_p [C_out, C_in] = Y_p [C_out, tiles] V_p^T [tiles, C_in]` whose contraction
 /// runs over the tiles, 2.25x fewer multiply-adds than the direct weight gradient's.
 /// The tiles of all images are taken in chunks of [`CHUNK`]: the threads transform a chunk's
-/// blocks of tiles, then share out its 16 products (on [`wgrad::micro`], summed across lanes
-/// at the end of each chunk). Check [`weight_grad_applies`].
+/// blocks of tiles, then share out its 16 products ([`wgrad::add_products`], summed across
+/// lanes at the end of each chunk). Check [`weight_grad_applies`].
 pub(crate) fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
     let isa = Isa::detected().expect("the weight gradient needs AVX-512 or AVX2 with FMA");
     weight_grad_on(isa, x, g, s)
@@ -601,6 +601,8 @@ fn weight_grad_on(isa: Isa, x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
         s.c_out.div_ceil(wgrad::R) * wgrad::R,
         s.c_in.div_ceil(wgrad::C) * wgrad::C,
     );
+    // Row `c` of a position's `v` starts `c CHUNK` floats in.
+    let row_starts: Vec<usize> = (0..rows_in).map(|c| c * CHUNK).collect();
     let mut v = vec![0.0f32; P * rows_in * CHUNK];
     let mut y = vec![0.0f32; P * rows_out * CHUNK];
     let mut sums = vec![0.0f32; P * rows_out * rows_in];
@@ -638,14 +640,14 @@ fn weight_grad_on(isa: Isa, x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
             .for_each(|(p, sum)| {
                 let vp = &v[p * rows_in * CHUNK..][..rows_in * CHUNK];
                 let yp = &y[p * rows_out * CHUNK..][..rows_out * CHUNK];
-                // SAFETY: AVX-512 was checked by `can_run`; the reads stay in this position's
-                // rows of `v` and `y` (`vectors * 16 <= CHUNK`).
-                unsafe {
-                    match isa {
-                        Isa::Avx512 => products(yp, vp, vectors, sum, rows_in),
-                        Isa::Avx2 => products_avx2(yp, vp, vectors, sum, rows_in),
-                    }
-                };
+                for (ob, block) in sum.chunks_exact_mut(wgrad::R * rows_in).enumerate() {
+                    // SAFETY: the CPU has `isa`; the reads stay in this position's rows of
+                    // `v` and `y` (`vectors * 16 <= CHUNK`).
+                    unsafe {
+                        let y_rows = &yp[ob * wgrad::R * CHUNK..];
+                        wgrad::add_products(isa, y_rows, CHUNK, vp, &row_starts, vectors, block)
+                    };
+                }
             });
     }
     let mut dw = vec![0.0f32; s.c_out * s.c_in * 9];
@@ -655,34 +657,6 @@ fn weight_grad_on(isa: Isa, x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
         kernel.copy_from_slice(&untransform_kernel(&m));
     });
     dw
-}
-
-/// `sum += Y V^T` over `vectors * 16` tiles: `y` rows of `CHUNK` (output channels), `v` rows of
-/// `CHUNK` (input channels), `sum` `[rows_out][rows_in]`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn products(y: &[f32], v: &[f32], vectors: usize, sum: &mut [f32], rows_in: usize) {
-    use std::arch::x86_64::*;
-    let (r, c) = (wgrad::R, wgrad::C);
-    for ob in 0..sum.len() / rows_in / r {
-        for cb in 0..rows_in / c {
-            let mut acc = [0.0f32; wgrad::R * wgrad::C * LANES];
-            let cols = std::array::from_fn(|j| (cb * c + j) * CHUNK);
-            // SAFETY: rows `ob R..ob R + R` of `y` and `cb C..cb C + C` of `v`, `vectors`
-            // vectors each.
-            unsafe { wgrad::micro(&y[ob * r * CHUNK..], CHUNK, v, cols, vectors, &mut acc) };
-            for (k, lanes) in acc.chunks(LANES).enumerate() {
-                // SAFETY: `lanes` holds 16 floats.
-                let total = unsafe { _mm512_reduce_add_ps(_mm512_loadu_ps(lanes.as_ptr())) };
-                sum[(ob * r + k / c) * rows_in + cb * c + k % c] += total;
-            }
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn products(_: &[f32], _: &[f32], _: usize, _: &mut [f32], _: usize) {
-    unreachable!("`can_run` checks for AVX-512")
 }
 
 /// `G^T M G`: the 3x3 weight gradient of one channel pair from its 4x4 sums (row-major), the
@@ -944,42 +918,6 @@ unsafe fn gradient_tiles_avx2(
                 for (j, value) in values.into_iter().enumerate() {
                     store8(dst.add((i * 4 + j) * p_stride + t), whole, mask, value);
                 }
-            }
-        }
-    }
-}
-
-/// [`products`] on AVX2 ([`wgrad::micro_avx2`]; each slot's 16 lanes summed by vector adds:
-/// summed one float after the other, the 24 slots' 384 dependent additions per call took
-/// longer than the call's 2880 multiply-adds).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn products_avx2(y: &[f32], v: &[f32], vectors: usize, sum: &mut [f32], rows_in: usize) {
-    use std::arch::x86_64::*;
-    let (r, c) = (wgrad::R, wgrad::C);
-    let reduce = |lanes: &[f32]| {
-        // SAFETY: `lanes` holds 16 floats.
-        unsafe {
-            let halves = _mm256_add_ps(
-                _mm256_loadu_ps(lanes.as_ptr()),
-                _mm256_loadu_ps(lanes.as_ptr().add(8)),
-            );
-            let quad = _mm_add_ps(
-                _mm256_castps256_ps128(halves),
-                _mm256_extractf128_ps::<1>(halves),
-            );
-            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair)))
-        }
-    };
-    for ob in 0..sum.len() / rows_in / r {
-        for cb in 0..rows_in / c {
-            let mut acc = [0.0f32; wgrad::R * wgrad::C * LANES];
-            let cols = std::array::from_fn(|j| (cb * c + j) * CHUNK);
-            // SAFETY: as in `products`.
-            unsafe { wgrad::micro_avx2(&y[ob * r * CHUNK..], CHUNK, v, cols, vectors, &mut acc) };
-            for (k, lanes) in acc.chunks(LANES).enumerate() {
-                sum[(ob * r + k / c) * rows_in + cb * c + k % c] += reduce(lanes);
             }
         }
     }

@@ -36,18 +36,18 @@ use super::winograd;
 use super::winograd4::{gather4, GATHER};
 
 /// The four column phases of one input row, as [`gather4`] fills them.
-type Columns = [[f32; GATHER]; M];
+pub(super) type Columns = [[f32; GATHER]; M];
 
 /// Outputs per tile.
-const M: usize = 4;
+pub(super) const M: usize = 4;
 /// Kernel side.
-const K: usize = 7;
+pub(super) const K: usize = 7;
 /// Transformed values per tile (`M + K - 1`).
-const ALPHA: usize = M + K - 1;
+pub(super) const ALPHA: usize = M + K - 1;
 /// The finite Toom-Cook points (the last of the `ALPHA` is infinity).
 const POINTS: [f64; ALPHA - 1] = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 1.5, -1.5];
 /// Tiles per block: the width of one micro-kernel call (3 vectors).
-const TB: usize = 3 * LANES;
+pub(super) const TB: usize = 3 * LANES;
 /// Output rows per task.
 const BAND: usize = 8;
 /// Input rows a full band reads (its rows and the kernel's 6 more).
@@ -63,14 +63,14 @@ fn v_stride(c_in: usize) -> usize {
 /// product over all finite points for infinity), `A^T[i][p] = a_p^i` (1 in the last row for
 /// infinity), `G[p][k] = a_p^k / prod over l != p of (a_p - a_l)` (the last tap for
 /// infinity).
-struct Matrices {
-    bt: [[f32; ALPHA]; ALPHA],
-    at: [[f32; ALPHA]; M],
-    g: [[f64; K]; ALPHA],
+pub(super) struct Matrices {
+    pub(super) bt: [[f32; ALPHA]; ALPHA],
+    pub(super) at: [[f32; ALPHA]; M],
+    pub(super) g: [[f64; K]; ALPHA],
 }
 
 impl Matrices {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let finite = ALPHA - 1;
         let poly = |skip: Option<usize>| {
             let mut c = [0.0f64; ALPHA];
@@ -177,6 +177,29 @@ fn conv2d_on(isa: Isa, x: &[f32], packed: &[f32], bias: &[f32], s: &ConvShape, o
     );
 }
 
+/// `V_p = (B^T d)_p` of the [`TB`] tiles whose padded input row's four column phases are
+/// `columns` (`d_j[t] = columns[j % 4][t + j / 4]`), handed to `put` position by position
+/// (inlined into the caller, whose target features vectorise it).
+#[inline(always)]
+pub(super) fn input_sums(
+    bt: &[[f32; ALPHA]; ALPHA],
+    columns: &Columns,
+    mut put: impl FnMut(usize, &[f32; TB]),
+) {
+    for (p, row) in bt.iter().enumerate() {
+        let mut sums = [0.0f32; TB];
+        for (j, &b) in row.iter().enumerate() {
+            if b != 0.0 {
+                let src = &columns[j % M][j / M..][..TB];
+                for (d, &value) in sums.iter_mut().zip(src) {
+                    *d += b * value;
+                }
+            }
+        }
+        put(p, &sums);
+    }
+}
+
 /// A task's transformed input and products.
 struct Scratch {
     /// `V[p][row][c][t]` for the band's input rows (positions [`v_stride`] apart).
@@ -271,19 +294,10 @@ impl Task<'_> {
                 let (y, first) = ((self.y0 + r) as isize - 3, (M * self.t0) as isize - 3);
                 // `TB + 2` columns per phase (`j / 4 <= 2`).
                 gather(plane, (s.h, s.w), y, first, TB + 2, &mut columns);
-                for (p, bt) in self.matrices.bt.iter().enumerate() {
-                    let mut sums = [0.0f32; TB];
-                    for (j, &b) in bt.iter().enumerate() {
-                        if b != 0.0 {
-                            let src = &columns[j % M][j / M..][..TB];
-                            for (d, &value) in sums.iter_mut().zip(src) {
-                                *d += b * value;
-                            }
-                        }
-                    }
+                input_sums(&self.matrices.bt, &columns, |p, sums| {
                     let at = p * v_stride(s.c_in) + (r * s.c_in + c) * TB;
-                    v[at..][..TB].copy_from_slice(&sums);
-                }
+                    v[at..][..TB].copy_from_slice(sums);
+                });
             }
         }
     }
