@@ -225,8 +225,9 @@ pub(crate) unsafe fn add_products(
 }
 
 /// Adds each of the `R x C` slots of `acc` (16 lanes each), summed by vector adds, to
-/// `sum[r terms + j]` (summed one float after the other, a call's 384 dependent additions
-/// took longer than its 2880 multiply-adds on AVX2).
+/// `sum[r terms + j]`. (Summed one float after the other, the 384 dependent additions of a
+/// call, about 1150 cycles at 3 each, outlasted the call's own work on AVX2 over F(2x2,
+/// 3x3)'s chunk of 480 tiles: 1440 vector multiply-adds, 720 cycles at 2 a cycle.)
 ///
 /// # Safety
 /// The CPU has `isa`; `sum` holds `(R - 1) terms + C` floats.

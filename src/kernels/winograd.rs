@@ -727,7 +727,7 @@ unsafe fn gradient_tiles(
 /// phases (2 or 4) on AVX2 (the AVX2 paths' [`gather`] and [`super::winograd4::gather4`]):
 /// column `first + Q j + q` into `out[q][j]` for `j` in `0..=n` (zeros outside the row). Runs of
 /// 8 tiles are split by shuffles, those over an end of the row loaded under a mask of the
-/// columns inside it (scalar throughout, this was 4% of a training step).
+/// columns inside it (once scalar throughout: 4% of a training step).
 ///
 /// # Safety
 /// AVX2 is available; `n + 8 <= GATHER`.
