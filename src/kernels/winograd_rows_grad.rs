@@ -71,9 +71,12 @@ fn weight_grad_on(isa: Isa, x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
     // Term `(c, ky)` reads channel c's transformed rows from row ky; the padding terms read
     // channel 0's (their sums are never read back).
     let offsets: Vec<usize> = (0..terms)
-        .map(|t| match t < s.c_in * K {
-            true => t / K * ALPHA * v_plane + t % K * layout.tiles,
-            false => 0,
+        .map(|t| {
+            if t < s.c_in * K {
+                t / K * ALPHA * v_plane + t % K * layout.tiles
+            } else {
+                0
+            }
         })
         .collect();
     let matrices = Matrices::new();
