@@ -23,11 +23,11 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
-use super::conv::ConvShape;
+use super::conv::{self, ConvShape, Plan};
 use super::depthwise::host as depthwise;
 use super::polyphase::{self, Polyphase};
-use super::same_type;
 use super::wgrad;
+use super::{plans, same_type};
 use crate::device::CpuBackend;
 
 /// The training backend these kernels serve.
@@ -84,13 +84,15 @@ fn depthwise_shape([n, c, h, w]: [usize; 4], k: usize, pad: usize) -> depthwise:
     depthwise::Shape { n, c, h, w, k, pad }
 }
 
-/// Forward of every image of the batch; stride 1 or 2 (by its phases, [`Polyphase`]).
+/// Forward of every image of the batch; stride 1 or 2 (by its phases, [`Polyphase`]); with
+/// `frozen` (the weight and bias take no gradient) the plan may be a kept one.
 fn forward(
     x: &[f32],
     xd: [usize; 4],
     (w, wd): (&[f32], [usize; 4]),
     bias: Option<&[f32]>,
     geometry: Geometry,
+    frozen: bool,
 ) -> (Vec<f32>, [usize; 4]) {
     if geometry.depthwise {
         let s = depthwise_shape(xd, wd[2], geometry.pad);
@@ -98,7 +100,7 @@ fn forward(
         return (depthwise::forward(x, w, bias, &s), [xd[0], xd[1], oh, ow]);
     }
     let s = shape(xd, wd, geometry.pad);
-    let (y, [oh, ow]) = polyphase::conv2d_batch(x, w, bias, &s, geometry.stride);
+    let (y, [oh, ow]) = polyphase::conv2d_batch(x, w, bias, &s, geometry.stride, frozen);
     (y, [xd[0], wd[0], oh, ow])
 }
 
@@ -117,6 +119,41 @@ fn flip_transpose(w: &[f32], [c_out, c_in, k, _]: [usize; 4]) -> Vec<f32> {
         }
     }
     out
+}
+
+/// `dL/dx` of the node's convolution `s` at `stride` with weight `w`: the convolution of the
+/// output gradient `g` (dims `gd`) with the flipped, transposed weight (a stride-2 node's
+/// phase weight), then for stride 2 the phases merged back. With `frozen` (the weight takes no
+/// gradient) the plan may be a kept one ([`plans`]).
+fn input_grad(
+    (g, gd): (&[f32], [usize; 4]),
+    w: &[f32],
+    s: &ConvShape,
+    stride: usize,
+    frozen: bool,
+) -> Vec<f32> {
+    let phases = (stride == 2).then(|| Polyphase::new(*s));
+    let inner = phases.as_ref().map_or(*s, |p| p.inner);
+    let (c_in, c_out, k) = (inner.c_in, inner.c_out, inner.k);
+    let back = shape(gd, [c_in, c_out, k, k], k - 1 - inner.pad);
+    let key = plans::Key {
+        shape: *s,
+        stride,
+        input_grad: true,
+        weight: w,
+        bias: None,
+    };
+    let plan = plans::plan(key, frozen, || {
+        let w_inner = phases
+            .as_ref()
+            .map_or(Cow::Borrowed(w), |p| Cow::Owned(p.weights(w)));
+        Plan::new(&flip_transpose(&w_inner, [c_out, c_in, k, k]), None, &back)
+    });
+    let dx = conv::planned_batch(g, &plan);
+    match &phases {
+        Some(p) => p.merge_batch(&dx),
+        None => dx,
+    }
 }
 
 /// The input and weight gradients of a node; the output gradient `g` is on the host.
@@ -146,23 +183,8 @@ fn input_weight_grads(
     // A stride-2 node differentiates its phase convolution, then maps back.
     let phases = (geometry.stride == 2).then(|| Polyphase::new(s));
     let inner = phases.as_ref().map_or(s, |p| p.inner);
-    let w_inner = match &phases {
-        Some(p) => Cow::Owned(p.weights(&w)),
-        None => w,
-    };
     if let Some(id) = node_x {
-        let (c_in, c_out, k) = (inner.c_in, inner.c_out, inner.k);
-        let flipped = flip_transpose(&w_inner, [c_out, c_in, k, k]);
-        let back = Geometry {
-            pad: k - 1 - inner.pad,
-            stride: 1,
-            depthwise: false,
-        };
-        let (dx, _) = forward(g, gd, (&flipped, [c_in, c_out, k, k]), None, back);
-        let dx = match &phases {
-            Some(p) => p.merge_batch(&dx),
-            None => dx,
-        };
+        let dx = input_grad((g, gd), &w, &s, geometry.stride, node_w.is_none());
         grads.register::<CpuBackend>(id, primitive(dx, xd));
     }
     // The input itself is only needed for the weight gradient (not for a frozen layer).
@@ -295,6 +317,10 @@ fn node<B: Backend>(
     let x: AdPrimitive = same_type(x.into_primitive().tensor());
     let w: AdPrimitive = same_type(weight.into_primitive().tensor());
     let b: Option<AdPrimitive> = bias.map(|b| same_type(b.into_primitive().tensor()));
+    // A weight and bias that take no gradient (VGG19's; D's while G trains, which the plan
+    // cache tells apart by their values).
+    let untracked = |t: &AdPrimitive| t.node.requirement.is_none();
+    let frozen = untracked(&w) && b.as_ref().is_none_or(untracked);
     let compute = |x: &AdPrimitive, w: &AdPrimitive, b: Option<&AdPrimitive>| {
         let (xv, xd) = view(&x.primitive);
         let (wv, wd) = view(&w.primitive);
@@ -304,7 +330,7 @@ fn node<B: Backend>(
             ));
             t.into_data().into_vec::<f32>().unwrap_or_default()
         });
-        let (y, dims) = forward(&xv, xd, (&wv, wd), bias.as_deref(), geometry);
+        let (y, dims) = forward(&xv, xd, (&wv, wd), bias.as_deref(), geometry, frozen);
         primitive(y, dims)
     };
     let out = match &b {
@@ -616,6 +642,58 @@ mod tests {
                     err < 1e-5,
                     "k={k} stride={stride} {what}: relative error {err}"
                 );
+            }
+        }
+    }
+
+    /// A weight that takes no gradient (VGG19's) has its plans kept ([`plans`]): the output
+    /// and the input gradient still follow the weight's values when they change.
+    #[test]
+    fn frozen_weights_kept_plans_follow_their_values() {
+        if !super::super::conv::available() {
+            eprintln!("no AVX-512 or AVX2 here: not tested");
+            return;
+        }
+        let device = Default::default();
+        // Shapes no other test uses, so the plans kept are this test's.
+        // Without a bias the forward's plan and the input gradient's differ by their use alone.
+        let cases = [
+            (1, [6, 10, 13, 17], false),
+            (2, [6, 10, 14, 18], false),
+            (2, [5, 9, 8, 8], true),
+        ];
+        for (stride, [c_in, c_out, h, w], with_bias) in cases {
+            let normal = |dims: [usize; 4], std: f64| {
+                Tensor::<CpuAutodiff, 4>::random(dims, Distribution::Normal(0.0, std), &device)
+            };
+            let x0 = normal([2, c_in, h, w], 1.0);
+            let b = Tensor::<CpuAutodiff, 1>::random([c_out], Distribution::Default, &device);
+            let run = |weight: &Tensor<CpuAutodiff, 4>, ours: bool| {
+                let x = x0.clone().detach().require_grad();
+                let (wt, bias) = (
+                    weight.clone().detach(),
+                    with_bias.then(|| b.clone().detach()),
+                );
+                let y = if ours {
+                    conv2d(x.clone(), wt, bias, 1, stride)
+                } else {
+                    let options = ConvOptions::new([stride; 2], [1, 1], [1, 1], 1);
+                    burn_conv2d(x.clone(), wt, bias, options)
+                };
+                let grads = (y.clone() * y.clone()).sum().backward();
+                (y.inner(), x.grad(&grads).unwrap())
+            };
+            let weights = [
+                normal([c_out, c_in, 3, 3], 0.3),
+                normal([c_out, c_in, 3, 3], 0.3),
+            ];
+            // Three uses of the first weight (the second keeps its plans, the third reads
+            // them), then two of the second.
+            for weight in [0, 0, 0, 1, 1].map(|i| &weights[i]) {
+                let ((y1, dx1), (y2, dx2)) = (run(weight, true), run(weight, false));
+                for (what, err) in [("y", max_rel(y1, y2)), ("dx", max_rel(dx1, dx2))] {
+                    assert!(err < 1e-5, "stride {stride} {what}: relative error {err}");
+                }
             }
         }
     }

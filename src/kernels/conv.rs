@@ -26,7 +26,7 @@ const NV: usize = 3;
 const SLACK: usize = NV * LANES;
 
 /// A convolution problem: NCHW input of one image, OIHW weight, zero padding `pad`, stride 1.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
     /// Input channels.
     pub c_in: usize,
@@ -300,8 +300,8 @@ fn conv2d_into(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape, o
 
 /// One convolution's weights laid out for the algorithm that runs it, once for every image of
 /// a batch (a 512 -> 512 3x3 layer's Winograd transform alone took 4.4 ms, 40% of its 32x32
-/// convolution).
-struct Plan {
+/// convolution), and kept between calls for weights that do not change ([`super::plans`]).
+pub(crate) struct Plan {
     /// The shape the algorithm sees (a 1x1 convolution's pixels re-cut: [`recut_1x1`]).
     shape: ConvShape,
     /// The bias, zero-padded to whole panels of [`MR`] output channels.
@@ -324,7 +324,7 @@ enum Algorithm {
 impl Plan {
     /// # Panics
     /// If the slices do not match `s` or [`available`] is false.
-    fn new(weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Self {
+    pub(crate) fn new(weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Self {
         assert!(available(), "conv2d needs AVX-512 or AVX2 with FMA");
         assert_eq!(weight.len(), s.c_out * s.c_in * s.k * s.k);
         let mut bias_padded = vec![0.0; s.c_out.div_ceil(MR) * MR];
@@ -346,6 +346,22 @@ impl Plan {
             bias: bias_padded,
             algorithm,
         }
+    }
+
+    /// The bytes of the plan's weights and bias.
+    pub(crate) fn bytes(&self) -> usize {
+        use std::mem::size_of_val;
+        let weights = match &self.algorithm {
+            Algorithm::Winograd(packed)
+            | Algorithm::Winograd4(packed)
+            | Algorithm::Rows7(packed) => size_of_val(&packed[..]),
+            Algorithm::Direct(p) => {
+                size_of_val(&p.weights[..])
+                    + size_of_val(&p.offsets[..])
+                    + size_of_val(&p.starts[..])
+            }
+        };
+        weights + size_of_val(&self.bias[..])
     }
 
     /// The convolution of one image `x` `[C_in, H, W]` into `out` `[C_out, H_out, W_out]`.
@@ -453,9 +469,14 @@ unsafe fn pointwise_block(
 
 /// [`conv2d`] of every image of a batch `x` `[N, C_in, H, W]`; returns `[N, C_out, H_out, W_out]`.
 pub fn conv2d_batch(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+    planned_batch(x, &Plan::new(weight, bias, s))
+}
+
+/// [`conv2d_batch`] by `plan`.
+pub(crate) fn planned_batch(x: &[f32], plan: &Plan) -> Vec<f32> {
+    let s = &plan.shape;
     let [oh, ow] = s.out_size();
     let lens = (s.c_in * s.h * s.w, s.c_out * oh * ow);
-    let plan = Plan::new(weight, bias, s);
     super::per_image(x, lens, |image, dst| plan.run(image, dst))
 }
 

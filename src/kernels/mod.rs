@@ -21,6 +21,7 @@ pub mod implicit_gemm;
 pub mod ln_cube;
 pub mod ln_ops;
 pub mod norm;
+pub(crate) mod plans;
 pub mod polyphase;
 pub mod pool;
 pub mod precision;
@@ -441,7 +442,9 @@ pub(crate) fn host_slice<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostSli
 }
 
 /// Stride-1 or stride-2 convolution with zero padding `pad` by [`conv::conv2d`] (stride 2 by
-/// its phases, [`polyphase`]), image by image. Check [`conv2d_applies`] first.
+/// its phases, [`polyphase`]), image by image. Check [`conv2d_applies`] first. The weights'
+/// plans are kept between calls ([`plans`]: this is inference, whose weights are the same
+/// image after image).
 ///
 /// # Shapes
 /// `x` `[N, C_in, H, W]`, `weight` `[C_out, C_in, k, k]`, `bias` `[C_out]` ->
@@ -467,7 +470,9 @@ pub fn conv2d<B: Backend>(
     let x = host_slice(x);
     let weight = host_slice(weight);
     let bias = bias.map(host_slice);
-    let (out, [oh, ow]) = polyphase::conv2d_batch(&x, &weight, bias.as_deref(), &shape, stride);
+    let frozen = true;
+    let (out, [oh, ow]) =
+        polyphase::conv2d_batch(&x, &weight, bias.as_deref(), &shape, stride, frozen);
     Tensor::from_data(TensorData::new(out, [n, c_out, oh, ow]), &device)
 }
 

@@ -14,8 +14,8 @@
 
 use rayon::prelude::*;
 
-use super::conv::{self, ConvShape};
-use super::per_image;
+use super::conv::{self, ConvShape, Plan};
+use super::{per_image, plans};
 
 /// A stride-2 convolution and the stride-1 convolution of its phases.
 #[derive(Clone, Copy, Debug)]
@@ -208,20 +208,36 @@ impl Polyphase {
 }
 
 /// Convolution of every image of a batch `x` `[N, C_in, H, W]` with stride 1 or 2 (by the
-/// phases) on [`conv::conv2d_batch`]; returns `[N, C_out, H_out, W_out]` and `[H_out, W_out]`.
+/// phases) on [`conv::planned_batch`]; returns `[N, C_out, H_out, W_out]` and `[H_out, W_out]`.
+/// With `frozen` (the weight and bias do not change from call to call) the plan may be a
+/// kept one ([`plans`]).
 pub fn conv2d_batch(
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
     s: &ConvShape,
     stride: usize,
+    frozen: bool,
 ) -> (Vec<f32>, [usize; 2]) {
+    let key = plans::Key {
+        shape: *s,
+        stride,
+        input_grad: false,
+        weight,
+        bias,
+    };
     if stride == 2 {
         let p = Polyphase::new(*s);
-        let y = conv::conv2d_batch(&p.split_batch(x), &p.weights(weight), bias, &p.inner);
-        (y, p.inner.out_size())
+        let plan = plans::plan(key, frozen, || {
+            Plan::new(&p.weights(weight), bias, &p.inner)
+        });
+        (
+            conv::planned_batch(&p.split_batch(x), &plan),
+            p.inner.out_size(),
+        )
     } else {
-        (conv::conv2d_batch(x, weight, bias, s), s.out_size())
+        let plan = plans::plan(key, frozen, || Plan::new(weight, bias, s));
+        (conv::planned_batch(x, &plan), s.out_size())
     }
 }
 
