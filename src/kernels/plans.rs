@@ -4,7 +4,7 @@
 //! gradients), and every weight in inference, image after image. A plan is cheap next to a
 //! large image's convolution but not next to a small one with many channels: VGG's 512 -> 512
 //! 3x3 at 32x32 (a 256x256 batch of two) spent 19 ms of its ~40 ms making 37.7 MB of F(4x4)
-//! weights, nine such plans per training step, ~300 ms per step in all plans.
+//! weights, nine such plans per training step, 250-300 ms per step in all plans.
 //!
 //! A plan is found by its convolution (the caller's shape and stride, and whether it is the
 //! input gradient's convolution with the flipped weight) and by the caller's weight and bias
@@ -22,7 +22,8 @@ use super::conv::{ConvShape, Plan};
 /// and input gradient, take about 400 MB; G's at one image size about 30 MB).
 pub(crate) const BUDGET: usize = 1 << 30;
 
-/// Hashes of weights seen once that are remembered, most recent first.
+/// How many hashes of values seen once are remembered (the oldest forgotten first). A hash
+/// collision only keeps a plan one use early: plans are matched by their values.
 const SEEN: usize = 512;
 
 /// What a plan is made from.
@@ -183,7 +184,7 @@ impl Cache {
         while self.bytes() + bytes > self.budget {
             let oldest = (0..self.entries.len()).min_by_key(|&i| self.entries[i].last_used);
             self.entries
-                .swap_remove(oldest.expect("a budget over 0 bytes holds an entry"));
+                .swap_remove(oldest.expect("over the budget, so something is kept"));
         }
         self.clock += 1;
         self.entries.push(Entry {
