@@ -20,7 +20,9 @@
 //! it ends; `TOONSMITH_BENCH_WARMUP_STEPS=1` adds a first forward run layer by layer, each
 //! step's time printed (where a GPU's first call spends its compilation and autotuning).
 //! `TOONSMITH_GPU_PRECISION=f16` runs a GPU build's forward with the program's
-//! `--precision f16`.
+//! `--precision f16`. `TOONSMITH_BENCH_CALLS=1` prints, after each child's timed runs, its host
+//! convolutions per run summed by kind and shape (`kernels::calls`: forward, input gradient,
+//! weight gradient, making a plan), the longest first.
 
 use std::process::Command;
 use std::time::Instant;
@@ -30,6 +32,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use image::RgbImage;
 use toonsmith::device::{self, Selected};
 use toonsmith::infer::{Cartoonizer, PostConfig};
+use toonsmith::kernels::calls;
 use toonsmith::kernels::im2col::GpuConv;
 use toonsmith::kernels::precision::Precision;
 use toonsmith::model::layers::OwnStats;
@@ -66,9 +69,27 @@ fn time(mut f: impl FnMut()) -> [f64; 3] {
         ms
     };
     timed("warm-up");
+    drop(calls::take());
     let mut times: Vec<f64> = (1..=RUNS).map(|i| timed(&format!("run {i}"))).collect();
+    print_calls(calls::take());
     times.sort_by(f64::total_cmp);
     [times[RUNS / 2], times[0], times[RUNS - 1]]
+}
+
+/// The host convolutions' calls of the timed runs, per run, on stderr (with
+/// `TOONSMITH_BENCH_CALLS`; nothing on a GPU, whose convolutions are not the host's).
+fn print_calls(calls: Vec<calls::Calls>) {
+    let total: f64 = calls.iter().map(|c| c.ms).sum::<f64>() / RUNS as f64;
+    if calls.is_empty() {
+        return;
+    }
+    eprintln!(
+        "host convolutions per run (forward and input grad include their plans): {total:.1} ms"
+    );
+    for c in calls {
+        let (count, ms) = (c.count as f64 / RUNS as f64, c.ms / RUNS as f64);
+        eprintln!("{ms:10.1} ms {count:6.1} calls  {}", c.label);
+    }
 }
 
 fn forward_child(h: usize, w: usize) -> [f64; 3] {
@@ -260,6 +281,9 @@ fn report_refusal() {
 
 fn main() {
     device::keep_compiled_kernels();
+    if std::env::var_os("TOONSMITH_BENCH_CALLS").is_some() {
+        calls::enable();
+    }
     let checked = device::check_available()
         .and_then(|()| toonsmith::kernels::gpu_settings_from_env())
         .and_then(|_| {

@@ -27,7 +27,7 @@ use super::conv::{self, ConvShape, Plan};
 use super::depthwise::host as depthwise;
 use super::polyphase::{self, Polyphase};
 use super::wgrad;
-use super::{plans, same_type};
+use super::{calls, plans, same_type};
 use crate::device::CpuBackend;
 
 /// The training backend these kernels serve.
@@ -143,17 +143,20 @@ fn input_grad(
         weight: w,
         bias: None,
     };
-    let plan = plans::plan(key, frozen, || {
-        let w_inner = phases
-            .as_ref()
-            .map_or(Cow::Borrowed(w), |p| Cow::Owned(p.weights(w)));
-        Plan::new(&flip_transpose(&w_inner, [c_out, c_in, k, k]), None, &back)
-    });
-    let dx = conv::planned_batch(g, &plan);
-    match &phases {
-        Some(p) => p.merge_batch(&dx),
-        None => dx,
-    }
+    let label = || calls::label("input grad", s, stride, gd[0]);
+    calls::time(label, || {
+        let plan = plans::plan(key, frozen, || {
+            let w_inner = phases
+                .as_ref()
+                .map_or(Cow::Borrowed(w), |p| Cow::Owned(p.weights(w)));
+            Plan::new(&flip_transpose(&w_inner, [c_out, c_in, k, k]), None, &back)
+        });
+        let dx = conv::planned_batch(g, &plan);
+        match &phases {
+            Some(p) => p.merge_batch(&dx),
+            None => dx,
+        }
+    })
 }
 
 /// The input and weight gradients of a node; the output gradient `g` is on the host.
@@ -195,7 +198,10 @@ fn input_weight_grads(
             None => x,
         };
         let live = phases.as_ref().map(Polyphase::live_terms);
-        let dw = wgrad::weight_grad_of(&x_inner, g, &inner, live.as_deref());
+        let label = || calls::label("weight grad", &s, geometry.stride, xd[0]);
+        let dw = calls::time(label, || {
+            wgrad::weight_grad_of(&x_inner, g, &inner, live.as_deref())
+        });
         let dw = match &phases {
             Some(p) => p.weights_grad(&dw),
             None => dw,

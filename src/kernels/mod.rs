@@ -9,6 +9,7 @@
 
 #[cfg(feature = "flex")]
 pub mod autodiff;
+pub mod calls;
 pub mod conv;
 #[cfg(feature = "cube-ops")]
 pub(crate) mod cube_op;

@@ -16,6 +16,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::calls;
 use super::conv::{ConvShape, Plan};
 
 /// The bytes of plans kept at most (VGG19's plans to conv4_4 for a 256x256 batch, forward
@@ -218,6 +219,12 @@ static CACHE: Mutex<Cache> = Mutex::new(Cache::new(BUDGET));
 /// The lock is not held while `make` runs: two threads that miss together both make the
 /// plan (the same one), and the first to offer it keeps it.
 pub(crate) fn plan(key: Key, frozen: bool, make: impl FnOnce() -> Plan) -> Arc<Plan> {
+    let what = if key.input_grad {
+        "plan of input grad"
+    } else {
+        "plan"
+    };
+    let make = || calls::time(|| calls::label(what, &key.shape, key.stride, 1), make);
     if !frozen {
         return Arc::new(make());
     }

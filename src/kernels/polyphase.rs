@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use super::conv::{self, ConvShape, Plan};
-use super::{per_image, plans};
+use super::{calls, per_image, plans};
 
 /// A stride-2 convolution and the stride-1 convolution of its phases.
 #[derive(Clone, Copy, Debug)]
@@ -226,19 +226,25 @@ pub fn conv2d_batch(
         weight,
         bias,
     };
-    if stride == 2 {
-        let p = Polyphase::new(*s);
-        let plan = plans::plan(key, frozen, || {
-            Plan::new(&p.weights(weight), bias, &p.inner)
-        });
-        (
-            conv::planned_batch(&p.split_batch(x), &plan),
-            p.inner.out_size(),
-        )
-    } else {
-        let plan = plans::plan(key, frozen, || Plan::new(weight, bias, s));
-        (conv::planned_batch(x, &plan), s.out_size())
-    }
+    let images = x.len() / (s.c_in * s.h * s.w).max(1);
+    calls::time(
+        || calls::label("forward", s, stride, images),
+        || {
+            if stride == 2 {
+                let p = Polyphase::new(*s);
+                let plan = plans::plan(key, frozen, || {
+                    Plan::new(&p.weights(weight), bias, &p.inner)
+                });
+                (
+                    conv::planned_batch(&p.split_batch(x), &plan),
+                    p.inner.out_size(),
+                )
+            } else {
+                let plan = plans::plan(key, frozen, || Plan::new(weight, bias, s));
+                (conv::planned_batch(x, &plan), s.out_size())
+            }
+        },
+    )
 }
 
 #[cfg(test)]
