@@ -228,16 +228,22 @@ pub(crate) fn plan(key: Key, frozen: bool, make: impl FnOnce() -> Plan) -> Arc<P
     if !frozen {
         return Arc::new(make());
     }
-    let cache = || {
-        CACHE
+    kept_plan(&CACHE, &key, make)
+}
+
+/// The plan of `key` from `cache`, else made by `make` and offered to it ([`Cache::offer`]).
+/// The lock is not held while `make` runs.
+fn kept_plan(cache: &Mutex<Cache>, key: &Key, make: impl FnOnce() -> Plan) -> Arc<Plan> {
+    let lock = || {
+        cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     };
-    if let Some(plan) = cache().get(&key) {
+    if let Some(plan) = lock().get(key) {
         return plan;
     }
     let plan = Arc::new(make());
-    cache().offer(&key, &plan);
+    lock().offer(key, &plan);
     plan
 }
 
@@ -266,14 +272,14 @@ mod tests {
         }
     }
 
-    /// The plan of `key` from `cache`, and whether it had to be made.
-    fn lookup(cache: &mut Cache, key: &Key) -> (Arc<Plan>, bool) {
-        if let Some(plan) = cache.get(key) {
-            return (plan, false);
-        }
-        let plan = Arc::new(Plan::new(key.weight, key.bias, &key.shape));
-        cache.offer(key, &plan);
-        (plan, true)
+    /// The plan of `key` from `cache` ([`kept_plan`]), and whether it had to be made.
+    fn lookup(cache: &Mutex<Cache>, key: &Key) -> (Arc<Plan>, bool) {
+        let mut made = false;
+        let plan = kept_plan(cache, key, || {
+            made = true;
+            Plan::new(key.weight, key.bias, &key.shape)
+        });
+        (plan, made)
     }
 
     #[test]
@@ -282,26 +288,26 @@ mod tests {
             eprintln!("no AVX-512 or AVX2 here: not tested");
             return;
         }
-        let mut cache = Cache::new(BUDGET);
+        let cache = Mutex::new(Cache::new(BUDGET));
         let w = values(5 * 3 * 9, 1);
-        let made: Vec<bool> = (0..3).map(|_| lookup(&mut cache, &key(&w)).1).collect();
+        let made: Vec<bool> = (0..3).map(|_| lookup(&cache, &key(&w)).1).collect();
         assert_eq!(made, [true, true, false], "kept from the second use on");
         // One bit of the last value changed: another weight.
         let mut w2 = w.clone();
         w2[w.len() - 1] = f32::from_bits(w2[w.len() - 1].to_bits() ^ 1);
-        assert!(lookup(&mut cache, &key(&w2)).1);
+        assert!(lookup(&cache, &key(&w2)).1);
         let with_bias = Key {
             bias: Some(&[0.0; 5]),
             ..key(&w)
         };
-        assert!(lookup(&mut cache, &with_bias).1);
+        assert!(lookup(&cache, &with_bias).1);
         let strided = Key {
             stride: 2,
             ..key(&w)
         };
-        assert!(lookup(&mut cache, &strided).1);
+        assert!(lookup(&cache, &strided).1);
         assert!(
-            !lookup(&mut cache, &key(&w)).1,
+            !lookup(&cache, &key(&w)).1,
             "the first weight is still kept"
         );
     }
@@ -317,15 +323,16 @@ mod tests {
             let plan = Plan::new(&weights[0], None, &SHAPE);
             plan.bytes() + 4 * weights[0].len()
         };
-        let mut cache = Cache::new(2 * one);
+        let cache = Mutex::new(Cache::new(2 * one));
         for w in &weights[..2] {
-            lookup(&mut cache, &key(w));
-            lookup(&mut cache, &key(w));
+            lookup(&cache, &key(w));
+            lookup(&cache, &key(w));
         }
         // Weight 0 used last, so weight 1 makes room for weight 2.
-        assert!(!lookup(&mut cache, &key(&weights[0])).1);
-        lookup(&mut cache, &key(&weights[2]));
-        lookup(&mut cache, &key(&weights[2]));
+        assert!(!lookup(&cache, &key(&weights[0])).1);
+        lookup(&cache, &key(&weights[2]));
+        lookup(&cache, &key(&weights[2]));
+        let mut cache = cache.into_inner().unwrap();
         assert_eq!(cache.bytes(), 2 * one);
         let kept: Vec<bool> = weights
             .iter()
