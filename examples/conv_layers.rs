@@ -3,10 +3,12 @@
 //! GFLOP/s (2 C_in C_out k^2 per output pixel over the time): where the forward's time goes,
 //! layer by layer, for docs/performance.md.
 //!
-//!     cargo run --release --example conv_layers [H W [C_in C_out k scale [pad images]]]
+//!     cargo run --release --example conv_layers [H W [C_in C_out k scale [pad images [kept]]]]
 //!
 //! With `pad` and `images`, one layer of any shape as the training step calls it (a batch
-//! through `conv2d_batch`), e.g. a stride-2 layer's phase convolution `128 64 2 1 0 2`.
+//! through `conv2d_batch`), e.g. a stride-2 layer's phase convolution `128 64 2 1 0 2`; a
+//! last argument `1` keeps the plan as frozen weights' (VGG19's) are kept, so the time is the
+//! convolution's alone.
 use std::time::Instant;
 
 /// The program's allocator, keeping freed memory: with glibc's, every run's output (up to
@@ -14,7 +16,8 @@ use std::time::Instant;
 #[path = "../src/bin/toonsmith/allocator.rs"]
 mod allocator;
 
-use toonsmith::kernels::conv::{available, conv2d_batch, ConvShape};
+use toonsmith::kernels::conv::{available, ConvShape};
+use toonsmith::kernels::polyphase;
 
 fn main() {
     allocator::keep_freed_memory();
@@ -48,10 +51,13 @@ fn main() {
         [_, _, c_in, c_out, k, scale, ..] => Some((c_in, c_out, k, scale)),
         _ => None,
     };
-    let (pad, images) = match args[..] {
-        [_, _, _, _, _, _, pad, images] => (Some(pad), images.max(1)),
-        _ => (None, 1),
+    let (pad, images, frozen) = match args[..] {
+        [_, _, _, _, _, _, pad, images] => (Some(pad), images.max(1), false),
+        [_, _, _, _, _, _, pad, images, kept] => (Some(pad), images.max(1), kept == 1),
+        _ => (None, 1, false),
     };
+    let conv2d_batch =
+        |x: &[f32], wt: &[f32], s: &ConvShape| polyphase::conv2d_batch(x, wt, None, s, 1, frozen).0;
     for (c_in, c_out, k, scale) in one.map_or(layers.to_vec(), |l| vec![l]) {
         let s = ConvShape {
             c_in,
@@ -67,11 +73,11 @@ fn main() {
         let wt: Vec<f32> = (0..c_out * c_in * k * k)
             .map(|i| (i % 89) as f32 / 890.0)
             .collect();
-        let _ = conv2d_batch(&x, &wt, None, &s);
+        let _ = conv2d_batch(&x, &wt, &s);
         let mut times = Vec::new();
         for _ in 0..if one.is_some() { 50 } else { 7 } {
             let t = Instant::now();
-            std::hint::black_box(conv2d_batch(&x, &wt, None, &s));
+            std::hint::black_box(conv2d_batch(&x, &wt, &s));
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);

@@ -64,8 +64,9 @@ pub enum Isa {
     Avx512,
     /// AVX2 and FMA (most x86-64 CPUs since 2013-2015 without AVX-512, and virtual machines
     /// that hide it): on 8-float vectors the direct convolution ([`micro_upto_avx2`]) and its
-    /// weight gradient, F(4x4, 3x3) and F(4x4, 2x2), F(4, 7) along rows, F(2x2, 3x3)'s
-    /// weight gradient; F(2x2, 3x3)'s forward stays AVX-512's.
+    /// weight gradient, F(4x4, 3x3) and F(4x4, 2x2) and their weight gradients (the latter
+    /// AVX2's alone), F(4, 7) along rows, F(2x2, 3x3)'s weight gradient; F(2x2, 3x3)'s
+    /// forward stays AVX-512's.
     Avx2,
 }
 

@@ -30,6 +30,7 @@ pub mod subpixel;
 pub mod wgrad;
 pub(crate) mod winograd;
 pub(crate) mod winograd4;
+pub(crate) mod winograd_grad;
 pub(crate) mod winograd_rows;
 pub(crate) mod winograd_rows_grad;
 

@@ -9,8 +9,10 @@
 //! chunks that stay in cache while the threads share the output channels, and the partial sums
 //! stay vectors across chunks (summed across lanes once, at the end). (Before this, one
 //! `gemm` call per kernel tap re-packed the whole output gradient k^2 times.) Same-size 3x3
-//! convolutions of the shapes the Winograd convolution takes go to its weight gradient instead,
-//! and so do the 7x7 ones that run by F(4, 7) along rows ([`super::winograd_rows_grad`]).
+//! convolutions of the shapes the Winograd convolution takes go to its weight gradient instead
+//! (F(4x4, 3x3) on AVX2, which also takes the sub-pixel 2x2 ones by F(4x4, 2x2),
+//! [`super::winograd_grad`]; F(2x2, 3x3) otherwise), and so do the 7x7 ones that run by
+//! F(4, 7) along rows ([`super::winograd_rows_grad`]).
 
 use rayon::prelude::*;
 
@@ -43,6 +45,11 @@ pub fn weight_grad_of(x: &[f32], g: &[f32], s: &ConvShape, live: Option<&[bool]>
     // Winograd where it runs the forward too (`wgrad_layers H W C_in C_out 2`, each path
     // forced in turn while it was written, direct / Winograd: 128 -> 128 at 128x128
     // 49.6 / 22.4 ms, 256 -> 128 at 64x64 19.1 / 10.8 ms, 64 -> 64 at 256x256 47.4 / 31.6 ms).
+    // F(4x4, k) on AVX2 (`wgrad_layers H W C_in C_out 2 [k pad]`, docs/performance.md
+    // "Session 31").
+    if live.is_none() && super::winograd_grad::applies(s) {
+        return super::winograd_grad::weight_grad(x, g, s);
+    }
     if super::winograd::weight_grad_applies(s) {
         return super::winograd::weight_grad(x, g, s);
     }

@@ -41,7 +41,7 @@ use rayon::prelude::*;
 use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
 #[cfg(target_arch = "x86_64")]
 use super::conv::{mask8, store8, LANES8};
-use super::wgrad;
+use super::winograd_grad;
 
 /// Tiles per block along a row: the width of one micro-kernel call (3 vectors).
 const NB: usize = 3 * LANES;
@@ -566,19 +566,12 @@ unsafe fn input_tiles(
     }
 }
 
-/// Tiles per chunk of the weight gradient: the chunk's transformed input and output gradient
-/// (`16 x C x 480` floats each) stay in L2/L3 while its 16 products are summed.
-const CHUNK: usize = 10 * NB;
-
 /// `dL/dW` `[C_out, C_in, 3, 3]` of this convolution summed over the images of `x`
 /// `[N, C_in, H, W]` and the output gradient `g` `[N, C_out, H, W]`, by the same F(2x2, 3x3)
-/// read backwards. The forward is bilinear in `U = G g G^T` and `V = B^T d B`, so
-/// `dL/dW_oc = G^T [ sum over tiles of (A dY_o A^T) . V_c ] G`: per position `p` a matrix
-/// product `S_p [C_out, C_in] = Y_p [C_out, tiles] V_p^T [tiles, C_in]` whose contraction
-/// runs over the tiles, 2.25x fewer multiply-adds than the direct weight gradient's.
-/// The tiles of all images are taken in chunks of [`CHUNK`]: the threads transform a chunk's
-/// blocks of tiles, then share out its 16 products ([`wgrad::add_products`], summed across
-/// lanes at the end of each chunk). Check [`weight_grad_applies`].
+/// read backwards ([`winograd_grad`]: per position `p` of the 4x4 transformed tile a matrix
+/// product whose contraction runs over the tiles, 2.25x fewer multiply-adds than the direct
+/// weight gradient's), the tiles' sums by [`winograd_grad::tile_sums`]. Check
+/// [`weight_grad_applies`].
 pub(crate) fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
     let isa = Isa::detected().expect("the weight gradient needs AVX-512 or AVX2 with FMA");
     weight_grad_on(isa, x, g, s)
@@ -595,65 +588,51 @@ fn weight_grad_on(isa: Isa, x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
     assert_eq!(x.len(), images * s.c_in * plane);
     assert_eq!(g.len(), images * s.c_out * plane);
     let (th, tw) = tiles(s);
-    let total = images * th * tw;
-    // Rows padded to whole micro-kernel calls; the padding rows stay zero.
-    let (rows_out, rows_in) = (
-        s.c_out.div_ceil(wgrad::R) * wgrad::R,
-        s.c_in.div_ceil(wgrad::C) * wgrad::C,
-    );
-    // Row `c` of a position's `v` starts `c CHUNK` floats in.
-    let row_starts: Vec<usize> = (0..rows_in).map(|c| c * CHUNK).collect();
-    let mut v = vec![0.0f32; P * rows_in * CHUNK];
-    let mut y = vec![0.0f32; P * rows_out * CHUNK];
-    let mut sums = vec![0.0f32; P * rows_out * rows_in];
-    for start in (0..total).step_by(CHUNK) {
-        let len = CHUNK.min(total - start);
-        if len < CHUNK {
-            // The last vector's lanes past `len` reach the products: zero in one operand.
-            y.fill(0.0);
-        }
-        let (vp, yp) = (OutPtr(v.as_mut_ptr()), OutPtr(y.as_mut_ptr()));
-        (0..len.div_ceil(NB)).into_par_iter().for_each(|b| {
-            let first = start + b * NB;
+    let sums = winograd_grad::tile_sums(
+        isa,
+        (images, th, tw),
+        P,
+        (s.c_in, s.c_out),
+        |image, segment, dst| {
+            let xi = &x[image * s.c_in * plane..][..s.c_in * plane];
+            let gi = &g[image * s.c_out * plane..][..s.c_out * plane];
             let mut rows = [[[0.0f32; GATHER]; 2]; 4];
-            // Rows of tiles counted across the images: a segment never spans two.
-            for segment in segments(first..(first + NB).min(start + len), tw) {
-                let (image, ty) = (segment.ty / th, segment.ty % th);
-                let local = Segment { ty, ..segment };
-                let at = b * NB + segment.at;
-                let xi = &x[image * s.c_in * plane..][..s.c_in * plane];
-                let gi = &g[image * s.c_out * plane..][..s.c_out * plane];
-                // SAFETY: the CPU has `isa`; lanes `at..at + n` of every row
-                // of `v` and `y` are this segment's alone, inside them.
-                unsafe {
-                    let (v, y) = (vp.get().add(at), yp.get().add(at));
-                    let (v_rows, y_rows) = (rows_in * CHUNK, rows_out * CHUNK);
-                    let (input, gradient) = (Side::Input, Side::Gradient);
-                    transform_channels(isa, xi, s, local, input, &mut rows, v, CHUNK, v_rows);
-                    transform_channels(isa, gi, s, local, gradient, &mut rows, y, CHUNK, y_rows);
-                }
+            let (input, gradient) = (Side::Input, Side::Gradient);
+            let row = winograd_grad::Dst::ROW;
+            // SAFETY: the CPU has `isa`; lanes `at..at + n` of every row of `v` and `y` are
+            // this segment's alone, inside them (`tile_sums`).
+            unsafe {
+                transform_channels(
+                    isa,
+                    xi,
+                    s,
+                    segment,
+                    input,
+                    &mut rows,
+                    dst.v,
+                    row,
+                    dst.v_stride,
+                );
+                transform_channels(
+                    isa,
+                    gi,
+                    s,
+                    segment,
+                    gradient,
+                    &mut rows,
+                    dst.y,
+                    row,
+                    dst.y_stride,
+                );
             }
-        });
-        let vectors = len.div_ceil(LANES);
-        sums.par_chunks_mut(rows_out * rows_in)
-            .enumerate()
-            .for_each(|(p, sum)| {
-                let vp = &v[p * rows_in * CHUNK..][..rows_in * CHUNK];
-                let yp = &y[p * rows_out * CHUNK..][..rows_out * CHUNK];
-                for (ob, block) in sum.chunks_exact_mut(wgrad::R * rows_in).enumerate() {
-                    // SAFETY: the CPU has `isa`; the reads stay in this position's rows of
-                    // `v` and `y` (`vectors * 16 <= CHUNK`).
-                    unsafe {
-                        let y_rows = &yp[ob * wgrad::R * CHUNK..];
-                        wgrad::add_products(isa, y_rows, CHUNK, vp, &row_starts, vectors, block)
-                    };
-                }
-            });
-    }
+        },
+    );
     let mut dw = vec![0.0f32; s.c_out * s.c_in * 9];
     dw.par_chunks_mut(9).enumerate().for_each(|(i, kernel)| {
-        let (o, c) = (i / s.c_in, i % s.c_in);
-        let m: [f32; P] = std::array::from_fn(|p| sums[(p * rows_out + o) * rows_in + c]);
+        let mut m = [0.0f32; P];
+        for (slot, value) in m.iter_mut().zip(sums.of(i / s.c_in, i % s.c_in)) {
+            *slot = value;
+        }
         kernel.copy_from_slice(&untransform_kernel(&m));
     });
     dw

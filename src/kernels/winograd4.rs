@@ -58,9 +58,9 @@ use super::winograd::gather_phases;
 use super::winograd::{lanes, load_clipped, prefetch, segments, Segment, PREFETCH, SCRATCH};
 
 /// Outputs per tile side.
-const M: usize = 4;
+pub(crate) const M: usize = 4;
 /// Most inputs per tile side (F(4, 3)'s 6).
-const A_MAX: usize = 6;
+pub(crate) const A_MAX: usize = 6;
 /// Tiles per block: the width of one micro-kernel call (3 vectors).
 const NB: usize = 3 * LANES;
 /// Gathered columns of one phase per block row: `NB + 1` rounded up to whole vectors, plus a
@@ -76,7 +76,7 @@ use std::arch::x86_64::{__m256, __m512};
 
 /// One minimal filter F(4, `K`) with `A = 4 + K - 1` transformed values, applied along both
 /// axes.
-trait Filter<const A: usize, const K: usize> {
+pub(crate) trait Filter<const A: usize, const K: usize> {
     /// `G` (`A x K`), in f64.
     const G: [[f64; K]; A];
 
@@ -107,12 +107,20 @@ trait Filter<const A: usize, const K: usize> {
     /// AVX2 and FMA are available.
     #[cfg(target_arch = "x86_64")]
     unsafe fn at8(m: [__m256; A]) -> [__m256; M];
+
+    /// `A m` (the transpose of [`Filter::at8`]: `M` vectors in, `A` out) on AVX2: the
+    /// weight gradient's transform of the output gradient ([`super::winograd_grad`]).
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn a8(m: [__m256; M]) -> [__m256; A];
 }
 
 /// F(4, 3).
-struct F43;
+pub(crate) struct F43;
 /// F(4, 2).
-struct F42;
+pub(crate) struct F42;
 
 impl Filter<6, 3> for F43 {
     const G: [[f64; 3]; 6] = [
@@ -209,6 +217,26 @@ impl Filter<6, 3> for F43 {
             _mm256_add_ps(_mm256_fmadd_ps(eight, diff34, diff12), m[5]),
         ]
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn a8(m: [__m256; M]) -> [__m256; 6] {
+        use std::arch::x86_64::*;
+        let four = _mm256_set1_ps(4.0);
+        // Even and odd parts at the points 1 and 2: m0 + m2, m1 + m3, m0 + 4 m2, 2 (m1 + 4 m3).
+        let (even1, odd1) = (_mm256_add_ps(m[0], m[2]), _mm256_add_ps(m[1], m[3]));
+        let even2 = _mm256_fmadd_ps(four, m[2], m[0]);
+        let half_odd2 = _mm256_fmadd_ps(four, m[3], m[1]);
+        let odd2 = _mm256_add_ps(half_odd2, half_odd2);
+        [
+            m[0],
+            _mm256_add_ps(even1, odd1),
+            _mm256_sub_ps(even1, odd1),
+            _mm256_add_ps(even2, odd2),
+            _mm256_sub_ps(even2, odd2),
+            m[3],
+        ]
+    }
 }
 
 impl Filter<5, 2> for F42 {
@@ -280,11 +308,29 @@ impl Filter<5, 2> for F42 {
             _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(0.125), m[3], diff12), m[4]),
         ]
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn a8(m: [__m256; M]) -> [__m256; 5] {
+        use std::arch::x86_64::*;
+        let (even1, odd1) = (_mm256_add_ps(m[0], m[2]), _mm256_add_ps(m[1], m[3]));
+        // m0 + m1 / 2 + m2 / 4 + m3 / 8, by Horner's rule.
+        let half = _mm256_set1_ps(0.5);
+        let inner = _mm256_fmadd_ps(half, m[3], m[2]);
+        let inner = _mm256_fmadd_ps(half, inner, m[1]);
+        [
+            m[0],
+            _mm256_add_ps(even1, odd1),
+            _mm256_sub_ps(even1, odd1),
+            _mm256_fmadd_ps(half, inner, m[0]),
+            m[3],
+        ]
+    }
 }
 
 /// Whether [`conv2d_into`] can run this convolution: 3x3 with zero padding 1 or 2x2 with
 /// zero padding 0 or 1, AVX-512 or AVX2.
-fn can_run(s: &ConvShape) -> bool {
+pub(crate) fn can_run(s: &ConvShape) -> bool {
     matches!((s.k, s.pad), (3, 1) | (2, 0) | (2, 1)) && conv::available()
 }
 
@@ -325,7 +371,7 @@ fn stride(s: &ConvShape) -> usize {
 }
 
 /// Tiles down and across the output.
-fn tiles(s: &ConvShape) -> (usize, usize) {
+pub(crate) fn tiles(s: &ConvShape) -> (usize, usize) {
     let [oh, ow] = s.out_size();
     (oh.div_ceil(M), ow.div_ceil(M))
 }
@@ -474,7 +520,7 @@ struct Block<'a> {
 
 /// The `a` padded input rows under a row of tiles (at most [`A_MAX`]), in their four column
 /// phases.
-type Rows = [[[f32; GATHER]; M]; A_MAX];
+pub(crate) type Rows = [[[f32; GATHER]; M]; A_MAX];
 
 impl Block<'_> {
     /// Floats from one position's products to the next's: a group's and a cache line more
@@ -678,7 +724,7 @@ impl Block<'_> {
 /// phases by shuffles.
 #[cfg(target_arch = "x86_64")]
 impl Block<'_> {
-    /// [`Block::transform_input`] on AVX2.
+    /// [`Block::transform_input`] on AVX2 ([`input_tiles_avx2`], channel by channel).
     #[target_feature(enable = "avx2,fma")]
     unsafe fn transform_input_avx2<const A: usize, const K: usize, F: Filter<A, K>>(
         &self,
@@ -686,7 +732,6 @@ impl Block<'_> {
         rows: &mut Rows,
         dst: *mut f32,
     ) {
-        use std::arch::x86_64::*;
         let s = self.s;
         let Segment { ty, tx0, n, .. } = segment;
         let plane_len = s.h * s.w;
@@ -695,33 +740,9 @@ impl Block<'_> {
             if let Some(ahead) = self.x.chunks_exact(plane_len).nth(c + PREFETCH) {
                 prefetch(ahead, (s.h, s.w), ys.clone(), xs.clone(), s.pad);
             }
-            for (i, row) in rows.iter_mut().take(A).enumerate() {
-                let y = (M * ty + i) as isize - s.pad as isize;
-                let first = (M * tx0) as isize - s.pad as isize;
-                // SAFETY: AVX2 is enabled here; `n <= NB`.
-                unsafe { gather_phases(plane, (s.h, s.w), y, first, n, row) };
-            }
             let dst = dst.wrapping_add(c * NB);
-            for t in (0..n).step_by(LANES8) {
-                // SAFETY: the loads at `t + 1 + 7 < GATHER` stay inside `rows`; the stores are
-                // position p's lanes `t..t + 8` (masked to the segment) of channel `c`.
-                unsafe {
-                    let (whole, mask) = (t + LANES8 <= n, mask8(n - t));
-                    let across: [[__m256; A]; A] = std::array::from_fn(|i| {
-                        let load =
-                            |j: usize| _mm256_loadu_ps(rows[i][j % M].as_ptr().add(t + j / M));
-                        F::bt8(std::array::from_fn(load))
-                    });
-                    #[allow(clippy::needless_range_loop, reason = "`j` picks a column")]
-                    for j in 0..A {
-                        let column = F::bt8(std::array::from_fn(|i| across[i][j]));
-                        for (i, value) in column.into_iter().enumerate() {
-                            let p = i * A + j;
-                            store8(dst.add(p * stride(s) + t), whole, mask, value);
-                        }
-                    }
-                }
-            }
+            // SAFETY: AVX2 is enabled here; the caller vouches for the stores.
+            unsafe { input_tiles_avx2::<A, K, F>(plane, s, segment, rows, dst, stride(s)) };
         }
     }
 
@@ -770,6 +791,55 @@ impl Block<'_> {
                         let dst = self.out.get().add((o * oh + y) * ow + x);
                         store_interleaved8(values, dst, width);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// `V_p = (B^T d B)_p` on AVX2, 8 tiles at a time, of the segment's tiles in one input channel
+/// `plane` (`s.h x s.w`, zero padding `s.pad`): position `p`, tile `t` at `dst + p p_stride +
+/// t` (masked to the segment). The forward's ([`Block::transform_input_avx2`]) and the weight
+/// gradient's ([`super::winograd_grad`]).
+///
+/// # Safety
+/// AVX2 and FMA are available; `n <= NB`; `dst + p p_stride + t` is writable for every
+/// position `p` and `t < n`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn input_tiles_avx2<const A: usize, const K: usize, F: Filter<A, K>>(
+    plane: &[f32],
+    s: &ConvShape,
+    Segment { ty, tx0, n, .. }: Segment,
+    rows: &mut Rows,
+    dst: *mut f32,
+    p_stride: usize,
+) {
+    use std::arch::x86_64::*;
+    for (i, row) in rows.iter_mut().take(A).enumerate() {
+        // Padded row 4 ty + i is image row 4 ty + i - pad; padded column 4 tx0 is image
+        // column 4 tx0 - pad.
+        let y = (M * ty + i) as isize - s.pad as isize;
+        let first = (M * tx0) as isize - s.pad as isize;
+        // SAFETY: AVX2 is enabled here; `n <= NB`.
+        unsafe { gather_phases(plane, (s.h, s.w), y, first, n, row) };
+    }
+    for t in (0..n).step_by(LANES8) {
+        // SAFETY: the loads at `t + 1 + 7 < GATHER` stay inside `rows`; the caller vouches
+        // for the stores (position p's lanes `t..t + 8`, masked to the segment).
+        unsafe {
+            let (whole, mask) = (t + LANES8 <= n, mask8(n - t));
+            // B^T d along each row: padded columns 4t + j of tiles t..t+8.
+            let across: [[__m256; A]; A] = std::array::from_fn(|i| {
+                let load = |j: usize| _mm256_loadu_ps(rows[i][j % M].as_ptr().add(t + j / M));
+                F::bt8(std::array::from_fn(load))
+            });
+            // ... then down each column.
+            #[allow(clippy::needless_range_loop, reason = "`j` picks a column")]
+            for j in 0..A {
+                let column = F::bt8(std::array::from_fn(|i| across[i][j]));
+                for (i, value) in column.into_iter().enumerate() {
+                    store8(dst.add((i * A + j) * p_stride + t), whole, mask, value);
                 }
             }
         }
