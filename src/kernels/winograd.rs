@@ -41,7 +41,7 @@ use rayon::prelude::*;
 use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
 #[cfg(target_arch = "x86_64")]
 use super::conv::{mask8, store8, LANES8};
-use super::winograd_grad;
+use super::winograd_grad::{self, Dst};
 
 /// Tiles per block along a row: the width of one micro-kernel call (3 vectors).
 const NB: usize = 3 * LANES;
@@ -598,32 +598,13 @@ fn weight_grad_on(isa: Isa, x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
             let gi = &g[image * s.c_out * plane..][..s.c_out * plane];
             let mut rows = [[[0.0f32; GATHER]; 2]; 4];
             let (input, gradient) = (Side::Input, Side::Gradient);
-            let row = winograd_grad::Dst::ROW;
+            let (v, y, row) = (dst.v, dst.y, Dst::ROW);
+            let (v_stride, y_stride) = (dst.v_stride, dst.y_stride);
             // SAFETY: the CPU has `isa`; lanes `at..at + n` of every row of `v` and `y` are
             // this segment's alone, inside them (`tile_sums`).
             unsafe {
-                transform_channels(
-                    isa,
-                    xi,
-                    s,
-                    segment,
-                    input,
-                    &mut rows,
-                    dst.v,
-                    row,
-                    dst.v_stride,
-                );
-                transform_channels(
-                    isa,
-                    gi,
-                    s,
-                    segment,
-                    gradient,
-                    &mut rows,
-                    dst.y,
-                    row,
-                    dst.y_stride,
-                );
+                transform_channels(isa, xi, s, segment, input, &mut rows, v, row, v_stride);
+                transform_channels(isa, gi, s, segment, gradient, &mut rows, y, row, y_stride);
             }
         },
     );
