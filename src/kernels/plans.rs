@@ -12,9 +12,10 @@
 //! same shape, is a miss, never another weight's plan. Only a weight seen twice is kept (its
 //! values' hash recorded the first time): a caller that declares as frozen a weight that
 //! changes between calls (D's weights while G trains, updated by every D step) never fills the
-//! cache. The least recently used plans go first past [`BUDGET`] bytes.
+//! cache. The least recently used plans go first past the budget ([`budget_for`]: 1 GiB, or an
+//! eighth of the memory available when the process first keeps a plan, whichever is less).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use super::calls;
 use super::conv::{ConvShape, Plan};
@@ -22,6 +23,15 @@ use super::conv::{ConvShape, Plan};
 /// The bytes of plans kept at most (VGG19's plans to conv4_4 for a 256x256 batch, forward
 /// and input gradient, take about 400 MB; G's at one image size about 30 MB).
 pub(crate) const BUDGET: usize = 1 << 30;
+
+/// The budget of the process's plans with `available` bytes of memory (`None`: not known):
+/// [`BUDGET`], or an eighth of what is available where that is less, so that on a small
+/// machine the kept plans (a speed-up, never a need: a plan not kept is made again) do not
+/// take the memory the images need. With 4 GB available VGG19's plans still fit.
+pub(crate) fn budget_for(available: Option<u64>) -> usize {
+    let eighth = available.map_or(BUDGET as u64, |bytes| bytes / 8);
+    eighth.min(BUDGET as u64) as usize
+}
 
 /// How many hashes of values seen once are remembered (the oldest forgotten first). A hash
 /// collision only keeps a plan one use early: plans are matched by their values.
@@ -210,8 +220,12 @@ impl Cache {
     }
 }
 
-/// The process's plans.
-static CACHE: Mutex<Cache> = Mutex::new(Cache::new(BUDGET));
+/// The process's plans, within the budget of the memory available when the first plan is
+/// offered.
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
+    let available = crate::infer::memory::available_bytes();
+    Mutex::new(Cache::new(budget_for(available)))
+});
 
 /// The plan of `key`: made by `make` for this call alone unless `frozen` (the caller's weight
 /// and bias do not change from call to call), else from the process's [`Cache`].
@@ -310,6 +324,16 @@ mod tests {
             !lookup(&cache, &key(&w)).1,
             "the first weight is still kept"
         );
+    }
+
+    #[test]
+    fn the_budget_is_an_eighth_of_the_available_memory_up_to_a_gib() {
+        let gib = 1u64 << 30;
+        assert_eq!(budget_for(Some(2 * gib)), 256 << 20);
+        assert_eq!(budget_for(Some(8 * gib)), BUDGET);
+        assert_eq!(budget_for(Some(64 * gib)), BUDGET);
+        assert_eq!(budget_for(Some(0)), 0);
+        assert_eq!(budget_for(None), BUDGET);
     }
 
     #[test]
