@@ -87,8 +87,7 @@ pub(crate) fn tile_sums(
         c_in.div_ceil(wgrad::C) * wgrad::C,
     );
     let (v_stride, y_stride) = (rows_in * CHUNK, rows_out * CHUNK);
-    // Row `c` of a position's `v` starts `c CHUNK` floats in. Rows padded to whole
-    // micro-kernel calls stay zero.
+    // Row `c` of a position's `v` starts `c CHUNK` floats in.
     let row_starts: Vec<usize> = (0..rows_in).map(|c| c * CHUNK).collect();
     // Rows past the channel counts keep what an earlier call left there: they only reach sums
     // that are never read.
@@ -164,8 +163,9 @@ fn grown(kept: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// Whether [`weight_grad`] should compute this convolution's weight gradient: a shape
 /// [`winograd4`] runs (3x3 with padding 1, 2x2 with padding 0 or 1), on AVX2 (on AVX-512 the
-/// weight gradient stays F(2x2, 3x3)'s or direct: its vectors are twice as wide, and it is
-/// measured there only), with enough channels and tiles for the transforms to pay.
+/// weight gradients stay F(2x2, 3x3)'s or direct, on vectors twice as wide: this one was
+/// measured, and its vector code tested, on AVX2 only), with enough channels and tiles for the
+/// transforms to pay.
 pub(crate) fn applies(s: &ConvShape) -> bool {
     let (th, tw) = winograd4::tiles(s);
     Isa::detected() == Some(Isa::Avx2)
