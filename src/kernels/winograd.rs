@@ -611,9 +611,7 @@ fn weight_grad_on(isa: Isa, x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
     let mut dw = vec![0.0f32; s.c_out * s.c_in * 9];
     dw.par_chunks_mut(9).enumerate().for_each(|(i, kernel)| {
         let mut m = [0.0f32; P];
-        for (slot, value) in m.iter_mut().zip(sums.of(i / s.c_in, i % s.c_in)) {
-            *slot = value;
-        }
+        sums.read(i / s.c_in, i % s.c_in, &mut m);
         kernel.copy_from_slice(&untransform_kernel(&m));
     });
     dw

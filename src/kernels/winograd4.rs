@@ -732,18 +732,9 @@ impl Block<'_> {
         rows: &mut Rows,
         dst: *mut f32,
     ) {
-        let s = self.s;
-        let Segment { ty, tx0, n, .. } = segment;
-        let plane_len = s.h * s.w;
-        let (ys, xs) = (M * ty..M * ty + A, M * tx0..M * (tx0 + n) + K - 1);
-        for (c, plane) in self.x.chunks_exact(plane_len).enumerate() {
-            if let Some(ahead) = self.x.chunks_exact(plane_len).nth(c + PREFETCH) {
-                prefetch(ahead, (s.h, s.w), ys.clone(), xs.clone(), s.pad);
-            }
-            let dst = dst.wrapping_add(c * NB);
-            // SAFETY: AVX2 is enabled here; the caller vouches for the stores.
-            unsafe { input_tiles_avx2::<A, K, F>(plane, s, segment, rows, dst, stride(s)) };
-        }
+        let strides = (NB, stride(self.s));
+        // SAFETY: AVX2 is enabled here; the caller vouches for the stores.
+        unsafe { input_channels_avx2::<A, K, F>(self.x, self.s, segment, rows, dst, strides) };
     }
 
     /// [`Block::transform_output`] on AVX2.
@@ -797,17 +788,46 @@ impl Block<'_> {
     }
 }
 
-/// `V_p = (B^T d B)_p` on AVX2, 8 tiles at a time, of the segment's tiles in one input channel
-/// `plane` (`s.h x s.w`, zero padding `s.pad`): position `p`, tile `t` at `dst + p p_stride +
-/// t` (masked to the segment). The forward's ([`Block::transform_input_avx2`]) and the weight
-/// gradient's ([`super::winograd_grad`]).
+/// `V_p = (B^T d B)_p` on AVX2 of the segment's tiles in every input channel of `x` (planes of
+/// `s.h x s.w`, zero padding `s.pad`): channel `c`, position `p`, tile `t` at `dst + c row + p
+/// p_stride + t` (masked to the segment), with the channel [`PREFETCH`] ahead asked into the
+/// cache. The forward's ([`Block::transform_input_avx2`]) and the weight gradient's
+/// ([`super::winograd_grad`]).
 ///
 /// # Safety
-/// AVX2 and FMA are available; `n <= NB`; `dst + p p_stride + t` is writable for every
-/// position `p` and `t < n`.
+/// AVX2 and FMA are available; `n <= NB`; `dst + c row + p p_stride + t` is writable for
+/// every channel `c`, position `p` and `t < n`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn input_tiles_avx2<const A: usize, const K: usize, F: Filter<A, K>>(
+pub(crate) unsafe fn input_channels_avx2<const A: usize, const K: usize, F: Filter<A, K>>(
+    x: &[f32],
+    s: &ConvShape,
+    segment: Segment,
+    rows: &mut Rows,
+    dst: *mut f32,
+    (row, p_stride): (usize, usize),
+) {
+    let Segment { ty, tx0, n, .. } = segment;
+    let plane_len = s.h * s.w;
+    let (ys, xs) = (M * ty..M * ty + A, M * tx0..M * (tx0 + n) + K - 1);
+    for (c, plane) in x.chunks_exact(plane_len).enumerate() {
+        if let Some(ahead) = x.chunks_exact(plane_len).nth(c + PREFETCH) {
+            prefetch(ahead, (s.h, s.w), ys.clone(), xs.clone(), s.pad);
+        }
+        let dst = dst.wrapping_add(c * row);
+        // SAFETY: AVX2 is enabled here; the caller vouches for the stores.
+        unsafe { input_tiles_avx2::<A, K, F>(plane, s, segment, rows, dst, p_stride) };
+    }
+}
+
+/// [`input_channels_avx2`] of one channel `plane`, 8 tiles at a time: position `p`, tile `t`
+/// at `dst + p p_stride + t`.
+///
+/// # Safety
+/// As [`input_channels_avx2`]'s, for this channel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn input_tiles_avx2<const A: usize, const K: usize, F: Filter<A, K>>(
     plane: &[f32],
     s: &ConvShape,
     Segment { ty, tx0, n, .. }: Segment,

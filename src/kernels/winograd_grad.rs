@@ -60,12 +60,13 @@ pub(crate) struct TileSums {
 }
 
 impl TileSums {
-    /// `S_p[o, c]` of every position, in order.
-    pub(crate) fn of(&self, o: usize, c: usize) -> impl Iterator<Item = f32> + '_ {
+    /// `S_p[o, c]` of every position `p`, in order, into `out` (one float per position).
+    pub(crate) fn read(&self, o: usize, c: usize, out: &mut [f32]) {
         let per = self.rows_out * self.rows_in;
-        self.sums
-            .chunks_exact(per)
-            .map(move |s| s[o * self.rows_in + c])
+        assert_eq!(out.len(), self.sums.len() / per, "one float per position");
+        for (slot, sums) in out.iter_mut().zip(self.sums.chunks_exact(per)) {
+            *slot = sums[o * self.rows_in + c];
+        }
     }
 }
 
@@ -226,9 +227,7 @@ fn weight_grad_with<const A: usize, const K: usize, F: Filter<A, K>>(
         .for_each(|(o, row)| {
             let mut m = [0.0f32; A_MAX * A_MAX];
             for (c, kernel) in row.chunks_exact_mut(K * K).enumerate() {
-                for (slot, value) in m.iter_mut().zip(sums.of(o, c)) {
-                    *slot = value;
-                }
+                sums.read(o, c, &mut m[..A * A]);
                 untransform::<A, K, F>(&m[..A * A], kernel);
             }
         });
@@ -250,18 +249,11 @@ unsafe fn transform<const A: usize, const K: usize, F: Filter<A, K>>(
     rows: &mut Rows,
     dst: Dst,
 ) {
+    let strides = (Dst::ROW, dst.v_stride);
+    // SAFETY: the caller's.
+    unsafe { winograd4::input_channels_avx2::<A, K, F>(x, s, segment, rows, dst.v, strides) };
     let [oh, ow] = s.out_size();
     let Segment { ty, tx0, n, .. } = segment;
-    let plane = s.h * s.w;
-    let (ys, xs) = (M * ty..M * ty + A, M * tx0..M * (tx0 + n) + K - 1);
-    for (c, src) in x.chunks_exact(plane).enumerate() {
-        if let Some(ahead) = x.chunks_exact(plane).nth(c + PREFETCH) {
-            prefetch(ahead, (s.h, s.w), ys.clone(), xs.clone(), s.pad);
-        }
-        let out = dst.v.wrapping_add(c * Dst::ROW);
-        // SAFETY: the caller's.
-        unsafe { winograd4::input_tiles_avx2::<A, K, F>(src, s, segment, rows, out, dst.v_stride) };
-    }
     let (ys, xs) = (M * ty..M * ty + M, M * tx0..M * (tx0 + n));
     for (o, src) in g.chunks_exact(oh * ow).enumerate() {
         if let Some(ahead) = g.chunks_exact(oh * ow).nth(o + PREFETCH) {
