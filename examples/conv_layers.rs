@@ -3,12 +3,13 @@
 //! GFLOP/s (2 C_in C_out k^2 per output pixel over the time): where the forward's time goes,
 //! layer by layer, for docs/performance.md.
 //!
-//!     cargo run --release --example conv_layers [H W [C_in C_out k scale [pad images [kept]]]]
+//!     cargo run --release --example conv_layers [H W [C_in C_out k scale [pad images [kept [stride]]]]]
 //!
 //! With `pad` and `images`, one layer of any shape as the training step calls it (a batch
 //! through `conv2d_batch`), e.g. a stride-2 layer's phase convolution `128 64 2 1 0 2`; a
-//! last argument `1` keeps the plan as frozen weights' (VGG19's) are kept, so the time is the
-//! convolution's alone.
+//! `kept` argument `1` keeps the plan as frozen weights' (VGG19's) are kept, so the time is the
+//! convolution's alone; a last `stride` of 2 times a stride-2 layer whole (phases, plan and
+//! convolution), e.g. `256 256 32 64 3 1 1 2 0 2`.
 use std::time::Instant;
 
 /// The program's allocator, keeping freed memory: with glibc's, every run's output (up to
@@ -51,13 +52,17 @@ fn main() {
         [_, _, c_in, c_out, k, scale, ..] => Some((c_in, c_out, k, scale)),
         _ => None,
     };
-    let (pad, images, frozen) = match args[..] {
-        [_, _, _, _, _, _, pad, images] => (Some(pad), images.max(1), false),
-        [_, _, _, _, _, _, pad, images, kept] => (Some(pad), images.max(1), kept == 1),
-        _ => (None, 1, false),
+    let (pad, images, frozen, stride) = match args[..] {
+        [_, _, _, _, _, _, pad, images] => (Some(pad), images.max(1), false, 1),
+        [_, _, _, _, _, _, pad, images, kept] => (Some(pad), images.max(1), kept == 1, 1),
+        [_, _, _, _, _, _, pad, images, kept, stride] => {
+            (Some(pad), images.max(1), kept == 1, stride.clamp(1, 2))
+        }
+        _ => (None, 1, false, 1),
     };
-    let conv2d_batch =
-        |x: &[f32], wt: &[f32], s: &ConvShape| polyphase::conv2d_batch(x, wt, None, s, 1, frozen).0;
+    let conv2d_batch = |x: &[f32], wt: &[f32], s: &ConvShape| {
+        polyphase::conv2d_batch(x, wt, None, s, stride, frozen).0
+    };
     for (c_in, c_out, k, scale) in one.map_or(layers.to_vec(), |l| vec![l]) {
         let s = ConvShape {
             c_in,
@@ -82,10 +87,13 @@ fn main() {
         }
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
-        let [oh, ow] = s.out_size();
+        let [oh, ow] = match stride {
+            2 => polyphase::Polyphase::out_size(&s),
+            _ => s.out_size(),
+        };
         let flop = 2.0 * (images * c_in * c_out * k * k * oh * ow) as f64;
         println!(
-            "{c_in:>4} -> {c_out:<4} {k}x{k} at {:>4}x{:<4} pad {} x{images} {:>8.2} ms {:>6.0} GFLOP/s",
+            "{c_in:>4} -> {c_out:<4} {k}x{k}/{stride} at {:>4}x{:<4} pad {} x{images} {:>8.2} ms {:>6.0} GFLOP/s",
             s.h,
             s.w,
             s.pad,
