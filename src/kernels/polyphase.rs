@@ -210,17 +210,16 @@ impl Polyphase {
     }
 }
 
-/// Where a padded image row's pairs land in its two column phases: image column `2m` (even)
-/// is column `m + even.1` of phase `even.0`, column `2m + 1` is column `m + odd.1` of phase
-/// `odd.0` (column `j` of phase `b` reads image column `2j + b - pad`).
-///
-/// The odd phase's offset is the even one's, or one more (odd `pad`).
-fn pair_targets(pad: usize) -> ((usize, usize), (usize, usize)) {
-    let even = pad % 2;
-    let odd = 1 - even;
-    let targets = ((even, (pad - even) / 2), (odd, (pad + 1 - odd) / 2));
-    debug_assert!(targets.1 .1 >= targets.0 .1);
-    targets
+/// A row's two column phases `(phase 0, phase 1)` as `((even, skip), (odd, skip))`: image
+/// column `2m` is column `m + skip` of the even phase, `2m + 1` column `m + skip` of the odd one
+/// (column `j` of phase `b` reads image column `2j + b - pad`, so the even phase is `pad % 2`).
+/// The odd phase's skip is the even one's, or one more (odd `pad`).
+fn by_parity<T>(pad: usize, (phase0, phase1): (T, T)) -> ((T, usize), (T, usize)) {
+    let (skip_even, skip_odd) = (pad / 2, pad.div_ceil(2));
+    match pad % 2 {
+        0 => ((phase0, skip_even), (phase1, skip_odd)),
+        _ => ((phase1, skip_even), (phase0, skip_odd)),
+    }
 }
 
 /// One image row into its two column phases (`phases.b[j] = row[2j + b - pad]` where that is
@@ -228,14 +227,9 @@ fn pair_targets(pad: usize) -> ((usize, usize), (usize, usize)) {
 /// through one loop that the compiler turns into vector shuffles (the phase-by-phase scalar
 /// copy it replaced was 30% of a stride-2 layer's time).
 fn deinterleave(row: &[f32], pad: usize, phases: (&mut [f32], &mut [f32])) {
-    let ((even, skip_e), (_, skip_o)) = pair_targets(pad);
-    let (to_even, to_odd) = if even == 0 {
-        phases
-    } else {
-        (phases.1, phases.0)
-    };
-    let to_even = to_even.get_mut(skip_e..).unwrap_or_default();
-    let to_odd = to_odd.get_mut(skip_o..).unwrap_or_default();
+    let ((to_even, skip_even), (to_odd, skip_odd)) = by_parity(pad, phases);
+    let to_even = to_even.get_mut(skip_even..).unwrap_or_default();
+    let to_odd = to_odd.get_mut(skip_odd..).unwrap_or_default();
     let mut done = 0;
     for ((pair, e), o) in row
         .chunks_exact(2)
@@ -245,8 +239,9 @@ fn deinterleave(row: &[f32], pad: usize, phases: (&mut [f32], &mut [f32])) {
         (*e, *o) = (pair[0], pair[1]);
         done += 1;
     }
-    // The odd phase starts no earlier than the even one (`skip_o >= skip_e`), so it is done;
-    // even columns may remain: the row's last, unpaired one, or those past the odd phase's end.
+    // The odd phase starts no earlier than the even one (`skip_odd >= skip_even`), so it is
+    // done; even columns may remain: the row's last, unpaired one, or those past the odd
+    // phase's end.
     for m in done..to_even.len().min(row.len().div_ceil(2)) {
         to_even[m] = row[2 * m];
     }
@@ -255,14 +250,9 @@ fn deinterleave(row: &[f32], pad: usize, phases: (&mut [f32], &mut [f32])) {
 /// The adjoint of [`deinterleave`]: the image row from its two column phases (columns no
 /// phase reads are left as they are).
 fn interleave(phases: (&[f32], &[f32]), pad: usize, row: &mut [f32]) {
-    let ((even, skip_e), (_, skip_o)) = pair_targets(pad);
-    let (from_even, from_odd) = if even == 0 {
-        phases
-    } else {
-        (phases.1, phases.0)
-    };
-    let from_even = from_even.get(skip_e..).unwrap_or_default();
-    let from_odd = from_odd.get(skip_o..).unwrap_or_default();
+    let ((from_even, skip_even), (from_odd, skip_odd)) = by_parity(pad, phases);
+    let from_even = from_even.get(skip_even..).unwrap_or_default();
+    let from_odd = from_odd.get(skip_odd..).unwrap_or_default();
     let mut done = 0;
     for ((pair, &e), &o) in row.chunks_exact_mut(2).zip(from_even).zip(from_odd) {
         (pair[0], pair[1]) = (e, o);
