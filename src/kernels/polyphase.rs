@@ -68,16 +68,26 @@ impl Polyphase {
     /// Each task takes one input channel and row phase `a`, and reads each of its image rows
     /// once into both column phases ([`deinterleave`]).
     fn split_into(&self, x: &[f32], out: &mut [f32]) {
-        let o = self.outer;
-        self.for_row_phases(out, |a, c, (phase0, phase1)| {
-            let plane = &x[c * o.h * o.w..(c + 1) * o.h * o.w];
-            let n = self.inner.w;
-            for (i, y) in self.rows(a) {
-                let row = &plane[y * o.w..(y + 1) * o.w];
-                let to = i * n..(i + 1) * n;
-                deinterleave(row, o.pad, (&mut phase0[to.clone()], &mut phase1[to]));
-            }
-        });
+        let (o, s) = (self.outer, self.inner);
+        let plane = s.h * s.w;
+        // Halves of `out` by row phase `a`; in each, the planes of phases (a, 0) and (a, 1).
+        out.par_chunks_mut(2 * o.c_in * plane)
+            .enumerate()
+            .for_each(|(a, half)| {
+                let (phase0, phase1) = half.split_at_mut(o.c_in * plane);
+                (phase0
+                    .par_chunks_mut(plane)
+                    .zip(phase1.par_chunks_mut(plane)))
+                .enumerate()
+                .for_each(|(c, (phase0, phase1))| {
+                    let image = &x[c * o.h * o.w..(c + 1) * o.h * o.w];
+                    for (i, y) in self.rows(a) {
+                        let row = &image[y * o.w..(y + 1) * o.w];
+                        let to = i * s.w..(i + 1) * s.w;
+                        deinterleave(row, o.pad, (&mut phase0[to.clone()], &mut phase1[to]));
+                    }
+                });
+            });
     }
 
     /// The gradient of [`Polyphase::split`]: phase gradients `[4 C_in, h', w']` back to the
@@ -115,27 +125,6 @@ impl Polyphase {
     fn rows(&self, a: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
         (0..self.inner.h)
             .filter_map(move |i| Some((i, self.source(a, i, self.outer.pad, self.outer.h)?)))
-    }
-
-    /// `f(a, c, (phase (a, 0), phase (a, 1)))` for every row phase `a` and input channel `c`, in
-    /// parallel, with the two planes of stacked phases `out` that it fills.
-    fn for_row_phases(
-        &self,
-        out: &mut [f32],
-        f: impl Fn(usize, usize, (&mut [f32], &mut [f32])) + Sync,
-    ) {
-        let (o, s) = (self.outer, self.inner);
-        let plane = s.h * s.w;
-        out.par_chunks_mut(2 * o.c_in * plane)
-            .enumerate()
-            .for_each(|(a, half)| {
-                let (phase0, phase1) = half.split_at_mut(o.c_in * plane);
-                phase0
-                    .par_chunks_mut(plane)
-                    .zip(phase1.par_chunks_mut(plane))
-                    .enumerate()
-                    .for_each(|(c, planes)| f(a, c, planes));
-            });
     }
 
     /// `(o, c, ky, kx)` -> index of `w'[o, (a, b, c), dy, dx]`, for every tap of `w`.

@@ -383,12 +383,7 @@ unsafe fn transform_channels(
     row: usize,
     p_stride: usize,
 ) {
-    let plane = s.h * s.w;
-    let (ys, xs, pad) = side.window(segment);
-    for (c, src) in planes.chunks_exact(plane).enumerate() {
-        if let Some(ahead) = planes.chunks_exact(plane).nth(c + PREFETCH) {
-            prefetch(ahead, (s.h, s.w), ys.clone(), xs.clone(), pad);
-        }
+    for_planes(planes, (s.h, s.w), side.window(segment), |c, src| {
         let dst = dst.wrapping_add(c * row);
         // SAFETY: the caller vouches for the CPU's `isa` and for the stores.
         unsafe {
@@ -403,7 +398,7 @@ unsafe fn transform_channels(
                 }
             }
         }
-    }
+    });
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -442,6 +437,24 @@ pub(crate) fn prefetch(
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(line[at..].as_ptr().cast()) };
             }
         }
+    }
+}
+
+/// `f(c, plane)` for each channel plane of `planes` (`h x w` each) in order, after asking for
+/// the `window` (rows, columns, padding, as [`prefetch`] takes them) of the plane [`PREFETCH`]
+/// ahead: the channel loop of the Winograd transforms.
+#[inline(always)]
+pub(crate) fn for_planes(
+    planes: &[f32],
+    (h, w): (usize, usize),
+    (rows, cols, pad): (Range<usize>, Range<usize>, usize),
+    mut f: impl FnMut(usize, &[f32]),
+) {
+    for (c, plane) in planes.chunks_exact(h * w).enumerate() {
+        if let Some(ahead) = planes.chunks_exact(h * w).nth(c + PREFETCH) {
+            prefetch(ahead, (h, w), rows.clone(), cols.clone(), pad);
+        }
+        f(c, plane);
     }
 }
 

@@ -55,7 +55,9 @@ use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
 use super::conv::{mask8, store8, LANES8};
 #[cfg(target_arch = "x86_64")]
 use super::winograd::gather_phases;
-use super::winograd::{lanes, load_clipped, prefetch, segments, Segment, PREFETCH, SCRATCH};
+use super::winograd::{
+    for_planes, lanes, load_clipped, prefetch, segments, Segment, PREFETCH, SCRATCH,
+};
 
 /// Outputs per tile side.
 pub(crate) const M: usize = 4;
@@ -808,16 +810,12 @@ pub(crate) unsafe fn input_channels_avx2<const A: usize, const K: usize, F: Filt
     (row, p_stride): (usize, usize),
 ) {
     let Segment { ty, tx0, n, .. } = segment;
-    let plane_len = s.h * s.w;
-    let (ys, xs) = (M * ty..M * ty + A, M * tx0..M * (tx0 + n) + K - 1);
-    for (c, plane) in x.chunks_exact(plane_len).enumerate() {
-        if let Some(ahead) = x.chunks_exact(plane_len).nth(c + PREFETCH) {
-            prefetch(ahead, (s.h, s.w), ys.clone(), xs.clone(), s.pad);
-        }
+    let window = (M * ty..M * ty + A, M * tx0..M * (tx0 + n) + K - 1, s.pad);
+    for_planes(x, (s.h, s.w), window, |c, plane| {
         let dst = dst.wrapping_add(c * row);
         // SAFETY: AVX2 is enabled here; the caller vouches for the stores.
         unsafe { input_tiles_avx2::<A, K, F>(plane, s, segment, rows, dst, p_stride) };
-    }
+    });
 }
 
 /// [`input_channels_avx2`] of one channel `plane`, 8 tiles at a time: position `p`, tile `t`

@@ -26,7 +26,7 @@ use super::conv::{ConvShape, Isa, OutPtr, LANES};
 use super::wgrad;
 #[cfg(target_arch = "x86_64")]
 use super::winograd::gather_phases;
-use super::winograd::{prefetch, segments, Segment, PREFETCH};
+use super::winograd::{for_planes, segments, Segment};
 use super::winograd4::{self, Filter, Rows, A_MAX, F42, F43, GATHER, M};
 
 /// Tiles per block: one thread's share of a chunk's transforms.
@@ -235,7 +235,8 @@ fn weight_grad_with<const A: usize, const K: usize, F: Filter<A, K>>(
 }
 
 /// The segment's `V` of every input channel of `x` and `A dY A^T` of every output-gradient
-/// channel of `g`, each with the channel [`PREFETCH`] ahead asked into the cache.
+/// channel of `g`, each with the channel [`PREFETCH`](super::winograd::PREFETCH) ahead asked
+/// into the cache ([`for_planes`]).
 ///
 /// # Safety
 /// AVX2 and FMA are available; `dst` as [`tile_sums`] gives it.
@@ -254,15 +255,12 @@ unsafe fn transform<const A: usize, const K: usize, F: Filter<A, K>>(
     unsafe { winograd4::input_channels_avx2::<A, K, F>(x, s, segment, rows, dst.v, strides) };
     let [oh, ow] = s.out_size();
     let Segment { ty, tx0, n, .. } = segment;
-    let (ys, xs) = (M * ty..M * ty + M, M * tx0..M * (tx0 + n));
-    for (o, src) in g.chunks_exact(oh * ow).enumerate() {
-        if let Some(ahead) = g.chunks_exact(oh * ow).nth(o + PREFETCH) {
-            prefetch(ahead, (oh, ow), ys.clone(), xs.clone(), 0);
-        }
+    let window = (M * ty..M * ty + M, M * tx0..M * (tx0 + n), 0);
+    for_planes(g, (oh, ow), window, |o, src| {
         let out = dst.y.wrapping_add(o * Dst::ROW);
         // SAFETY: the caller's.
         unsafe { gradient_tiles::<A, K, F>(src, [oh, ow], segment, rows, out, dst.y_stride) };
-    }
+    });
 }
 
 #[cfg(not(target_arch = "x86_64"))]
