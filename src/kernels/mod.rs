@@ -21,6 +21,7 @@ pub mod implicit_gemm;
 #[cfg(feature = "cube-ops")]
 pub mod ln_cube;
 pub mod ln_ops;
+pub(crate) mod micro;
 pub mod norm;
 pub(crate) mod plans;
 pub mod polyphase;

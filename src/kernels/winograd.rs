@@ -16,7 +16,7 @@
 //! So the convolution becomes 16 independent matrix products (one per position `p` of the 4x4
 //! transformed tile), `M_p [C_out, tiles] = U_p [C_out, C_in] . V_p [C_in, tiles]`, with 16
 //! multiply-adds per input channel and tile instead of the direct convolution's 36: 2.25x
-//! fewer. The products run on the direct convolution's micro-kernel ([`conv::micro`], 8
+//! fewer. The products run on the direct convolution's micro-kernel ([`micro::micro`], 8
 //! output channels x 48 tiles in registers). The work is cut into blocks of 48 consecutive
 //! tiles in row-major order (a block may end one row of tiles and begin the next, so narrow
 //! images fill the micro-kernel's three vectors too), so a block's transformed input
@@ -38,9 +38,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
+use super::conv::{self, ConvShape, Isa, OutPtr, LANES, MR};
 #[cfg(target_arch = "x86_64")]
-use super::conv::{mask8, store8, LANES8};
+use super::micro::{self, mask8, store8, Tile, LANES8};
 use super::winograd_grad::{self, Dst};
 
 /// Tiles per block along a row: the width of one micro-kernel call (3 vectors).
@@ -271,7 +271,7 @@ impl Block<'_> {
                     };
                     // SAFETY: every term reads the vectors of `nb` values at `src + c NB`, inside `v`; the
                     // stores stay in the `MR x NB` slot (p, k) of `m`.
-                    unsafe { conv::micro_upto(&tile, src, nb) };
+                    unsafe { micro::micro_upto(&tile, src, nb) };
                 }
             }
             for k in 0..group {

@@ -19,7 +19,7 @@
 //! The blocking is F(2x2, 3x3)'s: blocks of 48 consecutive tiles in row-major order (cut into
 //! [`Segment`]s at the ends of tile rows), each block's transformed input (`a^2 C_in x 48`
 //! floats) kept per thread and read once per group of panels, products on the direct
-//! convolution's micro-kernel ([`conv::micro_upto`]). The input rows under a row of tiles are
+//! convolution's micro-kernel ([`super::micro`]). The input rows under a row of tiles are
 //! gathered into their four column phases (`x mod 4`, zeros in the padding), so both
 //! transforms are element-wise over contiguous runs of tiles.
 //!
@@ -50,9 +50,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
+use super::conv::{self, ConvShape, Isa, OutPtr, LANES, MR};
 #[cfg(target_arch = "x86_64")]
-use super::conv::{mask8, store8, LANES8};
+use super::micro::{mask8, store8, Tile, LANES8};
 #[cfg(target_arch = "x86_64")]
 use super::winograd::gather_phases;
 use super::winograd::{
@@ -722,8 +722,8 @@ impl Block<'_> {
 }
 
 /// The transforms of [`Block::run`] on AVX2 and FMA (its products on
-/// [`conv::micro_upto_avx2`]): 8 tiles at a time, the input rows split into their column
-/// phases by shuffles.
+/// [`super::micro::micro_upto_avx2`]): 8 tiles at a time, the input rows split into their
+/// column phases by shuffles.
 #[cfg(target_arch = "x86_64")]
 impl Block<'_> {
     /// [`Block::transform_input`] on AVX2 ([`input_tiles_avx2`], channel by channel).

@@ -20,9 +20,9 @@
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::conv::{mask8, store8, LANES8};
 use super::conv::{ConvShape, Isa, OutPtr, LANES};
+#[cfg(target_arch = "x86_64")]
+use super::micro::{mask8, store8, LANES8};
 use super::wgrad;
 #[cfg(target_arch = "x86_64")]
 use super::winograd::gather_phases;

@@ -10,9 +10,9 @@
 //! input channel and output pixel against the direct convolution's 49 (F(2, 7), used before:
 //! 28). The input transform (100 multiply-adds per input channel, row and tile of 4) is shared
 //! by the 7 output rows that read the row and all output channels; the products run on the
-//! direct convolution's micro-kernel ([`conv::micro_upto`], [`conv::micro_upto_avx2`]). G's
-//! 7x7 tail (64 -> 32 at full size) is the largest layer of its forward on the CPU (on AVX2,
-//! 95-115 ms direct, 45-49 ms by F(4, 7) at 256x256 on 2 Zen 4 cores).
+//! direct convolution's micro-kernel ([`super::micro`]). G's 7x7 tail (64 -> 32 at full size)
+//! is the largest layer of its forward on the CPU (on AVX2, 95-115 ms direct, 45-49 ms by
+//! F(4, 7) at 256x256 on 2 Zen 4 cores).
 //!
 //! Work is cut into bands of [`BAND`] output rows x blocks of 48 tiles (192 pixels); a task
 //! transforms its `BAND + 6` input rows for its block (the channel [`winograd::PREFETCH`]
@@ -31,7 +31,8 @@
 
 use rayon::prelude::*;
 
-use super::conv::{self, ConvShape, Isa, OutPtr, Tile, LANES, MR};
+use super::conv::{self, ConvShape, Isa, OutPtr, LANES, MR};
+use super::micro::Tile;
 use super::winograd;
 use super::winograd4::{gather4, GATHER};
 
