@@ -39,8 +39,9 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::conv::{self, ConvShape, Isa, OutPtr, LANES, MR};
+use super::micro::{self, Tile};
 #[cfg(target_arch = "x86_64")]
-use super::micro::{self, mask8, store8, Tile, LANES8};
+use super::micro::{mask8, store8, LANES8};
 use super::winograd_grad::{self, Dst};
 
 /// Tiles per block along a row: the width of one micro-kernel call (3 vectors).
