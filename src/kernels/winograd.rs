@@ -42,7 +42,15 @@ use super::conv::{self, ConvShape, Isa, OutPtr, LANES, MR};
 use super::micro::{self, Tile};
 #[cfg(target_arch = "x86_64")]
 use super::micro::{mask8, store8, LANES8};
-use super::winograd_grad::{self, Dst};
+
+mod grad;
+mod rows;
+pub(crate) use grad::weight_grad;
+#[cfg(target_arch = "x86_64")]
+use grad::{gradient_tiles, gradient_tiles_avx2};
+pub(crate) use rows::{for_planes, lanes, prefetch};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use rows::{gather, gather_phases, load_clipped};
 
 /// Tiles per block along a row: the width of one micro-kernel call (3 vectors).
 const NB: usize = 3 * LANES;
@@ -418,109 +426,6 @@ unsafe fn transform_channels(
     unreachable!("`can_run` checks for AVX-512")
 }
 
-/// Asks for rows `rows` and columns `cols` of `plane` (`h x w`), both shifted back by `pad`
-/// and clipped to the plane, to be brought into the cache.
-pub(crate) fn prefetch(
-    plane: &[f32],
-    (h, w): (usize, usize),
-    rows: Range<usize>,
-    cols: Range<usize>,
-    pad: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let (start, end) = (cols.start.saturating_sub(pad), (cols.end - pad).min(w));
-        for y in rows.start.saturating_sub(pad)..(rows.end - pad).min(h) {
-            let line = &plane[y * w..][start..end];
-            for at in (0..line.len()).step_by(16) {
-                // SAFETY: a prefetch of an address inside `line`.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(line[at..].as_ptr().cast()) };
-            }
-        }
-    }
-}
-
-/// `f(c, plane)` for each channel plane of `planes` (`h x w` each) in order, after asking for
-/// the `window` (rows, columns, padding, as [`prefetch`] takes them) of the plane [`PREFETCH`]
-/// ahead: the channel loop of the Winograd transforms.
-#[inline(always)]
-pub(crate) fn for_planes(
-    planes: &[f32],
-    (h, w): (usize, usize),
-    (rows, cols, pad): (Range<usize>, Range<usize>, usize),
-    mut f: impl FnMut(usize, &[f32]),
-) {
-    for (c, plane) in planes.chunks_exact(h * w).enumerate() {
-        if let Some(ahead) = planes.chunks_exact(h * w).nth(c + PREFETCH) {
-            prefetch(ahead, (h, w), rows.clone(), cols.clone(), pad);
-        }
-        f(c, plane);
-    }
-}
-
-/// Row `y` of `plane` (`h x w`; zeros when `y` is outside it), columns `first + 2 j` into
-/// `even[j]` and `first + 2 j + 1` into `odd[j]` for `j` in `0..=n` (zeros outside the row).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn gather(
-    plane: &[f32],
-    (h, w): (usize, usize),
-    y: isize,
-    first: isize,
-    n: usize,
-    out: &mut [[f32; GATHER]; 2],
-) {
-    use std::arch::x86_64::*;
-    let Some(y) = usize::try_from(y).ok().filter(|&y| y < h) else {
-        *out = [[0.0; GATHER]; 2];
-        return;
-    };
-    let line = &plane[y * w..][..w];
-    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    for k in (0..2 * (n + 1)).step_by(2 * LANES) {
-        // SAFETY: AVX-512 is enabled here.
-        let [a, b] =
-            [0, LANES].map(|half| unsafe { load_clipped(line, first + (k + half) as isize) });
-        // SAFETY: `k / 2 + 16 <= n + 1 + 15 < GATHER`.
-        unsafe {
-            _mm512_storeu_ps(
-                out[0].as_mut_ptr().add(k / 2),
-                _mm512_permutex2var_ps(a, evens, b),
-            );
-            _mm512_storeu_ps(
-                out[1].as_mut_ptr().add(k / 2),
-                _mm512_permutex2var_ps(a, odds, b),
-            );
-        }
-    }
-}
-
-/// The 16 floats of `line` from index `start`, zeros for those outside it.
-///
-/// # Safety
-/// AVX-512 is available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-pub(crate) unsafe fn load_clipped(line: &[f32], start: isize) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    let w = line.len() as isize;
-    if start >= 0 && start + LANES as isize <= w {
-        // SAFETY: the 16 floats lie inside `line`.
-        return unsafe { _mm512_loadu_ps(line.as_ptr().offset(start)) };
-    }
-    // Lanes whose index lies inside the line (a branch taken only at the ends of rows: the
-    // mask's arithmetic cost more than the loads themselves).
-    let lo = (-start).clamp(0, LANES as isize) as usize;
-    let hi = (w - start).clamp(0, LANES as isize) as usize;
-    let mask = lanes(hi) & !lanes(lo);
-    // SAFETY: only lanes inside `line` are read (the masked-off lanes are not accessed); the
-    // address itself is formed with wrapping arithmetic.
-    unsafe { _mm512_maskz_loadu_ps(mask, line.as_ptr().wrapping_offset(start)) }
-}
-
 /// `V_p = (B^T d B)_p` for the segment's tiles of one input channel `plane` (`s.h x s.w`):
 /// tile `t` of the segment, position `p`, at `dst + p * p_stride + t` (masked stores: lanes
 /// past `n` are not written).
@@ -580,225 +485,6 @@ unsafe fn input_tiles(
     }
 }
 
-/// `dL/dW` `[C_out, C_in, 3, 3]` of this convolution summed over the images of `x`
-/// `[N, C_in, H, W]` and the output gradient `g` `[N, C_out, H, W]`, by the same F(2x2, 3x3)
-/// read backwards ([`winograd_grad`]: per position `p` of the 4x4 transformed tile a matrix
-/// product whose contraction runs over the tiles, 2.25x fewer multiply-adds than the direct
-/// weight gradient's), the tiles' sums by [`winograd_grad::tile_sums`]. Check
-/// [`weight_grad_applies`].
-pub(crate) fn weight_grad(x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
-    let isa = Isa::detected().expect("the weight gradient needs AVX-512 or AVX2 with FMA");
-    weight_grad_on(isa, x, g, s)
-}
-
-/// [`weight_grad`] on the vector code of `isa` (which the CPU must have).
-fn weight_grad_on(isa: Isa, x: &[f32], g: &[f32], s: &ConvShape) -> Vec<f32> {
-    assert!(
-        s.k == 3 && s.pad == 1,
-        "F(2x2, 3x3) needs 3x3 kernels and padding 1"
-    );
-    let plane = s.h * s.w;
-    let images = x.len() / (s.c_in * plane).max(1);
-    assert_eq!(x.len(), images * s.c_in * plane);
-    assert_eq!(g.len(), images * s.c_out * plane);
-    let (th, tw) = tiles(s);
-    let sums = winograd_grad::tile_sums(
-        isa,
-        (images, th, tw),
-        P,
-        (s.c_in, s.c_out),
-        |image, segment, dst| {
-            let xi = &x[image * s.c_in * plane..][..s.c_in * plane];
-            let gi = &g[image * s.c_out * plane..][..s.c_out * plane];
-            let mut rows = [[[0.0f32; GATHER]; 2]; 4];
-            let (input, gradient) = (Side::Input, Side::Gradient);
-            let (v, y, row) = (dst.v, dst.y, Dst::ROW);
-            let (v_stride, y_stride) = (dst.v_stride, dst.y_stride);
-            // SAFETY: the CPU has `isa`; lanes `at..at + n` of every row of `v` and `y` are
-            // this segment's alone, inside them (`tile_sums`).
-            unsafe {
-                transform_channels(isa, xi, s, segment, input, &mut rows, v, row, v_stride);
-                transform_channels(isa, gi, s, segment, gradient, &mut rows, y, row, y_stride);
-            }
-        },
-    );
-    let mut dw = vec![0.0f32; s.c_out * s.c_in * 9];
-    dw.par_chunks_mut(9).enumerate().for_each(|(i, kernel)| {
-        let mut m = [0.0f32; P];
-        sums.read(i / s.c_in, i % s.c_in, &mut m);
-        kernel.copy_from_slice(&untransform_kernel(&m));
-    });
-    dw
-}
-
-/// `G^T M G`: the 3x3 weight gradient of one channel pair from its 4x4 sums (row-major), the
-/// adjoint of [`transform_kernel`].
-fn untransform_kernel(m: &[f32; P]) -> [f32; 9] {
-    let gt = |a: f64, b: f64, c: f64, d: f64| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d];
-    let m: [f64; P] = std::array::from_fn(|p| m[p] as f64);
-    // G^T M: 3 rows of 4, column by column.
-    let cols: [[f64; 3]; 4] = std::array::from_fn(|j| gt(m[j], m[4 + j], m[8 + j], m[12 + j]));
-    // (G^T M) G: row i through G.
-    std::array::from_fn(|k| {
-        let i = k / 3;
-        gt(cols[0][i], cols[1][i], cols[2][i], cols[3][i])[k % 3] as f32
-    })
-}
-
-/// `A dY A^T` for the segment's tiles of one output-gradient channel `plane` (`s.h x s.w`):
-/// `dY` is the tile's 2x2 output gradient (zero outside the image); tile `t`, position `p`,
-/// at `dst + p * p_stride + t` (masked stores).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gradient_tiles(
-    plane: &[f32],
-    s: &ConvShape,
-    Segment { ty, tx0, n, .. }: Segment,
-    rows: &mut Rows,
-    dst: *mut f32,
-    p_stride: usize,
-) {
-    use std::arch::x86_64::*;
-    for (i, row) in rows.iter_mut().take(2).enumerate() {
-        let (y, first) = ((2 * ty + i) as isize, (2 * tx0) as isize);
-        // SAFETY: AVX-512 is enabled here.
-        unsafe { gather(plane, (s.h, s.w), y, first, n, row) };
-    }
-    let zero = _mm512_setzero_ps();
-    for t in (0..n).step_by(LANES) {
-        let mask = lanes(n - t);
-        // SAFETY: the loads at `t + 15 < GATHER` stay inside `rows`; the caller vouches for
-        // the stores.
-        unsafe {
-            let load = |i: usize, parity: usize| _mm512_loadu_ps(rows[i][parity].as_ptr().add(t));
-            let (a, b, c, d) = (load(0, 0), load(0, 1), load(1, 0), load(1, 1));
-            // A dY: four rows of two.
-            let ady = [
-                (a, b),
-                (_mm512_add_ps(a, c), _mm512_add_ps(b, d)),
-                (_mm512_sub_ps(a, c), _mm512_sub_ps(b, d)),
-                (_mm512_sub_ps(zero, c), _mm512_sub_ps(zero, d)),
-            ];
-            // (A dY) A^T, row by row.
-            for (i, &(u, w)) in ady.iter().enumerate() {
-                let values = [
-                    u,
-                    _mm512_add_ps(u, w),
-                    _mm512_sub_ps(u, w),
-                    _mm512_sub_ps(zero, w),
-                ];
-                for (j, value) in values.into_iter().enumerate() {
-                    _mm512_mask_storeu_ps(dst.add((i * 4 + j) * p_stride + t), mask, value);
-                }
-            }
-        }
-    }
-}
-
-/// Row `y` of `plane` (`h x w`; zeros when `y` is outside it) split into its `Q` column
-/// phases (2 or 4) on AVX2 (the AVX2 paths' [`gather`] and [`super::winograd4::gather4`]):
-/// column `first + Q j + q` into `out[q][j]` for `j` in `0..=n` (zeros outside the row). Runs of
-/// 8 tiles are split by shuffles, those over an end of the row loaded under a mask of the
-/// columns inside it (once scalar throughout: 4% of a training step).
-///
-/// # Safety
-/// AVX2 is available; `n + 8 <= GATHER`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn gather_phases<const Q: usize>(
-    plane: &[f32],
-    (h, w): (usize, usize),
-    y: isize,
-    first: isize,
-    n: usize,
-    out: &mut [[f32; GATHER]; Q],
-) {
-    let Some(y) = usize::try_from(y).ok().filter(|&y| y < h) else {
-        *out = [[0.0; GATHER]; Q];
-        return;
-    };
-    use std::arch::x86_64::*;
-    let line = plane[y * w..][..w].as_ptr();
-    let span = (Q * LANES8) as isize;
-    for j in (0..=n).step_by(LANES8) {
-        let x = first + (Q * j) as isize;
-        // SAFETY: whole loads lie inside the row; a run over an end of it loads only the
-        // lanes inside it (masked lanes are not accessed, and read as zero); `j + 8 <= n + 8
-        // <= GATHER`.
-        unsafe {
-            let v: [__m256; Q] = if x >= 0 && x + span <= w as isize {
-                std::array::from_fn(|k| _mm256_loadu_ps(line.offset(x).add(k * LANES8)))
-            } else {
-                std::array::from_fn(|k| {
-                    let at = x + (k * LANES8) as isize;
-                    let columns = _mm256_add_epi32(
-                        _mm256_set1_epi32(at as i32),
-                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                    );
-                    let inside = _mm256_and_si256(
-                        _mm256_cmpgt_epi32(columns, _mm256_set1_epi32(-1)),
-                        _mm256_cmpgt_epi32(_mm256_set1_epi32(w as i32), columns),
-                    );
-                    _mm256_maskload_ps(line.wrapping_offset(at), inside)
-                })
-            };
-            split8::<Q>(v, out, j);
-        }
-    }
-}
-
-/// `8 Q` consecutive floats (`v`) split into their `Q` phases (2 or 4), stored at
-/// `out[q][j..j + 8]`.
-///
-/// # Safety
-/// AVX2 is available; `j + 8 <= GATHER`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn split8<const Q: usize>(
-    v: [std::arch::x86_64::__m256; Q],
-    out: &mut [[f32; GATHER]; Q],
-    j: usize,
-) {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller's contract.
-    unsafe {
-        let store = |q: usize, value: __m256, out: &mut [[f32; GATHER]; Q]| {
-            _mm256_storeu_ps(out[q].as_mut_ptr().add(j), value)
-        };
-        if Q == 2 {
-            // Within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6]; then the 64-bit pairs in order.
-            let evens = _mm256_shuffle_ps::<0b10_00_10_00>(v[0], v[1]);
-            let odds = _mm256_shuffle_ps::<0b11_01_11_01>(v[0], v[1]);
-            let order = |x: __m256| {
-                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(x)))
-            };
-            store(0, order(evens), out);
-            store(1, order(odds), out);
-        } else {
-            // A 4x4 transpose within each 128-bit lane gives phase q of vectors 0-3 as
-            // [v0 v1 v2 v3 | v0 v1 v2 v3] (first and second tile of each); then in tile order.
-            let (t0, t1) = (
-                _mm256_unpacklo_ps(v[0], v[1]),
-                _mm256_unpackhi_ps(v[0], v[1]),
-            );
-            let (t2, t3) = (
-                _mm256_unpacklo_ps(v[2], v[3]),
-                _mm256_unpackhi_ps(v[2], v[3]),
-            );
-            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-            let phases = [
-                _mm256_shuffle_ps::<0b01_00_01_00>(t0, t2),
-                _mm256_shuffle_ps::<0b11_10_11_10>(t0, t2),
-                _mm256_shuffle_ps::<0b01_00_01_00>(t1, t3),
-                _mm256_shuffle_ps::<0b11_10_11_10>(t1, t3),
-            ];
-            for (q, phase) in phases.into_iter().enumerate() {
-                store(q, _mm256_permutevar8x32_ps(phase, order), out);
-            }
-        }
-    }
-}
-
 /// [`input_tiles`] on AVX2, 8 tiles at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -850,64 +536,10 @@ unsafe fn input_tiles_avx2(
     }
 }
 
-/// [`gradient_tiles`] on AVX2, 8 tiles at a time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gradient_tiles_avx2(
-    plane: &[f32],
-    s: &ConvShape,
-    Segment { ty, tx0, n, .. }: Segment,
-    rows: &mut Rows,
-    dst: *mut f32,
-    p_stride: usize,
-) {
-    use std::arch::x86_64::*;
-    for (i, row) in rows.iter_mut().take(2).enumerate() {
-        let (y, first) = ((2 * ty + i) as isize, (2 * tx0) as isize);
-        // SAFETY: AVX2 is enabled here; `n <= NB`.
-        unsafe { gather_phases(plane, (s.h, s.w), y, first, n, row) };
-    }
-    let zero = _mm256_setzero_ps();
-    for t in (0..n).step_by(LANES8) {
-        // SAFETY: as in `gradient_tiles`.
-        unsafe {
-            let (whole, mask) = (t + LANES8 <= n, mask8(n - t));
-            let load = |i: usize, parity: usize| _mm256_loadu_ps(rows[i][parity].as_ptr().add(t));
-            let (a, b, c, d) = (load(0, 0), load(0, 1), load(1, 0), load(1, 1));
-            let ady = [
-                (a, b),
-                (_mm256_add_ps(a, c), _mm256_add_ps(b, d)),
-                (_mm256_sub_ps(a, c), _mm256_sub_ps(b, d)),
-                (_mm256_sub_ps(zero, c), _mm256_sub_ps(zero, d)),
-            ];
-            for (i, &(u, w)) in ady.iter().enumerate() {
-                let values = [
-                    u,
-                    _mm256_add_ps(u, w),
-                    _mm256_sub_ps(u, w),
-                    _mm256_sub_ps(zero, w),
-                ];
-                for (j, value) in values.into_iter().enumerate() {
-                    store8(dst.add((i * 4 + j) * p_stride + t), whole, mask, value);
-                }
-            }
-        }
-    }
-}
-
-/// Store mask of the first `n` lanes (all for `n >= 16`).
-pub(crate) fn lanes(n: usize) -> u16 {
-    if n >= LANES {
-        u16::MAX
-    } else {
-        (1u16 << n) - 1
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::{direct_conv, direct_weight_grad, values};
+    use crate::kernels::test_values::{direct_conv, values};
 
     #[test]
     fn matches_direct_summation() {
@@ -951,54 +583,6 @@ mod tests {
                 assert!((g - e).abs() < 1e-4, "{s:?} at {j}: {g} vs {e}");
             }
         }
-    }
-
-    #[test]
-    fn weight_gradient_matches_direct_summation() {
-        let isas = conv::isas_here();
-        if isas.is_empty() {
-            eprintln!("no AVX-512 or AVX2 here: the Winograd weight gradient not tested");
-            return;
-        }
-        // Odd sides (half-outside tiles), channel counts that are not multiples of 4 and 6,
-        // chunks that span images (3 x 10 x 17 = 510 tiles > 480) and a single partial chunk.
-        let shapes = [(5, 7, 19, 33, 3), (13, 9, 6, 6, 2), (8, 4, 9, 7, 1)];
-        for (i, &(c_in, c_out, h, w, n)) in shapes.iter().enumerate() {
-            let s = ConvShape {
-                c_in,
-                c_out,
-                h,
-                w,
-                k: 3,
-                pad: 1,
-            };
-            let x = values(n * c_in * h * w, 70 + i as u32);
-            let g = values(n * c_out * h * w, 80 + i as u32);
-            let want = direct_weight_grad(&x, &g, &s, n);
-            for &isa in &isas {
-                let got = weight_grad_on(isa, &x, &g, &s);
-                assert_eq!(got.len(), want.len());
-                for (j, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!((a - b).abs() < 1e-3, "{isa:?} {s:?} at {j}: {a} vs {b}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn kernel_untransform_is_the_adjoint_of_the_transform() {
-        // <G g G^T, M> = <g, G^T M G> for any g and M.
-        let g = values(9, 1);
-        let m: [f32; P] = values(P, 2).try_into().unwrap();
-        let u = transform_kernel(&g);
-        let left: f64 = u.iter().zip(&m).map(|(a, b)| *a as f64 * *b as f64).sum();
-        let back = untransform_kernel(&m);
-        let right: f64 = g
-            .iter()
-            .zip(&back)
-            .map(|(a, b)| *a as f64 * *b as f64)
-            .sum();
-        assert!((left - right).abs() < 1e-6, "{left} vs {right}");
     }
 
     #[test]

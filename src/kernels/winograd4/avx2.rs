@@ -77,9 +77,10 @@ impl Block<'_> {
 
 /// `V_p = (B^T d B)_p` on AVX2 of the segment's tiles in every input channel of `x` (planes of
 /// `s.h x s.w`, zero padding `s.pad`): channel `c`, position `p`, tile `t` at `dst + c row + p
-/// p_stride + t` (masked to the segment), with the channel [`PREFETCH`] ahead asked into the
-/// cache. The forward's ([`Block::transform_input_avx2`]) and the weight gradient's
-/// ([`super::winograd_grad`]).
+/// p_stride + t` (masked to the segment), with the channel
+/// [`PREFETCH`](crate::kernels::winograd::PREFETCH) ahead asked into the cache. The forward's
+/// ([`Block::transform_input_avx2`]) and the weight gradient's
+/// ([`crate::kernels::winograd_grad`]).
 ///
 /// # Safety
 /// AVX2 and FMA are available; `n <= NB`; `dst + c row + p p_stride + t` is writable for
@@ -147,8 +148,8 @@ unsafe fn input_tiles_avx2<const A: usize, const K: usize, F: Filter<A, K>>(
     }
 }
 
-/// [`store_interleaved`] on AVX2: column `j` of 8 tiles (`values[j]`) at `dst + 4 t + j`, the
-/// first `width` of the 32 floats.
+/// [`super::store_interleaved`] on AVX2: column `j` of 8 tiles (`values[j]`) at
+/// `dst + 4 t + j`, the first `width` of the 32 floats.
 ///
 /// # Safety
 /// `dst..dst + width` is writable.

@@ -65,7 +65,7 @@ pub(crate) trait Filter<const A: usize, const K: usize> {
     unsafe fn at8(m: [__m256; A]) -> [__m256; M];
 
     /// `A m` (the transpose of [`Filter::at8`]: `M` vectors in, `A` out) on AVX2: the
-    /// weight gradient's transform of the output gradient ([`super::winograd_grad`]).
+    /// weight gradient's transform of the output gradient ([`crate::kernels::winograd_grad`]).
     ///
     /// # Safety
     /// AVX2 and FMA are available.
