@@ -129,7 +129,7 @@ const TERMS_L1: usize = 128;
 
 /// Every row of the tile at pixels `pixel..n.min(pixel + V * 8)` (inputs at `base`): per chunk
 /// of [`TERMS_L1`] terms, each group of 4 rows adds the chunk's products to its sums (`sums`,
-/// [`block_4x16`] or [`block_4x24`]); then the sums are stored.
+/// [`block_4x16`] or [`block_4x24`]; the first chunk's from zero); then the sums are stored.
 ///
 /// # Safety
 /// AVX2 and FMA; as [`micro_upto_avx2`]'s, for this block.
@@ -155,10 +155,13 @@ unsafe fn block_avx2<const V: usize>(
     // first was a 768-byte `memset` call per block (1.3% of the 1920x1080 forward).
     let mut chunks = t.offsets.chunks(TERMS_L1);
     let first = chunks.next().unwrap_or(&[]);
-    let mut acc: [Sums<V>; MR / ROWS_AVX2] = std::array::from_fn(|g| match g < groups {
-        // SAFETY: the caller's; `a` walks the panel's `MR` weights per term of the chunk.
-        true => unsafe { sums(zeros(), base, first, weights(0, g)) },
-        false => zeros(),
+    let mut acc: [Sums<V>; MR / ROWS_AVX2] = std::array::from_fn(|g| {
+        if g < groups {
+            // SAFETY: the caller's; the weights step by the panel's `MR` per term of the chunk.
+            unsafe { sums(zeros(), base, first, weights(0, g)) }
+        } else {
+            zeros()
+        }
     });
     for (c, chunk) in chunks.enumerate() {
         for (g, acc) in acc.iter_mut().enumerate().take(groups) {
