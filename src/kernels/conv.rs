@@ -17,8 +17,6 @@
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::micro::{micro_upto, micro_upto_avx2};
 use super::micro::{Micro, Tile};
 
 /// Output channels per micro-kernel call (rows of the register block).
@@ -68,9 +66,9 @@ pub enum Isa {
     /// AVX-512F: every kernel, Winograd's included.
     Avx512,
     /// AVX2 and FMA (most x86-64 CPUs since 2013-2015 without AVX-512, and virtual machines
-    /// that hide it): on 8-float vectors the direct convolution ([`micro_upto_avx2`]) and its
-    /// weight gradient, F(4x4, 3x3) and F(4x4, 2x2) and their weight gradients (the latter
-    /// AVX2's alone), F(4, 7) along rows, F(2x2, 3x3)'s weight gradient; F(2x2, 3x3)'s
+    /// that hide it): on 8-float vectors the direct convolution (`micro::micro_upto_avx2`)
+    /// and its weight gradient, F(4x4, 3x3) and F(4x4, 2x2) and their weight gradients (the
+    /// latter AVX2's alone), F(4, 7) along rows, F(2x2, 3x3)'s weight gradient; F(2x2, 3x3)'s
     /// forward stays AVX-512's.
     Avx2,
 }
@@ -106,17 +104,6 @@ impl Isa {
                 expected: "avx512, avx2 or none".into(),
             }),
         }
-    }
-
-    /// This instruction set's micro-kernel.
-    pub(crate) fn micro_kernel(self) -> Micro {
-        #[cfg(target_arch = "x86_64")]
-        match self {
-            Isa::Avx512 => micro_upto,
-            Isa::Avx2 => micro_upto_avx2,
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no instruction set is detected off x86-64")
     }
 }
 

@@ -7,10 +7,23 @@
 //! 4 channels x 24 pixels, the term loop in assembly), with the masked-store helpers the
 //! Winograd output transforms share ([`store8`], [`mask8`]).
 
-use super::conv::{LANES, MR, NV};
+use super::conv::{Isa, LANES, MR, NV};
 
 /// A micro-kernel: [`micro_upto`] or [`micro_upto_avx2`].
 pub(crate) type Micro = unsafe fn(&Tile, *const f32, usize);
+
+impl Isa {
+    /// This instruction set's micro-kernel.
+    pub(crate) fn micro_kernel(self) -> Micro {
+        #[cfg(target_arch = "x86_64")]
+        match self {
+            Isa::Avx512 => micro_upto,
+            Isa::Avx2 => micro_upto_avx2,
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no instruction set is detected off x86-64")
+    }
+}
 
 /// Where one micro-kernel call reads its weights and writes its outputs.
 pub(crate) struct Tile<'a> {
