@@ -97,7 +97,7 @@ pub fn tile_working_bytes(core: usize, halo: usize) -> u64 {
 /// The tile core and cache for a photo of `pixels` run in tiles with halos of `halo` within
 /// `budget` bytes; a `core` or `cache` the caller gave is kept. Cache is what tiled inference
 /// speeds up with (`super::tiled`: kept states and LN inputs spare recomputation), so the core
-/// is the largest of [`TILE_CORES`] whose working memory leaves at least as much again for the
+/// is the largest of `TILE_CORES` whose working memory leaves at least as much again for the
 /// cache, and the cache is [`CACHE_SHARE`] of the rest of the budget. 3840x2160 on 2 cores
 /// (`docs/performance.md`, "Tiled inference"): 512 / 1 GiB (the fixed defaults) 41 s at 1.3
 /// GiB peak; 1024 / 2.29 GiB 22.5 s at 3.2 GiB; 1024 / 8 GiB 17.6 s at 7.2 GiB (whole: 10.3 s

@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 /// How the node's weight gradient runs on the selected GPU backend (`TOONSMITH_GPU_WGRAD`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightGrad {
-    /// Gathered windows times the output gradient ([`weight_grad`]).
+    /// Gathered windows times the output gradient (`weight_grad`).
     Windows,
     /// CubeCL's implicit-GEMM weight gradient (cubek's `BackwardWeight`, by the algorithm of
     /// `TOONSMITH_GPU_IMPLICIT`; `super::implicit_gemm::weight_grad`). Builds with a CubeCL

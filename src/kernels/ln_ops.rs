@@ -226,9 +226,9 @@ pub(crate) fn channel_sums_by_ops<B: Backend>(
 /// How LN's sums run on the selected GPU backend (`TOONSMITH_GPU_LN`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LnSums {
-    /// burn's reductions, in stages ([`sample_var_mean`], [`channel_sums_by_ops`]).
+    /// burn's reductions, in stages (`sample_var_mean`, `channel_sums_by_ops`).
     Ops,
-    /// toonsmith's CubeCL kernels ([`super::ln_cube`]): one block per chunk of a row, a
+    /// toonsmith's CubeCL kernels (`super::ln_cube`): one block per chunk of a row, a
     /// shared-memory tree, two launches per sum. Builds with a CubeCL backend only.
     Cube,
 }

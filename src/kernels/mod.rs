@@ -132,7 +132,7 @@ pub fn gemm_conv2d<B: Backend>(
 /// ([`im2col::GpuConv::from_env`], returned), `TOONSMITH_GPU_LN` ([`ln_ops::LnSums::from_env`]),
 /// `TOONSMITH_GPU_WGRAD` ([`im2col_autodiff::WeightGrad::from_env`]) and, in builds with the
 /// implicit GEMM, `TOONSMITH_GPU_IMPLICIT`
-/// ([`implicit_gemm::Algorithm::from_env`]); an error names a variable set to no valid value.
+/// (`implicit_gemm::Algorithm::from_env`); an error names a variable set to no valid value.
 /// The program and the bench call it at start.
 pub fn gpu_settings_from_env() -> crate::error::Result<Option<im2col::GpuConv>> {
     env_choice(conv::ISA_ENV, |value| conv::Isa::lowered(None, value))?;
@@ -208,8 +208,8 @@ pub(crate) fn implicit_weight_grad<B: Backend>(
 }
 
 /// `module` with its 4-D parameters (convolution weights) stored channels-last where CubeCL's
-/// implicit GEMM runs the convolutions of backend `B` ([`implicit_applies`],
-/// [`implicit_gemm::channels_last`]), else as it is: for a model kept for inference, whose
+/// implicit GEMM runs the convolutions of backend `B` (`implicit_applies`,
+/// `implicit_gemm::channels_last`), else as it is: for a model kept for inference, whose
 /// weights would otherwise be copied into that layout at every call.
 pub fn weights_for_inference<B: Backend, M: burn::module::Module<B>>(module: M) -> M {
     #[cfg(feature = "cube-ops")]
@@ -446,7 +446,7 @@ pub(crate) fn host_slice<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostSli
 
 /// Stride-1 or stride-2 convolution with zero padding `pad` by [`conv::conv2d`] (stride 2 by
 /// its phases, [`polyphase`]), image by image. Check [`conv2d_applies`] first. The weights'
-/// plans are kept between calls ([`plans`]: this is inference, whose weights are the same
+/// plans are kept between calls (`plans`: this is inference, whose weights are the same
 /// image after image).
 ///
 /// # Shapes

@@ -255,9 +255,9 @@ fn interleave(phases: (&[f32], &[f32]), pad: usize, row: &mut [f32]) {
 }
 
 /// Convolution of every image of a batch `x` `[N, C_in, H, W]` with stride 1 or 2 (by the
-/// phases) on [`conv::planned_batch`]; returns `[N, C_out, H_out, W_out]` and `[H_out, W_out]`.
+/// phases) on `conv::planned_batch`; returns `[N, C_out, H_out, W_out]` and `[H_out, W_out]`.
 /// With `frozen` (the weight and bias do not change from call to call) the plan may be a
-/// kept one ([`plans`]).
+/// kept one (`plans`).
 pub fn conv2d_batch(
     x: &[f32],
     weight: &[f32],

@@ -86,7 +86,7 @@ pub fn phase_bias<B: Backend>(bias: Tensor<B, 1>) -> Tensor<B, 1> {
 }
 
 /// The upsampled image's convolution from the phases' `z`: each phase's `H x W` window, at
-/// offset `(a, b)`, interleaved. Under autodiff one node ([`interleave_node`]).
+/// offset `(a, b)`, interleaved. Under autodiff one node (`interleave_node`).
 ///
 /// # Shapes
 /// `[N, 4 C_out, H + 1, W + 1]` -> `[N, C_out, 2H, 2W]`.

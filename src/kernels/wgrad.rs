@@ -11,8 +11,8 @@
 //! `gemm` call per kernel tap re-packed the whole output gradient k^2 times.) Same-size 3x3
 //! convolutions of the shapes the Winograd convolution takes go to its weight gradient instead
 //! (F(4x4, 3x3) on AVX2, which also takes the sub-pixel 2x2 ones by F(4x4, 2x2),
-//! [`super::winograd_grad`]; F(2x2, 3x3) otherwise), and so do the 7x7 ones that run by
-//! F(4, 7) along rows ([`super::winograd_rows_grad`]).
+//! `super::winograd_grad`; F(2x2, 3x3) otherwise), and so do the 7x7 ones that run by
+//! F(4, 7) along rows (`super::winograd_rows_grad`).
 
 use rayon::prelude::*;
 
