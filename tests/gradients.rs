@@ -199,3 +199,34 @@ fn g_step_through_frozen_d_gives_the_same_g_gradient() {
     let scale: f32 = through_trainable.abs().max().into_scalar();
     assert!(scale > 0.0 && diff <= 1e-6 * scale, "{diff} vs {scale}");
 }
+
+/// The D step scores real and fake in one pass (`Discriminator::forward_each`): the same scores
+/// and the same D gradient of Eq. (17) as one pass each, since LN's statistics are per image.
+#[test]
+fn d_scores_batches_stacked_as_it_does_each_alone() {
+    let d = DiscriminatorConfig::patch().init::<B>(&CPU);
+    let batch = |n| Tensor::<B, 4>::random([n, 1, 24, 24], Distribution::Uniform(0.0, 1.0), &CPU);
+    let (real, fake) = (batch(3), batch(2));
+    let stem_grad = |loss: Tensor<B, 1>| {
+        let grads = loss.backward();
+        d.layers[0]
+            .conv
+            .weight
+            .val()
+            .grad(&grads)
+            .expect("D's stem is reached")
+    };
+    let [real_s, fake_s] = d.forward_each([real.clone(), fake.clone()]);
+    let (real_alone, fake_alone) = (d.forward(real), d.forward(fake));
+    assert_eq!(real_s.dims(), [3, 1, 3, 3]);
+    assert_eq!(fake_s.dims(), [2, 1, 3, 3]);
+    for (stacked, alone) in [(&real_s, &real_alone), (&fake_s, &fake_alone)] {
+        let diff: f32 = (stacked.clone() - alone.clone()).abs().max().into_scalar();
+        assert!(diff <= 1e-5, "scores {diff} apart");
+    }
+    let together = stem_grad(losses::lsgan_d(real_s, fake_s));
+    let apart = stem_grad(losses::lsgan_d(real_alone, fake_alone));
+    let diff: f32 = (together.clone() - apart).abs().max().into_scalar();
+    let scale: f32 = together.abs().max().into_scalar();
+    assert!(scale > 0.0 && diff <= 1e-5 * scale, "{diff} vs {scale}");
+}

@@ -203,23 +203,26 @@ impl<B: AutodiffBackend> StepContext<B> {
         strides: (usize, usize),
         log: &mut PendingLosses<B>,
     ) -> Result<(Tensor<B, 1>, Option<ctss::Sampled<B>>)> {
+        // Real and fake are scored in one pass of each D (`forward_each`).
         let global = self.ablation.image_branch.then(|| {
-            let (real, fake_s) = (
-                d.image.forward(cartoon.clone()),
-                d.image.forward(fake.clone()),
-            );
             if self.ablation.edge_promoting {
-                let smoothed = d.image.forward(losses::edge_smooth(cartoon.clone()));
+                let smoothed = losses::edge_smooth(cartoon.clone());
+                let [real, smoothed, fake_s] =
+                    d.image
+                        .forward_each([cartoon.clone(), smoothed, fake.clone()]);
                 losses::edge_promoting_d(real, smoothed, fake_s)
             } else {
+                let [real, fake_s] = d.image.forward_each([cartoon.clone(), fake.clone()]);
                 losses::lsgan_d(real, fake_s)
             }
         });
         let (local, fake_patches) = match self.ablation.patch_branch {
             true => {
-                let real = d.patch.forward(self.patches(cartoon, strides.0)?.patches);
+                let real_patches = self.patches(cartoon, strides.0)?.patches;
                 let fake_patches = self.patches(fake, strides.1)?;
-                let fake_p = d.patch.forward(fake_patches.patches.clone());
+                let [real, fake_p] = d
+                    .patch
+                    .forward_each([real_patches, fake_patches.patches.clone()]);
                 (Some(losses::lsgan_d(real, fake_p)), Some(fake_patches))
             }
             false => (None, None),
