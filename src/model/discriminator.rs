@@ -112,7 +112,7 @@ impl<B: Backend> Discriminator<B> {
     /// (GAN code that stacks real and fake in D's batch, as BigGAN's, does the same).
     ///
     /// # Panics
-    /// If `batches` is empty.
+    /// If `batches` is empty or their images differ in channels or size.
     pub fn forward_each<const N: usize>(&self, batches: [Tensor<B, 4>; N]) -> [Tensor<B, 4>; N] {
         let sizes = batches.clone().map(|b| b.dims()[0]);
         let scores = self.forward(Tensor::cat(batches.into(), 0));
