@@ -114,7 +114,7 @@ impl<B: Backend> Discriminator<B> {
     /// # Panics
     /// If `batches` is empty or their images differ in channels or size.
     pub fn forward_each<const N: usize>(&self, batches: [Tensor<B, 4>; N]) -> [Tensor<B, 4>; N] {
-        let sizes = batches.clone().map(|b| b.dims()[0]);
+        let sizes = batches.each_ref().map(|b| b.dims()[0]);
         let scores = self.forward(Tensor::cat(batches.into(), 0));
         let mut start = 0;
         sizes.map(|n| {
